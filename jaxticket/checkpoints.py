@@ -1,0 +1,539 @@
+"""Run directories: config guard, periodic checkpoints, rewind points (orbax).
+
+A run directory holds everything one training run writes::
+
+    run_dir/
+      config.json      the full resolved config and its hash (written atomically)
+      checkpoints/     periodic checkpoints, only the last ``keep_last`` kept (resume)
+      rewind/          rewind points (step 0, step k, ...), never garbage-collected
+
+A directory refuses to be reused by a different config (:class:`ConfigMismatchError`),
+unless ``overwrite=True``, which wipes it and starts fresh. The same config resumes.
+
+States are arbitrary pytrees: flax.struct train states, optax states, a
+:class:`jaxticket.masks.Mask`, new-style typed PRNG keys (``jax.random.key``), all with
+or without a leading seeds axis and with any sharding. Only the array leaves are
+written (keyed by their path, e.g. ``params/Dense_0/kernel``); the structure, the
+static data (mask ``prunable`` flags, dataclass types) and the shardings come back
+from the ``target`` given to ``restore``. Typed keys are stored as their raw
+``key_data`` and re-wrapped with the target's PRNG implementation.
+
+Saves are synchronous and atomic (orbax writes a temporary directory and renames it
+when complete), so a process killed mid-save leaves the previous checkpoint intact and
+:meth:`RunCheckpoints.latest_step` only ever reports complete checkpoints.
+
+Example::
+
+    with RunCheckpoints("runs/lenet_s0", config, keep_last=2) as ckpt:
+        step = ckpt.latest_step()
+        if step is not None:
+            state = ckpt.restore(step, state)      # state: a like-shaped template
+        ...
+        ckpt.save_rewind_point(0, state)
+        ckpt.save(1000, state)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+__all__ = [
+    "ConfigMismatchError",
+    "RunCheckpoints",
+    "config_hash",
+    "config_to_dict",
+]
+
+_log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+PERIODIC_DIR = "checkpoints"
+REWIND_DIR = "rewind"
+_TRASH_DIR = ".trash"
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory already holds a run with a different config."""
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def config_to_dict(config: Any) -> Any:
+    """A JSON-ready copy of ``config`` (dataclass, dict, ml_collections, nested).
+
+    Tuples become lists, enums their value, paths strings, numpy scalars Python
+    scalars. Anything else raises ``TypeError`` naming the field.
+
+    Example: ``config_to_dict(Cfg(lr=0.1, sizes=(300, 100)))``
+    ``== {"lr": 0.1, "sizes": [300, 100]}``.
+    """
+    return _jsonable(config, "config")
+
+
+def _jsonable(obj: Any, where: str) -> Any:
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return repr(obj)  # JSON has no inf/nan; keep them distinguishable
+        return obj
+    if isinstance(obj, enum.Enum):
+        return _jsonable(obj.value, where)
+    if isinstance(obj, (np.bool_, np.integer, np.floating)):
+        return _jsonable(obj.item(), where)
+    if isinstance(obj, (pathlib.PurePath,)):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: _jsonable(getattr(obj, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(obj)
+        }
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ml_collections.ConfigDict
+        return _jsonable(obj.to_dict(), where)
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, bool, float)) and k is not None:
+                raise TypeError(f"{where}: key {k!r} is not a str/int; cannot save config.")
+            out[str(k)] = _jsonable(v, f"{where}.{k}")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_jsonable(v, f"{where}[]") for v in obj)
+    raise TypeError(
+        f"{where}: cannot save a {type(obj).__name__} in config.json; configs must be "
+        "plain data (numbers, strings, bools, None, lists, dicts, dataclasses)."
+    )
+
+
+def _canonical_json(config_dict: Any) -> str:
+    return json.dumps(config_dict, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def config_hash(config: Any) -> str:
+    """A stable 12-hex-digit hash of ``config``: sha256 of its canonical JSON.
+
+    Key order, tuple vs list and dataclass vs dict spelling do not change the hash.
+
+    Example: ``config_hash({"lr": 0.1, "seed": 0}) == config_hash({"seed": 0, "lr": 0.1})``.
+    """
+    text = _canonical_json(config_to_dict(config))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _flatten_dict(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten_dict(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix or "<root>": d}
+
+
+def config_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """``(dotted_key, old_value, new_value)`` for every key that differs.
+
+    Missing keys show as ``"<missing>"``.
+
+    Example: ``config_diff({"lr": 0.1}, {"lr": 0.2}) == [("lr", 0.1, 0.2)]``.
+    """
+    a, b = _flatten_dict(old), _flatten_dict(new)
+    missing = "<missing>"
+    return [
+        (k, a.get(k, missing), b.get(k, missing))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+def _mismatch_message(directory: pathlib.Path, diffs) -> str:
+    lines = [f"  {k}: {old!r} (saved) != {new!r} (new)" for k, old, new in diffs[:20]]
+    if len(diffs) > 20:
+        lines.append(f"  ... and {len(diffs) - 20} more")
+    return (
+        f"run directory {directory} holds a run with a different config; differing keys:\n"
+        + "\n".join(lines)
+        + "\nUse a new directory for the new config, or pass overwrite=True "
+        "(--overwrite) to wipe the old run and start fresh."
+    )
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file and ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a partial file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        ocp.multihost.sync_global_processes(f"jaxticket_checkpoints:{name}")
+
+
+# ----------------------------------------------------------------------------- pytrees
+
+
+def _is_key(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_impl(x: Any):
+    """The PRNG implementation of a typed key array or key ShapeDtypeStruct."""
+    if isinstance(x, jax.Array):
+        return jax.random.key_impl(x)
+    found = []
+    jax.eval_shape(lambda k: found.append(jax.random.key_impl(k)), x)
+    return found[0]
+
+
+def _key_str(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _leaf_paths(tree: PyTree) -> tuple[list[tuple[str, ...]], list[Any], Any]:
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = [tuple(_key_str(k) for k in p) for p, _ in leaves_with_paths]
+    if len(set(paths)) != len(paths):
+        seen, dup = set(), None
+        for p in paths:
+            if p in seen:
+                dup = p
+                break
+            seen.add(p)
+        raise ValueError(f"two leaves of the state share the path '{'/'.join(dup)}'; cannot checkpoint.")
+    return paths, [leaf for _, leaf in leaves_with_paths], treedef
+
+
+def _nest(paths: list[tuple[str, ...]], values: list[Any]) -> dict:
+    root: dict = {}
+    for path, value in zip(paths, values):
+        if not path:
+            raise ValueError("the state is a single bare array; wrap it in a dict to checkpoint it.")
+        node = root
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"state path '{'/'.join(path)}' clashes with another leaf.")
+        if path[-1] in node:
+            raise ValueError(f"state path '{'/'.join(path)}' clashes with another leaf.")
+        node[path[-1]] = value
+    return root
+
+
+def _unnest(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(tree, Mapping):
+        out = {}
+        for k, v in tree.items():
+            out.update(_unnest(v, prefix + (str(k),)))
+        return out
+    return {prefix: tree}
+
+
+def to_storable(state: PyTree) -> dict:
+    """The nested dict of arrays that is written for ``state``.
+
+    Typed PRNG keys become their ``jax.random.key_data``; everything else is kept.
+
+    Example: ``to_storable({"rng": jax.random.key(0)})["rng"].dtype == uint32``.
+    """
+    paths, leaves, _ = _leaf_paths(state)
+    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in leaves]
+    return _nest(paths, leaves)
+
+
+def _default_sharding():
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _abstract_leaf(x: Any) -> Any:
+    """What orbax should restore for one target leaf (stored form, target sharding)."""
+    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
+        sharding = getattr(x, "sharding", None) or _default_sharding()
+        if _is_key(x):
+            data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    return x  # Python scalars
+
+
+def _from_stored(stored: Any, target_leaf: Any) -> Any:
+    if _is_key(target_leaf):
+        return jax.random.wrap_key_data(stored, impl=_key_impl(target_leaf))
+    if isinstance(target_leaf, np.generic):
+        return np.asarray(stored, dtype=target_leaf.dtype)[()]
+    if isinstance(target_leaf, (bool, int, float)) and not isinstance(stored, type(target_leaf)):
+        return type(target_leaf)(np.asarray(stored).item())
+    return stored
+
+
+def _stored_shape(meta: Any):
+    shape = getattr(meta, "shape", None)
+    return None if shape is None else tuple(shape)
+
+
+def _check_structure(where: str, stored_meta: Mapping, abstract: Mapping) -> None:
+    """Raises ValueError naming the paths that differ between checkpoint and target."""
+    stored = _unnest(stored_meta)
+    wanted = _unnest(abstract)
+    missing = sorted("/".join(p) for p in set(wanted) - set(stored))
+    extra = sorted("/".join(p) for p in set(stored) - set(wanted))
+    problems = []
+    if missing:
+        problems.append(f"in the target but not in the checkpoint: {missing[:10]}"
+                        + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""))
+    if extra:
+        problems.append(f"in the checkpoint but not in the target: {extra[:10]}"
+                        + (f" (+{len(extra) - 10} more)" if len(extra) > 10 else ""))
+    for path in sorted(set(stored) & set(wanted)):
+        s_shape = _stored_shape(stored[path])
+        w_shape = tuple(np.shape(wanted[path]))
+        if s_shape is not None and s_shape != w_shape:
+            problems.append(
+                f"shape of '{'/'.join(path)}': checkpoint {s_shape}, target {w_shape}"
+            )
+            if len(problems) > 12:
+                break
+    if problems:
+        raise ValueError(
+            f"{where} does not match the restore target:\n  " + "\n  ".join(problems)
+            + "\nThe target must be a state of the same model/optimizer/seeds as the saved "
+            "one (e.g. built by the same init function with the same config)."
+        )
+
+
+# ----------------------------------------------------------------------------- manager
+
+
+def _make_manager(directory: pathlib.Path, keep: int | None) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        enable_async_checkpointing=False,
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+        # Old steps are renamed into .trash (atomic) before being deleted, so a kill
+        # during garbage collection never leaves a half-deleted step that looks complete.
+        todelete_subdir=_TRASH_DIR,
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    return ocp.CheckpointManager(directory, options=options)
+
+
+class RunCheckpoints:
+    """Periodic checkpoints and rewind points of one run, guarded by its config.
+
+    Args:
+      directory: the run directory (created if missing).
+      config: the run's full resolved config (dataclass, dict, ml_collections).
+      overwrite: wipe whatever the directory holds (config and checkpoints) and start
+        fresh. Without it, a different config raises :class:`ConfigMismatchError` and
+        the same config resumes.
+      keep_last: how many periodic checkpoints to keep (rewind points are all kept).
+
+    Example::
+
+        ckpt = RunCheckpoints(tmp_dir, {"lr": 0.1})
+        ckpt.save(10, state)
+        ckpt.latest_step()               # 10
+        state = ckpt.restore(10, state)  # same structure, dtypes, shardings
+        ckpt.close()
+    """
+
+    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2):
+        if int(keep_last) < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
+        self.directory = pathlib.Path(directory).absolute()
+        self.keep_last = int(keep_last)
+        self.config = config_to_dict(config)
+        self.config_hash = config_hash(config)
+        text = json.dumps(
+            {"config_hash": self.config_hash, "config": self.config},
+            indent=2, sort_keys=True, allow_nan=False,
+        ) + "\n"
+
+        config_path = self.directory / CONFIG_FILE
+        previous = None if overwrite else _read_config(config_path)
+        fresh = previous is None
+        if previous is not None and not overwrite:
+            diffs = config_diff(previous.get("config"), self.config)
+            if diffs:
+                raise ConfigMismatchError(_mismatch_message(self.directory, diffs))
+        _sync("config_checked")
+        if jax.process_index() == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                for sub in (PERIODIC_DIR, REWIND_DIR):
+                    shutil.rmtree(self.directory / sub, ignore_errors=True)
+            if fresh or previous.get("config_hash") != self.config_hash:
+                _write_atomic(config_path, text)
+        _sync("config_written")
+        self._periodic = _make_manager(self.directory / PERIODIC_DIR, self.keep_last)
+        self._rewind = _make_manager(self.directory / REWIND_DIR, None)
+
+    # -- context manager
+    def __enter__(self) -> "RunCheckpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunCheckpoints({str(self.directory)!r}, hash={self.config_hash})"
+
+    # -- periodic
+    def save(self, step: int, state: PyTree) -> None:
+        """Saves a periodic checkpoint (atomic); keeps only the last ``keep_last``.
+
+        Steps must increase; saving the latest step again replaces it.
+        """
+        step = int(step)
+        latest = self.latest_step()
+        if latest is not None and step < latest:
+            raise ValueError(
+                f"periodic checkpoint steps must increase: step {step} < latest saved step "
+                f"{latest} in {self.directory / PERIODIC_DIR}. Resume from the latest step, "
+                "or use a new run directory."
+            )
+        _save(self._periodic, step, state)
+
+    def latest_step(self) -> int | None:
+        """The latest complete periodic checkpoint's step, or ``None``."""
+        self._periodic.reload()
+        return self._periodic.latest_step()
+
+    def steps(self) -> list[int]:
+        """Steps of the complete periodic checkpoints, ascending."""
+        self._periodic.reload()
+        return sorted(self._periodic.all_steps())
+
+    def restore(self, step: int, target: PyTree) -> PyTree:
+        """Restores periodic checkpoint ``step`` into ``target``'s structure.
+
+        ``target`` is a like-shaped state: concrete arrays or ``jax.ShapeDtypeStruct``
+        (with ``.sharding``; without one, the first local device). The result has the
+        target's tree structure (static data included), dtypes and shardings.
+        """
+        return _restore(self._periodic, "periodic checkpoint", int(step), target)
+
+    # -- rewind points
+    def save_rewind_point(self, step: int, state: PyTree) -> None:
+        """Saves a rewind point (never garbage-collected); an existing step is replaced."""
+        _save(self._rewind, int(step), state)
+
+    def rewind_steps(self) -> list[int]:
+        """Steps of the saved rewind points, ascending."""
+        self._rewind.reload()
+        return sorted(self._rewind.all_steps())
+
+    def restore_rewind_point(self, step: int, target: PyTree) -> PyTree:
+        """Restores rewind point ``step`` into ``target``'s structure (see :meth:`restore`)."""
+        return _restore(self._rewind, "rewind point", int(step), target)
+
+    # -- lifecycle
+    def wait(self) -> None:
+        """Blocks until all pending writes are complete (saves are synchronous)."""
+        self._periodic.wait_until_finished()
+        self._rewind.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending writes and releases orbax resources."""
+        self._periodic.close()
+        self._rewind.close()
+
+
+def _read_config(path: pathlib.Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigMismatchError(
+            f"cannot read {path} ({e}); the run directory is damaged. Use a new directory "
+            "or pass overwrite=True (--overwrite) to start fresh."
+        ) from e
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: PyTree) -> None:
+    if step < 0:
+        raise ValueError(f"checkpoint step must be >= 0, got {step}.")
+    storable = to_storable(state)
+    if not storable:
+        raise ValueError("the state has no array leaves; nothing to checkpoint.")
+    manager.reload()
+    if step in manager.all_steps():
+        _log.warning("replacing existing checkpoint at step %d in %s", step, manager.directory)
+        manager.delete(step)
+    saved = manager.save(step, args=ocp.args.StandardSave(storable), force=True)
+    if not saved:  # pragma: no cover - orbax declined (read-only or similar)
+        raise RuntimeError(f"orbax declined to save step {step} in {manager.directory}.")
+    manager.wait_until_finished()
+    _empty_trash(manager.directory)
+
+
+def _empty_trash(directory) -> None:
+    if jax.process_index() == 0:
+        shutil.rmtree(pathlib.Path(directory) / _TRASH_DIR, ignore_errors=True)
+
+
+def _restore(manager: ocp.CheckpointManager, what: str, step: int, target: PyTree) -> PyTree:
+    manager.reload()
+    available = sorted(manager.all_steps())
+    if step not in available:
+        raise FileNotFoundError(
+            f"no {what} at step {step} in {manager.directory}; available steps: "
+            f"{available if available else 'none'}."
+        )
+    paths, leaves, treedef = _leaf_paths(target)
+    abstract = _nest(paths, [_abstract_leaf(x) for x in leaves])
+    where = f"{what} at step {step} in {manager.directory}"
+    try:
+        meta = manager.item_metadata(step)
+        meta_tree = getattr(meta, "tree", meta)
+    except Exception:  # pragma: no cover - metadata unavailable: let orbax check
+        meta_tree = None
+    if isinstance(meta_tree, Mapping):
+        _check_structure(where, meta_tree, abstract)
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except ValueError as e:
+        raise ValueError(f"{where} could not be restored into the target: {e}") from e
+    flat = _unnest(restored)
+    out = [_from_stored(flat[p], x) for p, x in zip(paths, leaves)]
+    return jax.tree.unflatten(treedef, out)
