@@ -98,8 +98,10 @@ def _jsonable(obj: Any, where: str) -> Any:
         return _jsonable(obj.value, where)
     if isinstance(obj, (np.bool_, np.integer, np.floating)):
         return _jsonable(obj.item(), where)
-    if isinstance(obj, (pathlib.PurePath,)):
+    if isinstance(obj, pathlib.PurePath):
         return str(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist(), where)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             f.name: _jsonable(getattr(obj, f.name), f"{where}.{f.name}")
@@ -402,6 +404,8 @@ class RunCheckpoints:
                     shutil.rmtree(self.directory / sub, ignore_errors=True)
             if fresh or previous.get("config_hash") != self.config_hash:
                 _write_atomic(config_path, text)
+            for stale in self.directory.glob(f".{CONFIG_FILE}.*.tmp"):  # from a killed write
+                stale.unlink(missing_ok=True)
         _sync("config_written")
         self._periodic = _make_manager(self.directory / PERIODIC_DIR, self.keep_last)
         self._rewind = _make_manager(self.directory / REWIND_DIR, None)

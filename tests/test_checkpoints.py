@@ -339,43 +339,68 @@ for step in range(start, start + 10000):
 """
 
 
+def _restore_target():
+    target = {
+        "step": jnp.asarray(0),
+        "params": {"w": jnp.zeros((512, 1024)), "b": jnp.zeros((7,), jnp.bfloat16)},
+        "rng": jax.random.split(jax.random.key(0), 4),
+    }
+    target["mask"] = masks.ones_like(target["params"])
+    return target
+
+
 def test_kill_mid_save_is_resumable(tmp_path):
+    """SIGKILL a real saver while orbax's temporary directory exists; resume twice."""
     run_dir = tmp_path / "run"
     periodic = run_dir / "checkpoints"
-    for _ in range(2):
+    for delay in (0.0, 0.02):  # kill as the save starts, and a little into the write
         proc = _run_python(SAVER.format(run_dir=str(run_dir)), stdout=subprocess.PIPE, text=True)
         try:
             first = proc.stdout.readline()
             assert first.strip(), "saver produced no checkpoint"
-            # wait until a save is in flight (orbax's temporary directory exists), then kill
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                if periodic.exists() and any("tmp" in p.name for p in periodic.iterdir()):
-                    break
+            deadline, in_flight = time.time() + 30, False
+            while not in_flight and time.time() < deadline:
+                in_flight = periodic.exists() and any("tmp" in p.name for p in periodic.iterdir())
+            time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
+        assert in_flight, "never saw a save in flight"
         with ckpts.RunCheckpoints(run_dir, {"name": "kill"}, keep_last=2) as ck:
             latest = ck.latest_step()
             assert latest is not None and latest >= int(first)
-            target = {
-                "step": jnp.asarray(0),
-                "params": {"w": jnp.zeros((512, 1024)), "b": jnp.zeros((7,), jnp.bfloat16)},
-                "rng": jax.random.split(jax.random.key(0), 4),
-            }
-            target["mask"] = masks.ones_like(target["params"])
-            restored = ck.restore(latest, target)
+            restored = ck.restore(latest, _restore_target())
             assert int(restored["step"]) == latest
             assert float(restored["params"]["w"][-1, -1]) == latest
+            assert float(restored["params"]["b"][0]) == latest
             np.testing.assert_array_equal(
-                jax.random.key_data(restored["rng"]), jax.random.key_data(jax.random.split(jax.random.key(latest), 4))
+                jax.random.key_data(restored["rng"]),
+                jax.random.key_data(jax.random.split(jax.random.key(latest), 4)),
             )
             for step in ck.steps():  # every reported step is complete
-                assert int(ck.restore(step, target)["step"]) == step
-    # after resuming, saving continues and temporaries were cleaned up
+                assert int(ck.restore(step, _restore_target())["step"]) == step
+    # the resumed manager cleaned up the killed save's temporary directory
     names = [p.name for p in periodic.iterdir()]
     assert all(n.isdigit() or n.startswith(".") for n in names), names
+
+
+def test_leftovers_are_not_reported(tmp_path):
+    """Temporary (uncommitted) and trashed step directories are never 'complete' steps."""
+    tx = OPTIMIZERS["sgd_momentum"]
+    with ckpts.RunCheckpoints(tmp_path / "run", Cfg()) as ck:
+        ck.save(4, _state(tx, step=4))
+    periodic = tmp_path / "run" / "checkpoints"
+    (periodic / "9.orbax-checkpoint-tmp" / "default").mkdir(parents=True)
+    (periodic / ".trash" / "2").mkdir(parents=True)
+    (tmp_path / "run" / ".config.json.abc.tmp").write_text('{"config": {"half')
+    with ckpts.RunCheckpoints(tmp_path / "run", Cfg()) as ck:
+        assert ck.latest_step() == 4 and ck.steps() == [4]
+        with pytest.raises(FileNotFoundError, match=r"available steps: \[4\]"):
+            ck.restore(9, _state(tx))
+        ck.save(5, _state(tx, step=5))
+        assert ck.steps() == [4, 5]
+    assert not (tmp_path / "run" / ".config.json.abc.tmp").exists()
 
 
 SHARDED = """
