@@ -59,7 +59,7 @@ def _state(tx, seed=0, step=7):
     opt_state = tx.init(params)
     # make the optimizer state non-trivial (moments, counts)
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.25, params)
-    _, opt_state = tx.update(grads, opt_state, params)
+    _, opt_state = jax.jit(tx.update)(grads, opt_state, params)
     mask = masks.ones_like(params)
     keep = dict(mask.keep)
     keep["Dense_0"] = {**keep["Dense_0"], "kernel": jax.random.bernoulli(jax.random.key(3), 0.5, (6, 5))}
@@ -76,10 +76,10 @@ def _state(tx, seed=0, step=7):
 
 
 def _vmapped_state(tx, seeds=4):
-    return jax.vmap(lambda s: _state(tx, 0, 7).replace(
+    return jax.jit(jax.vmap(lambda s: _state(tx, 0, 7).replace(
         params=jax.tree.map(lambda p: p + s.astype(p.dtype), _params(0)),
         rng=jax.random.fold_in(jax.random.key(5), s),
-    ))(jnp.arange(seeds))
+    )))(jnp.arange(seeds))
 
 
 def _raw(x):
