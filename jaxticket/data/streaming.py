@@ -121,7 +121,7 @@ def _tfds_decoders():
 
 
 class _Subset:
-    """Random-access view ``source[indices[i]]``; indices past the end give ``None``."""
+    """Random-access view ``source[indices[i]]``; indices past the end give ``_PAD``."""
 
     def __init__(self, source, indices, length=None):
         self._source, self._indices = source, indices
@@ -133,8 +133,11 @@ class _Subset:
     def __getitem__(self, i):
         i = int(i)
         if i >= len(self._indices):
-            return None  # padding (evaluation only)
+            return _PAD  # padding (evaluation only; grain treats None as "filtered")
         return self._source[int(self._indices[i])]
+
+
+_PAD = {"pad": True}
 
 
 def _batch_fn(examples):
@@ -213,7 +216,7 @@ def make_stream(name: str = "imagenet2012", split: str = "train", *, batch_size:
     blank = np.zeros((image_size, image_size, 3), np.uint8)
 
     def eval_transform(record):
-        if record is None:
+        if record is _PAD:
             return {"image": blank, "label": 0, "mask": False}
         img = preprocess_eval(record["image"], image_size, resize_size)
         return {"image": img, "label": int(record["label"]), "mask": True}

@@ -21,9 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
+import os
+import socket
 import sys
+import urllib.parse
 
 import numpy as np
 
@@ -99,10 +103,28 @@ def _shim_importlib_resources() -> None:
     # but declares it only for Python < 3.9 (tensorflow/datasets#11212). On 3.11+ the
     # standard library module provides the same `abc.Traversable`.
     if importlib.util.find_spec("importlib_resources") is None and sys.version_info >= (3, 11):
-        import importlib.resources
-        import importlib.resources.abc  # noqa: F401
+        resources = importlib.import_module("importlib.resources")
+        importlib.import_module("importlib.resources.abc")
+        sys.modules.setdefault("importlib_resources", resources)
 
-        sys.modules.setdefault("importlib_resources", importlib.resources)
+
+def _probe_network(name, builder, manual_dir, data_dir, timeout: float = 5.0) -> None:
+    """Fail fast when the download hosts are unreachable (TFDS would retry for minutes)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # the proxy decides; a direct connection test would be misleading
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # pragma: no cover - no registered URLs: let TFDS try
+        return
+    for host in sorted({urllib.parse.urlsplit(u).hostname for u in urls} - {None}):
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+        except OSError as e:
+            raise DatasetUnavailableError(
+                unavailable_message(
+                    name, manual_dir, data_dir, f"download host {host} unreachable ({e})"
+                )
+            ) from None
 
 
 def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None = None):
@@ -135,6 +157,8 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
             "reading an already prepared dataset does not."
         )
     _shim_importlib_resources()
+    if folder is None:
+        _probe_network(name, builder, manual_dir, data_dir)
     tfds = _tfds()
     config = tfds.download.DownloadConfig(manual_dir=str(folder) if folder else None)
     log.info("preparing %s in %s (manual files: %s)", spec.tfds_id, builder.data_dir, folder)
