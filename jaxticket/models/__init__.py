@@ -17,22 +17,24 @@ and returns logits ``[B, num_classes]``. BatchNorm models (``vgg*``, ``resnet*``
 running statistics in ``variables["batch_stats"]``; training calls need
 ``mutable=["batch_stats"]`` and return ``(logits, {"batch_stats": ...})``.
 
-Models (``names()``; weights = conv + dense kernels, on the default input shape):
+Models (``names()``; weights = conv + dense kernels on the default input shape, all
+pinned in ``tests/test_models.py``):
 
-=====================  ======================================================  ===========
-name                   architecture (source)                                   weights
-=====================  ======================================================  ===========
-``lenet_300_100``      784-300-100-10 (Frankle & Carbin 2019)                      266,200
-``lenet5``             conv3x3 6, conv3x3 16, fc 120-84-10 (PyTorch pruning         59,838
-                       tutorial; Paganini & Forde 2020)
-``conv2/4/6``          Frankle & Carbin's Conv-2/4/6                 4,300,992 / 2,425,024
-                                                                               / 2,261,184
-``vgg11/13/16/19``     CIFAR VGG + BatchNorm (open_lth ``cifar_vgg``)  16: 14,715,584
-                                                                       19: 20,024,000
-``resnet{6n+2}[_wW]``  CIFAR ResNet (open_lth ``cifar_resnet``)        20: 270,896
-``resnet18/34/50/...`` ImageNet ResNet, torchvision layout             50: 25,502,912
-``alexnet``            CIFAR AlexNet (bearpaw/pytorch-classification)            2,471,104
-=====================  ======================================================  ===========
+* ``lenet_300_100``: 784-300-100-10 MLP (Frankle & Carbin 2019); 266,200 weights.
+  ``lenet_{h1}[_{h2}...]`` gives other hidden widths.
+* ``lenet5``: conv3x3 6 - pool - conv3x3 16 - pool - fc 120-84-10, the PyTorch pruning
+  tutorial's LeNet used by Paganini & Forde (2020); 59,838 weights.
+* ``conv2``, ``conv4``, ``conv6``: Frankle & Carbin's Conv-2/4/6; 4,300,992 /
+  2,425,024 / 2,261,184 weights.
+* ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``: CIFAR VGG with BatchNorm and one output
+  layer (open_lth ``cifar_vgg``); VGG-16 14,715,584, VGG-19 20,024,000 weights.
+* ``resnet{6n+2}[_w{W}]`` (``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``,
+  ``resnet110``, ``resnet20_w64``, ...): CIFAR ResNets, widths W-2W-4W, W = 16 by
+  default (open_lth ``cifar_resnet``); ResNet-20 270,896 weights.
+* ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152`` (``_w{W}``
+  for other widths): ImageNet ResNets, torchvision layout, 1000 classes by default;
+  ResNet-50 25,502,912 weights, 25,557,032 parameters.
+* ``alexnet``: small CIFAR AlexNet of bearpaw/pytorch-classification; 2,471,104 weights.
 
 Parameter naming (for regex-based pruning rules; a path joins dict keys with ``"/"``):
 

@@ -166,7 +166,11 @@ def input_shape(name: str) -> tuple[int, int, int]:
 
     Example::
 
-      >>> x = jnp.zeros((8, *input_shape("conv4")))   # [8, 32, 32, 3]
+      >>> from jaxticket import models
+      >>> models.input_shape("conv4")
+      (32, 32, 3)
+      >>> models.input_shape("resnet50")
+      (224, 224, 3)
     """
     return _resolve(name).input_shape
 
