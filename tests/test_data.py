@@ -178,12 +178,19 @@ def test_batch_indices_cover_each_epoch_once():
         assert sorted(idx.tolist()) == list(range(n))
         epochs.append(idx)
     assert not np.array_equal(epochs[0], epochs[1])
-    # the documented formula
-    perm1 = jax.random.permutation(jax.random.fold_in(key, 1), n)
+    # batches are consecutive slices of the epoch's permutation
+    perm1 = data.epoch_permutation(key, 1, n)
     np.testing.assert_array_equal(epochs[1], np.asarray(perm1))
     # epoch_batch_indices agrees row by row
     rows = data.epoch_batch_indices(key, 2, batch_size=b, num_examples=n)
     np.testing.assert_array_equal(np.asarray(rows).reshape(-1), epochs[2])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 1000, 1437])
+def test_epoch_permutation_is_a_permutation(n):
+    perm = jax.jit(data.epoch_permutation, static_argnums=2)(jax.random.key(n), 5, n)
+    assert perm.dtype == jnp.int32
+    assert sorted(np.asarray(perm).tolist()) == list(range(n))
 
 
 def test_batch_indices_drop_remainder():

@@ -1,7 +1,7 @@
 """Device-resident batching: the example order is a pure function of (data key, step).
 
-Epoch ``e`` visits the examples in the order
-``jax.random.permutation(jax.random.fold_in(data_key, e), num_examples)``, cut into
+Epoch ``e`` visits the examples in the order ``epoch_permutation(data_key, e, N)`` (a
+pseudo-random permutation keyed by ``jax.random.fold_in(data_key, e)``), cut into
 ``steps_per_epoch = num_examples // batch_size`` consecutive batches. Step ``s`` is
 batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``. So training can
 resume or rewind to any step without replaying an iterator, and ``jax.vmap`` over data
@@ -13,9 +13,9 @@ distinct examples, and the ``num_examples % batch_size`` skipped ones are the ta
 that epoch's permutation, so they differ from epoch to epoch. With no remainder every
 example is visited exactly once per epoch.
 
-Cost: each call computes the epoch's full permutation (a few sorts of ``num_examples``
-keys). A trainer that scans over a whole epoch can use :func:`epoch_batch_indices`
-once per epoch instead.
+Cost: a step computes only its own ``batch_size`` entries of the permutation (a keyed
+Feistel bijection, no sort of the dataset), so it is cheap at every step, under
+``vmap`` over many seeds too.
 
 Example:
     >>> import jax
@@ -44,15 +44,66 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return num_examples // batch_size
 
 
-def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
-    """The order of epoch ``epoch`` (may be traced): int32 ``[num_examples]``."""
+_FEISTEL_ROUNDS = 8
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """murmur3's 32-bit finaliser: a bijective avalanche mix of uint32 words."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _half_bits(num_examples: int) -> int:
+    if not 0 < num_examples < 2**31:
+        raise ValueError(f"num_examples must be in [1, 2**31), got {num_examples}")
+    return max(1, ((num_examples - 1).bit_length() + 1) // 2)
+
+
+def _feistel(x: jax.Array, round_keys: jax.Array, half_bits: int) -> jax.Array:
+    """A keyed bijection of ``[0, 4**half_bits)`` (balanced Feistel network), uint32."""
+    mask = jnp.uint32((1 << half_bits) - 1)
+    left, right = x >> half_bits, x & mask
+    for r in range(_FEISTEL_ROUNDS):
+        left, right = right, (left ^ _mix32(right ^ round_keys[r])) & mask
+    return (left << half_bits) | right
+
+
+def _permute(data_key: jax.Array, epoch, positions: jax.Array, num_examples: int) -> jax.Array:
+    """Example at ``positions`` of epoch ``epoch``'s order (cycle-walking Feistel)."""
+    half_bits = _half_bits(num_examples)
     key = jax.random.fold_in(data_key, jnp.asarray(epoch, jnp.uint32))
-    return jax.random.permutation(key, num_examples).astype(jnp.int32)
+    round_keys = jax.random.bits(key, (_FEISTEL_ROUNDS,), jnp.uint32)
+    n = jnp.uint32(num_examples)
+    x = _feistel(positions.astype(jnp.uint32), round_keys, half_bits)
+    # Cycle walking: re-apply until inside [0, n); a bijection of [0, n) results.
+    x = jax.lax.while_loop(
+        lambda x: jnp.any(x >= n),
+        lambda x: jnp.where(x >= n, _feistel(x, round_keys, half_bits), x),
+        x,
+    )
+    return x.astype(jnp.int32)
+
+
+def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
+    """The order of epoch ``epoch`` (may be traced): int32 ``[num_examples]``.
+
+    A pseudo-random permutation keyed by ``jax.random.fold_in(data_key, epoch)``: an
+    8-round Feistel network over ``[0, 4**k)`` with cycle walking into
+    ``[0, num_examples)``. Entry ``p`` costs O(1) to compute, so a step's batch costs
+    O(batch_size) instead of sorting the whole dataset (``jax.random.permutation`` of
+    60,000 keys takes ~20 ms on a CPU).
+    """
+    return _permute(data_key, epoch, jnp.arange(num_examples, dtype=jnp.uint32), num_examples)
 
 
 def batch_indices(data_key: jax.Array, step, *, batch_size: int, num_examples: int) -> jax.Array:
     """Indices of the examples of global step ``step``: int32 ``[batch_size]``.
 
+    Equal to ``epoch_permutation(data_key, epoch)[pos * batch_size:(pos + 1) * batch_size]``
+    with ``epoch, pos = divmod(step, steps_per_epoch)``, computed in O(batch_size).
     Pure and jit-able with a traced ``step``; ``batch_size`` and ``num_examples`` are
     static. ``jax.vmap`` over ``data_key`` (and/or ``step``) works.
 
@@ -64,8 +115,8 @@ def batch_indices(data_key: jax.Array, step, *, batch_size: int, num_examples: i
     spe = steps_per_epoch(num_examples, batch_size)
     step = jnp.asarray(step, jnp.int32)
     epoch, pos = step // spe, step % spe
-    perm = epoch_permutation(data_key, epoch, num_examples)
-    return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+    positions = (pos * batch_size).astype(jnp.uint32) + jnp.arange(batch_size, dtype=jnp.uint32)
+    return _permute(data_key, epoch, positions, num_examples)
 
 
 def epoch_batch_indices(data_key: jax.Array, epoch, *, batch_size: int, num_examples: int) -> jax.Array:
