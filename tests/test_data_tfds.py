@@ -205,3 +205,25 @@ def test_imagenet_preprocessing_shapes_and_crop_box():
     b = data.preprocess_train(_jpeg(40, 60, 128), np.random.default_rng(5), image_size=16)
     assert a.shape == (16, 16, 3)
     np.testing.assert_array_equal(a, b)
+
+
+def test_prepare_uses_a_private_extract_dir_per_dataset(tmp_path, no_network, monkeypatch):
+    # TFDS names extractions of manual files after the file name only; mnist and
+    # fashion_mnist share those names, so a shared extract dir mixes them up.
+    configs = {}
+
+    def capture(self, *args, download_config=None, **kwargs):
+        configs[self.name] = download_config
+
+    manual = tmp_path / "manual"
+    for name in ("mnist", "fashion_mnist"):
+        fake_manual_dir(manual, name)
+    with tfds.testing.mock_data(num_examples=2):
+        monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", capture)
+        for name in ("mnist", "fashion_mnist"):
+            data.prepare(name, data_dir=tmp_path / "d", manual_dir=manual)
+    dirs = {n: str(c.extract_dir) for n, c in configs.items()}
+    assert set(dirs) == {"mnist", "fashion_mnist"}
+    assert dirs["mnist"] != dirs["fashion_mnist"]
+    assert all(d.startswith(str(tmp_path / "d")) for d in dirs.values())
+    assert str(configs["mnist"].manual_dir) == str(manual / "mnist")

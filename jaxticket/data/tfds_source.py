@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 import socket
 import sys
 import urllib.parse
@@ -160,7 +161,15 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
     if folder is None:
         _probe_network(name, builder, manual_dir, data_dir)
     tfds = _tfds()
-    config = tfds.download.DownloadConfig(manual_dir=str(folder) if folder else None)
+    # TFDS names the extraction of a manually downloaded file after its file name only
+    # (`<extract_dir>/GZIP.train-images-idx3-ubyte.gz`) and reuses an existing one, so
+    # mnist and fashion_mnist sharing a data dir would silently get each other's
+    # images. A private extraction folder per dataset, removed afterwards, avoids it.
+    extract_dir = extract_dir_for(name, data_dir)
+    shutil.rmtree(extract_dir, ignore_errors=True)
+    config = tfds.download.DownloadConfig(
+        manual_dir=str(folder) if folder else None, extract_dir=str(extract_dir)
+    )
     log.info("preparing %s in %s (manual files: %s)", spec.tfds_id, builder.data_dir, folder)
     try:
         builder.download_and_prepare(download_config=config)
@@ -172,7 +181,15 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
                 name, manual_dir, data_dir, f"TFDS failed: {type(e).__name__}: {e}"
             )
         ) from e
+    finally:
+        shutil.rmtree(extract_dir, ignore_errors=True)
     return builder
+
+
+def extract_dir_for(name: str, data_dir=None):
+    """Private TFDS extraction folder used while preparing ``name`` (deleted afterwards)."""
+    spec = get_spec(name)
+    return default_data_dir(data_dir) / "downloads" / "jaxticket_extracted" / f"{name}-{spec.tfds_version}"
 
 
 def data_source(name: str, split: str, *, data_dir=None, manual_dir=None,
