@@ -370,8 +370,8 @@ def init_state(config: TrainConfig, *, mask: Mask | None | str = "ones", seeds: 
         leaves), or ``None`` for dense training without any masking.
       seeds: ``None``: one run. ``S``: ``S`` replicas, a leading ``S`` axis on every leaf;
         replica ``i`` uses seed ``+ i`` for the streams in ``vary`` (see
-        :func:`replica_seeds`), built with ``jax.vmap`` (so replica ``i`` equals
-        ``init_state(config.replace(init_seed=..., ...))``).
+        :func:`replica_seeds`), replica ``i`` equals
+        ``init_state(config.replace(init_seed=..., ...))`` bitwise.
       vary: which streams differ across replicas, a subset of ``("init", "data", "aug",
         "dropout")``; e.g. ``("data", "aug")`` for same-init, different-SGD-noise copies.
 
@@ -397,15 +397,28 @@ def init_state(config: TrainConfig, *, mask: Mask | None | str = "ones", seeds: 
     per = replica_seeds(config, int(seeds), vary)
     if isinstance(mask, str):
         mask = _ones_mask(config)
-    mask_axis = None
+    batched_mask = False
     if mask is not None:
-        masks_lib.validate(_abstract_params(config), mask, batch_dims=_mask_batch_dims(config, mask))
-        mask_axis = 0 if _mask_batch_dims(config, mask) else None
-    arrays = [jnp.asarray(per[s], jnp.uint32) for s in VARY_STREAMS]
-    return _jit_init_many(config, mask_axis, *arrays, mask)
+        batched_mask = bool(_mask_batch_dims(config, mask))
+        masks_lib.validate(_abstract_params(config), mask, batch_dims=int(batched_mask))
+        if batched_mask and np.shape(mask.leaves()[0])[0] != seeds:
+            raise ValueError(f"the mask has {np.shape(mask.leaves()[0])[0]} replicas, seeds={seeds}")
+    # One compiled single-run init called S times (cheap to compile, and replica i is
+    # bitwise the single run with those seeds), stacked along a new leading axis.
+    replicas = []
+    for i in range(int(seeds)):
+        m = jax.tree.map(lambda x: x[i], mask) if batched_mask else mask
+        u32 = [jnp.asarray(per[s][i], jnp.uint32) for s in VARY_STREAMS]
+        replicas.append(_jit_init(config, *u32, m))
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *replicas)
 
 
 def _abstract_params(config):
+    return _abstract_params_cached(_structure_config(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_params_cached(config):
     model = make_model(config)
     x = jax.ShapeDtypeStruct((1, *_input_shape(config)), jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)["params"]
@@ -421,15 +434,22 @@ def _ones_mask(config) -> Mask:
     return masks_lib.ones_like(_abstract_params(config))
 
 
+def _structure_config(config: TrainConfig) -> TrainConfig:
+    """Only the fields the initial state depends on (others at their defaults), so one
+    compiled init serves configs that differ in hyperparameters alone."""
+    return TrainConfig(model=config.model, num_classes=config.num_classes,
+                       input_shape=config.input_shape, dropout_rate=config.dropout_rate,
+                       optimizer=config.optimizer, momentum=0.5 if config.momentum else 0.0,
+                       weight_decay=1.0 if config.weight_decay else 0.0)
+
+
+def _jit_init(config, *args):
+    return _jit_init_impl(_structure_config(config), *args)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _jit_init(config, init_seed, data_seed, aug_seed, dropout_seed, mask):
+def _jit_init_impl(config, init_seed, data_seed, aug_seed, dropout_seed, mask):
     return _init_one(config, init_seed, data_seed, aug_seed, dropout_seed, mask)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _jit_init_many(config, mask_axis, init_s, data_s, aug_s, drop_s, mask):
-    fn = lambda a, b, c, d, m: _init_one(config, a, b, c, d, m)
-    return jax.vmap(fn, in_axes=(0, 0, 0, 0, mask_axis))(init_s, data_s, aug_s, drop_s, mask)
 
 
 def num_replicas(state: TrainState) -> int | None:
@@ -558,7 +578,28 @@ def _train_steps(config, state, train_ds, num_steps: int, mesh=None):
     return state, metrics
 
 
-train_steps = jax.jit(_train_steps, static_argnums=(0, 3, 4))
+def _step_config(config: TrainConfig) -> TrainConfig:
+    """``config`` without the fields a training step does not read (seeds live in the
+    state; steps, evaluation and checkpoint periods in ``fit``): the compilation key, so
+    runs that differ only in those share one compiled program."""
+    return config.replace(dataset="", init_seed=0, data_seed=0, aug_seed=0, dropout_seed=0,
+                          steps=1, eval_every=0, checkpoint_every=0, eval_batch_size=1)
+
+
+_train_steps_jit = jax.jit(_train_steps, static_argnums=(0, 3, 4))
+
+
+def train_steps(config: TrainConfig, state: TrainState, train_ds, num_steps: int, mesh=None):
+    return _train_steps_jit(_step_config(config), state, train_ds, int(num_steps), mesh)
+
+
+train_steps.__doc__ = """``num_steps`` training steps in one compiled call (``lax.scan``).
+
+``train_steps(config, state, train_ds, num_steps, mesh=None) -> (state, metrics)``;
+``metrics["loss"]`` / ``["accuracy"]`` are ``f32[num_steps]``, or ``[num_steps, S]`` for
+a state with ``S`` replicas (vmapped; each replica its own batch order, mask, keys).
+``config``, ``num_steps`` and ``mesh`` are static.
+"""
 
 
 def _train_chunk(config, state, train_ds, num_steps, mesh=None):
@@ -584,14 +625,11 @@ def _train_chunk(config, state, train_ds, num_steps, mesh=None):
     return state, buf
 
 
-_train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4))
-train_steps.__doc__ = """``num_steps`` training steps in one compiled call (``lax.scan``).
+_train_chunk_jit_impl = jax.jit(_train_chunk, static_argnums=(0, 4))
 
-``train_steps(config, state, train_ds, num_steps, mesh=None) -> (state, metrics)``;
-``metrics["loss"]`` / ``["accuracy"]`` are ``f32[num_steps]``, or ``[num_steps, S]`` for
-a state with ``S`` replicas (vmapped; each replica its own batch order, mask, keys).
-``config``, ``num_steps`` and ``mesh`` are static.
-"""
+
+def _train_chunk_jit(config, state, train_ds, num_steps, mesh=None):
+    return _train_chunk_jit_impl(_step_config(config), state, train_ds, num_steps, mesh)
 
 
 def _evaluate(config, state, ds, mesh=None):
@@ -632,7 +670,20 @@ def _evaluate(config, state, ds, mesh=None):
     return out
 
 
-evaluate = jax.jit(_evaluate, static_argnums=(0, 3))
+def _eval_config(config: TrainConfig) -> TrainConfig:
+    """The fields evaluation reads (the compilation key of :func:`evaluate`)."""
+    return TrainConfig(model=config.model, num_classes=config.num_classes,
+                       input_shape=config.input_shape, dropout_rate=config.dropout_rate,
+                       eval_batch_size=config.eval_batch_size)
+
+
+_evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 3))
+
+
+def evaluate(config: TrainConfig, state: TrainState, ds, mesh=None) -> dict:
+    return _evaluate_jit(_eval_config(config), state, ds, mesh)
+
+
 evaluate.__doc__ = """Loss, accuracy and per-example outputs of a whole split, in chunks inside jit.
 
 ``evaluate(config, state, ds, mesh=None) -> {"loss": f32[], "accuracy": f32[],
