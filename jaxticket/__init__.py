@@ -1,3 +1,59 @@
-"""jaxticket: lottery tickets and pruning research in JAX/Flax."""
+"""jaxticket: lottery tickets and pruning research in JAX/Flax.
+
+The flat API re-exports the names used most; every module is also importable on its own
+(``jaxticket.masks``, ``jaxticket.pruning``, ``jaxticket.models``, ``jaxticket.data``,
+``jaxticket.train``, ``jaxticket.parallel``, ``jaxticket.checkpoints``).
+
+Example::
+
+    import jax, jaxticket as jt
+
+    params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (784, 300))}}
+    mask = jt.ones_like(params)
+    mask = jt.magnitude(0.2, scope="global")(params, mask)
+    float(jt.density(mask))   # 0.8
+"""
 
 __version__ = "0.1.0"
+
+from jaxticket import masks, models, pruning
+from jaxticket.masks import (
+    Mask,
+    apply as apply_mask,
+    density,
+    from_tree as mask_from_tree,
+    ones_like,
+    sparsity,
+    summary as mask_summary,
+)
+from jaxticket.pruning import (
+    Pruner,
+    chain,
+    ln_structured,
+    magnitude,
+    partition,
+    random as random_unstructured,
+    random_like,
+    random_structured,
+)
+
+__all__ = [
+    "Mask",
+    "Pruner",
+    "apply_mask",
+    "chain",
+    "density",
+    "ln_structured",
+    "magnitude",
+    "mask_from_tree",
+    "mask_summary",
+    "masks",
+    "models",
+    "ones_like",
+    "partition",
+    "pruning",
+    "random_like",
+    "random_structured",
+    "random_unstructured",
+    "sparsity",
+]

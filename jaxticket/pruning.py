@@ -57,6 +57,7 @@ Selector = Union[str, "re.Pattern[str]", Callable[[str, Any], bool]]
 __all__ = [
     "Pruner",
     "chain",
+    "from_config",
     "ln_structured",
     "magnitude",
     "partition",
@@ -64,6 +65,7 @@ __all__ = [
     "random_like",
     "random_structured",
     "removal_count",
+    "to_config",
 ]
 
 SCOPES = ("layer", "global")
@@ -606,3 +608,91 @@ def _random_like(mask: Mask, key: jax.Array, scope: str) -> Mask:
     for i, r in zip(idx, removed):
         out[i] = ~r
     return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
+
+
+# ----------------------------------------------------------------------------- as plain data
+
+_FACTORIES = {
+    "magnitude": lambda c: magnitude(c["fraction"], c.get("scope", "layer")),
+    "random": lambda c: random(c["fraction"], c.get("scope", "layer")),
+    "ln_structured": lambda c: ln_structured(c["fraction"], _parse_n(c.get("n", 2)), c.get("axis", -1)),
+    "random_structured": lambda c: random_structured(c["fraction"], c.get("axis", -1)),
+    "partition": lambda c: partition(
+        [(sel, None if sub is None else from_config(sub)) for sel, sub in c["rules"]]
+    ),
+    "chain": lambda c: chain(*(from_config(sub) for sub in c["pruners"])),
+}
+_FIELDS = {
+    "magnitude": {"fraction", "scope"},
+    "random": {"fraction", "scope"},
+    "ln_structured": {"fraction", "n", "axis"},
+    "random_structured": {"fraction", "axis"},
+    "partition": {"rules"},
+    "chain": {"pruners"},
+}
+METHODS = tuple(_FACTORIES)
+
+
+def _parse_n(n):
+    if isinstance(n, str) and n.strip().lower() in ("inf", "+inf", "-inf"):
+        return float(n)
+    return n
+
+
+def _n_to_json(n: float):
+    return n if math.isfinite(n) else ("inf" if n > 0 else "-inf")
+
+
+def from_config(config: dict) -> Pruner:
+    """Builds a pruner from plain data (JSON-able), the inverse of :func:`to_config`.
+
+    ``{"method": "magnitude", "fraction": 0.2, "scope": "global"}``;
+    ``{"method": "ln_structured", "fraction": 0.2, "n": "inf"}``;
+    ``{"method": "partition", "rules": [["output/kernel", {...}], ["kernel$", {...}],
+    ["bias", None]]}``; ``{"method": "chain", "pruners": [{...}, {...}]}``.
+    Methods: :data:`METHODS`.
+    """
+    if isinstance(config, Pruner):
+        return config
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError(
+            f"a pruner config is a dict with a 'method' (one of {METHODS}) and its settings, "
+            f"e.g. {{'method': 'magnitude', 'fraction': 0.2, 'scope': 'global'}}; got {config!r}."
+        )
+    method = config["method"]
+    if method not in _FACTORIES:
+        raise ValueError(f"unknown pruning method {method!r}; valid methods: {METHODS}.")
+    unknown = sorted(set(config) - {"method"} - _FIELDS[method])
+    if unknown:
+        raise ValueError(
+            f"pruner {method!r}: unknown settings {unknown}; valid: {sorted(_FIELDS[method])}."
+        )
+    try:
+        return _FACTORIES[method](config)
+    except KeyError as missing:
+        raise ValueError(f"pruner {method!r}: missing setting {missing}.") from None
+
+
+def to_config(pruner: Pruner) -> dict:
+    """Plain data for a pruner built from string selectors (see :func:`from_config`)."""
+    if isinstance(pruner, Magnitude):
+        return {"method": "magnitude", "fraction": pruner.fraction, "scope": pruner.scope}
+    if isinstance(pruner, RandomUnstructured):
+        return {"method": "random", "fraction": pruner.fraction, "scope": pruner.scope}
+    if isinstance(pruner, LnStructured):
+        return {"method": "ln_structured", "fraction": pruner.fraction, "n": _n_to_json(pruner.n),
+                "axis": pruner.axis}
+    if isinstance(pruner, RandomStructured):
+        return {"method": "random_structured", "fraction": pruner.fraction, "axis": pruner.axis}
+    if isinstance(pruner, Partition):
+        rules = []
+        for selector, sub in pruner.rules:
+            if isinstance(selector, re.Pattern):
+                selector = selector.pattern
+            if not isinstance(selector, str):
+                raise ValueError("to_config: partition selectors must be regex strings to be saved.")
+            rules.append([selector, None if sub is None else to_config(sub)])
+        return {"method": "partition", "rules": rules}
+    if isinstance(pruner, Chain):
+        return {"method": "chain", "pruners": [to_config(p) for p in pruner.pruners]}
+    raise ValueError(f"to_config: cannot describe {pruner!r} as plain data.")

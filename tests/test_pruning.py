@@ -390,3 +390,28 @@ def test_bad_calls_raise_clear_errors():
     other = {"conv": {"kernel": jnp.ones((3, 3, 1, 4))}}
     with pytest.raises(ValueError, match="mask does not match params"):
         pruning.magnitude(0.2)(other, mask)
+
+
+def test_pruners_round_trip_through_plain_data():
+    import json
+
+    pruners = [
+        pruning.magnitude(0.2, "global"),
+        pruning.random(0.1),
+        pruning.ln_structured(0.3, n=-math.inf),
+        pruning.random_structured(0.5),
+        pruning.partition([("output", pruning.magnitude(0.1)), ("conv", pruning.ln_structured(0.2, n=1)),
+                           ("bias", None)]),
+        pruning.chain(pruning.magnitude(0.1), pruning.random(0.2, "global")),
+    ]
+    for p in pruners:
+        data = json.loads(json.dumps(pruning.to_config(p)))
+        assert pruning.from_config(data) == p
+    with pytest.raises(ValueError, match=r"unknown pruning method 'l1'; valid methods: \('magnitude'"):
+        pruning.from_config({"method": "l1", "fraction": 0.2})
+    with pytest.raises(ValueError, match=r"unknown settings \['scop'\]; valid: \['fraction', 'scope'\]"):
+        pruning.from_config({"method": "magnitude", "fraction": 0.2, "scop": "global"})
+    with pytest.raises(ValueError, match="missing setting 'fraction'"):
+        pruning.from_config({"method": "magnitude"})
+    with pytest.raises(ValueError, match="a dict with a 'method'"):
+        pruning.from_config("magnitude")
