@@ -798,7 +798,10 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
 
     if checkpoints is not None:
         latest = checkpoints.latest_step()
-        if latest is not None and start < latest <= end:
+        if latest is not None and latest > end:
+            raise ValueError(f"{checkpoints!r} holds a checkpoint at step {latest}, past "
+                             f"steps={end}; use another run directory for a shorter run")
+        if latest is not None and start < latest:
             state = checkpoints.restore(latest, _abstract(state))
             start = _host_step(state)
         if rewind_step is not None and rewind_step < start and rewind_step in checkpoints.rewind_steps():
