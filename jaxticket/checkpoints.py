@@ -354,7 +354,8 @@ def _make_manager(directory: pathlib.Path, keep: int | None) -> ocp.CheckpointMa
         cleanup_tmp_directories=True,
         create=True,
     )
-    return ocp.CheckpointManager(directory, options=options)
+    # The handler is named so that item_metadata() works (and orbax does not warn).
+    return ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
 class RunCheckpoints:
