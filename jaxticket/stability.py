@@ -348,6 +348,7 @@ def pairwise_barriers(
     batch_size: int | None = None,
     interpolate_fn: Callable[[PyTree, PyTree, Any], PyTree] = interpolate,
     eval_args: Sequence[Any] = (),
+    reference: str = "mean",
 ) -> PairwiseBarriers:
     """Error barrier for every pair ``i < j`` of C copies stacked on a leading axis.
 
@@ -356,6 +357,7 @@ def pairwise_barriers(
 
     Args:
       eval_fn, alphas, batch_size, interpolate_fn, eval_args: as in :func:`error_curve`.
+      reference: as in :func:`error_barrier`.
       params_stack: pytree with leaves ``[C, ...]`` (e.g. vmapped replicas), ``C >= 2``.
 
     Returns:
@@ -380,7 +382,7 @@ def pairwise_barriers(
     curves = _pairwise_curves_jit(
         eval_fn, interpolate_fn, batch_size, params_stack, pairs, alpha_values, tuple(eval_args)
     )
-    values = error_barrier(curves)
+    values = error_barrier(curves, reference=reference, alphas=alpha_values)
     mean = jax.tree.map(lambda v: jnp.mean(v, axis=0), values)
     std = jax.tree.map(lambda v: jnp.std(v, axis=0), values)
     return PairwiseBarriers(mean=mean, std=std, values=values, pairs=pairs, curves=curves)
