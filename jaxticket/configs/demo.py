@@ -15,8 +15,9 @@ DEMO_RATE = 0.5  # per level: 0.5 ** 5 = 3.1% of weights at the last level
 
 
 @preset(source="jaxticket (sized for a 2-core CPU); LeNet-300-100 and Adam as in Frankle & Carbin 2019",
-        expected="IMP keeps ~97% test accuracy down to ~3% of weights; the random mask of "
-                 "the same per-layer density falls behind as density drops")
+        expected="measured on 2 CPU cores (2 seeds): IMP ~98% test accuracy down to 12.5% of "
+                 "weights, ~95% at 3.1%; the random-mask baseline ~96% at 12.5%, ~89% at 3.1%; "
+                 "about 35 s end to end")
 def demo() -> LotteryConfig:
     """Offline quick start: LeNet-300-100 on 8x8 digits, 5 levels of global 50% pruning, 2 seeds.
 

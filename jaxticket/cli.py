@@ -1,0 +1,519 @@
+"""The ``jaxticket`` command: presets, training, IMP, baselines, reports, a demo.
+
+::
+
+    jaxticket configs [NAME]                     presets (NAME: resolved config as JSON)
+    jaxticket train --config NAME [flags]        one dense training run (IMP level 0 only)
+    jaxticket imp --config NAME [flags]          run / resume IMP into --workdir
+    jaxticket branch RUN_DIR --kind KIND [--levels 1 2 3]
+                                                 baselines from an IMP run (reinit,
+                                                 random_mask, finetune, rewind)
+    jaxticket report RUN_DIR                     density vs accuracy table, report.md, PNGs
+    jaxticket demo [--workdir DIR]               offline quick start on the embedded digits
+
+Flags of ``train`` / ``imp``: ``--config NAME``, ``--workdir DIR``, ``--levels N``,
+``--rewind-step K``, ``--seeds S``, ``--steps N`` (training steps per level),
+``--batch-size B``, ``--data-dir``, ``--manual-dir``, ``--overwrite``, ``--no-progress``,
+``--set key=value`` (repeatable: any :class:`~jaxticket.lottery.LotteryConfig` field, or
+a :class:`~jaxticket.train.TrainConfig` field as ``lr=0.01`` or ``train.lr=0.01``;
+values are JSON when they parse as JSON, else strings; JSON lists become tuples) and
+``--debug`` (tracebacks). The preset is applied first, then ``--set``, then the named
+flags.
+
+Errors print one line on stderr: exit code 2 for usage errors (flags, presets, config
+keys and values), 1 for runtime errors (a workdir made by another config, a dataset not
+available offline, a non-finite loss, ...), 130 when interrupted (run again to resume).
+
+Example::
+
+    jaxticket imp --config lenet_300_100_mnist --workdir runs/lenet --levels 5 \\
+        --set lr=1e-3 --set 'pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"}'
+    jaxticket branch runs/lenet --kind reinit --levels 1 2 3
+    jaxticket report runs/lenet
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import pathlib
+import sys
+import time
+from collections import defaultdict
+from typing import Optional, Sequence
+
+PROG = "jaxticket"
+DEMO_WORKDIR = "jaxticket_demo"
+REPORT_FILE = "report.md"
+ACCURACY_PLOT = "accuracy_vs_density.png"
+EARLY_STOP_PLOT = "early_stop_vs_density.png"
+
+
+# ============================================================================ errors
+
+
+class UsageError(Exception):
+    """A bad command line: flags, preset, config key or value (exit code 2)."""
+
+    exit_code = 2
+
+
+class RunError(Exception):
+    """The command was fine but could not be carried out (exit code 1)."""
+
+    exit_code = 1
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` (one line) instead of printing usage."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# ============================================================================ parser
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, levels: bool) -> None:
+    p.add_argument("--config", required=True, metavar="NAME", help="a preset (`jaxticket configs`)")
+    p.add_argument("--workdir", metavar="DIR", help="run directory (default: runs/<config>)")
+    if levels:
+        p.add_argument("--levels", type=int, metavar="N", help="pruning levels after the dense one")
+    p.add_argument("--rewind-step", type=int, metavar="K", help="step rewound to (0 = init)")
+    p.add_argument("--seeds", type=int, metavar="S", help="replicas trained together (vmapped)")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps per level")
+    p.add_argument("--batch-size", type=int, metavar="B")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="any other config field (LotteryConfig or TrainConfig; train.KEY too); "
+                        "VALUE is JSON if it parses, else a string; repeatable")
+    _add_data_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --workdir")
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="TFDS data dir (default $JAXTICKET_DATA_DIR)")
+    p.add_argument("--manual-dir", metavar="DIR",
+                   help="folder of manually downloaded dataset files (default $JAXTICKET_MANUAL_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``jaxticket`` command."""
+    from jaxticket import lottery
+
+    parser = _Parser(prog=PROG, description="Lottery tickets and pruning research in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("configs", help="list the presets, or print one in full")
+    p.add_argument("name", nargs="?", metavar="NAME")
+
+    p = sub.add_parser("train", help="train one dense network (IMP level 0 only)")
+    _add_run_flags(p, levels=False)
+
+    p = sub.add_parser("imp", help="run or resume iterative magnitude pruning")
+    _add_run_flags(p, levels=True)
+
+    p = sub.add_parser("branch", help="a baseline from an IMP run, at chosen levels")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--kind", required=True, choices=lottery.RESETS)
+    p.add_argument("--levels", type=int, nargs="+", metavar="L", help="default: all finished levels >= 1")
+    _add_data_flags(p)
+
+    p = sub.add_parser("report", help="table and plots of density vs accuracy")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+
+    p = sub.add_parser("demo", help="offline quick start: IMP + random-mask baseline on digits")
+    p.add_argument("--workdir", default=DEMO_WORKDIR, metavar="DIR", help=f"default ./{DEMO_WORKDIR}")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return parser
+
+
+# ============================================================================ config from flags
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def parse_value(raw: str, *, keep_lists: bool = False):
+    """JSON if ``raw`` parses as JSON (lists -> tuples unless ``keep_lists``), else the string."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if isinstance(value, list) and not keep_lists:
+        return tuple(value)
+    return value
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[dict, dict]:
+    """``--set key=value`` items -> ``(lottery_changes, train_changes)``.
+
+    ``key`` is a LotteryConfig field, a TrainConfig field, or ``train.FIELD``; a JSON
+    object for ``train`` sets several train fields. Raises :class:`UsageError` for an
+    unknown key (naming the valid ones) or an item without ``=``.
+    """
+    from jaxticket.lottery import LotteryConfig
+    from jaxticket.train import TrainConfig
+
+    lottery_keys = [k for k in _field_names(LotteryConfig) if k != "train"]
+    train_keys = _field_names(TrainConfig)
+    lottery_changes, train_changes = {}, {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        name = key[len("train."):] if key.startswith("train.") else key
+        if key == "train":
+            value = parse_value(raw)
+            if not isinstance(value, dict):
+                raise UsageError(f"--set train=... expects a JSON object of TrainConfig fields, got {raw!r}")
+            for k, v in value.items():
+                train_changes.update(parse_overrides([f"train.{k}={json.dumps(v)}"])[1])
+        elif name in train_keys and (key != name or name not in lottery_keys):
+            train_changes[name] = parse_value(raw)
+        elif key in lottery_keys:
+            lottery_changes[key] = parse_value(raw, keep_lists=(key == "pruner"))
+        else:
+            valid = lottery_keys + train_keys
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"unknown config key {key!r}{hint}; valid keys: LotteryConfig "
+                             f"{', '.join(lottery_keys)}; TrainConfig (also as train.KEY) {', '.join(train_keys)}")
+    return lottery_changes, train_changes
+
+
+def _flag_changes(args) -> tuple[dict, dict]:
+    lottery_changes = {k: getattr(args, a) for k, a in
+                       (("levels", "levels"), ("rewind_step", "rewind_step"), ("seeds", "seeds"))
+                       if getattr(args, a, None) is not None}
+    train_changes = {k: getattr(args, a) for k, a in (("steps", "steps"), ("batch_size", "batch_size"))
+                     if getattr(args, a, None) is not None}
+    return lottery_changes, train_changes
+
+
+def resolve_config(args, *, levels: Optional[int] = None):
+    """The LotteryConfig of ``--config`` with ``--set`` and the named flags applied.
+
+    Raises :class:`UsageError` (one line) for an unknown preset, key, model or dataset
+    and for values that LotteryConfig / TrainConfig reject.
+    """
+    from jaxticket import configs, data, models
+
+    try:
+        config = configs.get(args.config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    lottery_changes, train_changes = parse_overrides(args.overrides)
+    flag_lottery, flag_train = _flag_changes(args)
+    lottery_changes.update(flag_lottery)
+    train_changes.update(flag_train)
+    if levels is not None:
+        lottery_changes["levels"] = levels
+    try:
+        train = config.train.replace(**train_changes)
+        config = config.replace(train=train, **lottery_changes)
+        data.get_spec(config.train.dataset)
+        models.get(config.train.model, num_classes=config.train.num_classes)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"bad config value: {e}") from None
+    return config
+
+
+def _check_trainable(config, preset: str) -> None:
+    """Refuses datasets that stream from the host: ``train.fit`` needs them on the device."""
+    from jaxticket import data
+
+    if data.get_spec(config.train.dataset).streaming:
+        raise RunError(
+            f"preset {preset!r} uses dataset {config.train.dataset!r}, which streams from the host "
+            "(jaxticket.data.make_stream), but the trainer (train.fit) only takes device-resident "
+            "datasets so far; the preset is listed for reference and cannot run yet")
+
+
+# ============================================================================ commands
+
+
+def _progress(args) -> Optional[bool]:
+    if args.no_progress:
+        return False
+    return True if sys.stderr.isatty() else None
+
+
+def _print_config(config, title: str) -> None:
+    print(f"{title}\n{json.dumps(config.to_dict(), indent=2)}", flush=True)
+
+
+def cmd_configs(args) -> int:
+    """``jaxticket configs [NAME]``: one line per preset, or one preset in full."""
+    from jaxticket import configs
+
+    if args.name is None:
+        width = max(len(n) for n in configs.names())
+        for name in configs.names():
+            print(f"{name:<{width}}  {configs.lookup(name).summary}")
+        return 0
+    try:
+        config = configs.get(args.name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(configs.describe(args.name))
+    print()
+    _print_config(config, "Resolved config:")
+    return 0
+
+
+def _run(args, *, levels: Optional[int], default_suffix: str) -> int:
+    from jaxticket import lottery
+
+    config = resolve_config(args, levels=levels)
+    workdir = pathlib.Path(args.workdir or f"runs/{args.config}{default_suffix}")
+    _check_trainable(config, args.config)
+    _print_config(config, f"jaxticket {args.command}: preset {args.config}, workdir {workdir}\nconfig:")
+    lottery.run_imp(config, workdir, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                    overwrite=args.overwrite, progress=_progress(args), log=_log)
+    print(f"results: {workdir / 'results.csv'} (`jaxticket report {workdir}` for the table and plots)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """``jaxticket train``: the dense network only (IMP with ``levels=0``)."""
+    return _run(args, levels=0, default_suffix="_dense")
+
+
+def cmd_imp(args) -> int:
+    """``jaxticket imp``: run or resume IMP into ``--workdir``."""
+    return _run(args, levels=None, default_suffix="")
+
+
+def cmd_branch(args) -> int:
+    """``jaxticket branch RUN_DIR --kind KIND``: a baseline at chosen IMP levels."""
+    from jaxticket import lottery
+
+    lottery.run_branch(args.run_dir, args.kind, args.levels, data_dir=args.data_dir,
+                       manual_dir=args.manual_dir, progress=_progress(args), log=_log)
+    print(f"results: {pathlib.Path(args.run_dir) / 'results.csv'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """``jaxticket report RUN_DIR``: print the table; write report.md and the plots."""
+    table, paths = write_report(args.run_dir)
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """``jaxticket demo``: IMP on digits, a random-mask baseline, the table and the plots."""
+    from jaxticket import configs, lottery
+
+    t0 = time.perf_counter()
+    config = configs.get("demo")
+    workdir = pathlib.Path(args.workdir)
+    print(f"jaxticket demo: {configs.lookup('demo').summary}\nworkdir: {workdir}", flush=True)
+    progress = _progress(args)
+    lottery.run_imp(config, workdir, overwrite=args.overwrite, progress=progress, log=_log)
+    lottery.run_branch(workdir, "random_mask", progress=progress, log=_log)
+    table, paths = write_report(workdir)
+    print(table)
+    print(f"files in {workdir}:")
+    for p in [workdir / "results.csv", workdir / "results.json", *paths]:
+        print(f"  {p}")
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+# ============================================================================ report
+
+
+def _mean_std(values: list) -> Optional[tuple[float, float]]:
+    import numpy as np
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values))
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """``{(kind, level): {"density", "accuracy", "early_stop", "seeds"}}``, each a
+    ``(mean, std)`` over seeds (``None`` where missing). Accuracy is the final test
+    accuracy; early stop is the iteration of minimum validation loss."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["kind"], int(row["level"]))].append(row)
+    return {key: {"density": _mean_std([r["density"] for r in rs]),
+                  "accuracy": _mean_std([r["final_test_accuracy"] for r in rs]),
+                  "early_stop": _mean_std([r["early_stop_step"] for r in rs]),
+                  "seeds": len(rs)}
+            for key, rs in groups.items()}
+
+
+def _kinds(summary: dict) -> list[str]:
+    from jaxticket import lottery
+
+    present = {k for k, _ in summary}
+    order = ["imp", *lottery.RESETS]
+    return [k for k in order if k in present] + sorted(present - set(order))
+
+
+def _fmt(ms: Optional[tuple[float, float]], scale: float = 1.0, digits: int = 2) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms[0] * scale:.{digits}f} ± {ms[1] * scale:.{digits}f}"
+
+
+def format_table(summary: dict) -> str:
+    """A markdown table: one row per level, accuracy and early stop per kind side by side."""
+    kinds = _kinds(summary)
+    levels = sorted({level for _, level in summary})
+    header = ["level", "weights %"]
+    for kind in kinds:
+        header += [f"{kind} acc %", f"{kind} stop"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level in levels:
+        ref = next(summary[(k, level)] for k in kinds if (k, level) in summary)
+        cells = [str(level), f"{ref['density'][0] * 100:.2f}"]
+        for kind in kinds:
+            s = summary.get((kind, level))
+            cells += ["", ""] if s is None else [_fmt(s["accuracy"], 100), _fmt(s["early_stop"], 1, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_early_stop(summary: dict, path: pathlib.Path) -> Optional[pathlib.Path]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from jaxticket import plots
+
+    fig = Figure(figsize=(5.5, 3.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    drawn = False
+    for kind in _kinds(summary):
+        pts = sorted(((s["density"][0], s["early_stop"]) for (k, _), s in summary.items()
+                      if k == kind and s["early_stop"] is not None), reverse=True)
+        if pts:
+            ax.errorbar([100 * d for d, _ in pts], [m for _, (m, _) in pts], yerr=[s for _, (_, s) in pts],
+                        marker="o", markersize=3, capsize=2, label=kind)
+            drawn = True
+    if not drawn:
+        return None
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel("early-stop iteration")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return pathlib.Path(plots.save_figure(fig, path))
+
+
+def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
+    """Writes ``report.md`` and the PNGs into ``run_dir``; returns (table, paths written)."""
+    from jaxticket import lottery, plots
+
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"no run directory {str(run_dir)!r}")
+    rows = lottery.load_results(run_dir)
+    if not rows:
+        raise RunError(f"{run_dir} holds no finished levels yet (run `jaxticket imp` first)")
+    summary = summarize(rows)
+    seeds = max(s["seeds"] for s in summary.values())
+    table = format_table(summary)
+    text = (f"# jaxticket report: {run_dir}\n\n{table}\n\n"
+            f"acc: final test accuracy, mean ± std over {seeds} seed(s); stop: the iteration of "
+            "minimum validation loss (Frankle & Carbin's early-stopping criterion), '-' without "
+            "a validation set. weights %: density of the prunable weights.\n")
+    lottery._write_text_atomic(run_dir / REPORT_FILE, text)
+    paths = [run_dir / REPORT_FILE]
+    paths.append(pathlib.Path(plots.plot_density_accuracy(
+        rows, run_dir / ACCURACY_PLOT, method_key="kind", accuracy_key="final_test_accuracy",
+        title=f"{run_dir.name}: test accuracy")))
+    early = _plot_early_stop(summary, run_dir / EARLY_STOP_PLOT)
+    if early is not None:
+        paths.append(early)
+    return table, paths
+
+
+# ============================================================================ main
+
+
+COMMANDS = {"configs": cmd_configs, "train": cmd_train, "imp": cmd_imp, "branch": cmd_branch,
+            "report": cmd_report, "demo": cmd_demo}
+
+
+def _quiet_logs() -> None:
+    """Silences absl/orbax warnings that are noise for a command-line user."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def _runtime_message(e: BaseException) -> Optional[str]:
+    """One line for the runtime errors users meet; ``None`` for unexpected ones."""
+    from jaxticket import checkpoints, data, train
+
+    if isinstance(e, checkpoints.ConfigMismatchError):
+        return f"{e} (use another --workdir, or --overwrite to discard that run)"
+    if isinstance(e, data.DatasetUnavailableError):
+        return str(e)
+    if isinstance(e, train.NonFiniteLossError):
+        return str(e)
+    if isinstance(e, (RunError, FileNotFoundError, ValueError, RuntimeError, OSError)):
+        return str(e)
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        _quiet_logs()
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        if debug:
+            raise
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return UsageError.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001: one line unless --debug
+        if debug:
+            raise
+        message = _runtime_message(e)
+        if message is None:
+            message = f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+        return RunError.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
