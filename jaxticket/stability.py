@@ -371,9 +371,12 @@ def pairwise_barriers(
     c = _leading_dim(params_stack, "pairwise_barriers")
     if c < 2:
         raise ValueError(f"pairwise_barriers: need at least 2 copies on the leading axis, got {c}.")
-    first = jax.tree.map(lambda x: x[0], params_stack)
-    for i in range(1, c):
-        _check_non_float_equal(first, jax.tree.map(lambda x: x[i], params_stack), "pairwise_barriers")
+    for path, x in jax.tree_util.tree_flatten_with_path(params_stack)[0]:
+        if not _is_float(x) and _is_concrete(x) and not np.all(np.asarray(x) == np.asarray(x)[:1]):
+            raise ValueError(
+                f"pairwise_barriers: non-float leaf '{masks_lib.path_string(path)}' differs between "
+                "copies; integer and bool leaves (masks, counters) must be equal in every copy."
+            )
     alpha_values = _default_alphas() if alphas is None else jnp.asarray(alphas)
     if not jnp.issubdtype(alpha_values.dtype, jnp.floating):
         alpha_values = alpha_values.astype(jnp.float32)

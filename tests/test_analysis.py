@@ -1,7 +1,6 @@
 """Tests for jaxticket.analysis (mask similarity, agreement, ensembles, trajectories,
 connectivity) and jaxticket.plots (PNG files)."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np

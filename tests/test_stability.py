@@ -178,6 +178,8 @@ def test_pairwise_barriers():
     np.testing.assert_allclose(res.std, np.std(want), rtol=1e-5)
     # w=-1 -> w=1 through 0: convex, equal endpoints -> no barrier
     assert abs(float(res.values[0])) < 1e-6
+    with pytest.raises(ValueError, match="differs between copies"):
+        stability.pairwise_barriers(_quad_eval, {**stack, "n": jnp.arange(3)})
     with pytest.raises(ValueError, match="at least 2"):
         stability.pairwise_barriers(_quad_eval, {"w": jnp.ones((1, 1)), "v": jnp.ones((1, 1))})
 
@@ -206,7 +208,7 @@ def _tiny_bn():
 
 def test_recompute_batch_stats_is_exact_average_of_batch_statistics():
     model, variables, x = _tiny_bn()
-    stats = recompute = stability.recompute_batch_stats(model.apply, variables, x)
+    recompute = stats = stability.recompute_batch_stats(model.apply, variables, x)
     fc1 = variables["params"]["fc1"]
     h = np.asarray(x, np.float64) @ np.asarray(fc1["kernel"], np.float64) + np.asarray(fc1["bias"], np.float64)
     want_mean = h.mean(axis=1).mean(axis=0)  # average of per-batch means
