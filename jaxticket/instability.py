@@ -1,0 +1,309 @@
+"""Instability analysis runs (Frankle et al., "Linear mode connectivity and the LTH").
+
+From one state at step ``k`` (the dense network, or an IMP subnetwork: its mask on the
+rewind point at ``k``), train ``C`` copies to the end of training with different SGD
+noise (data order and augmentation seeds) in one vmapped run, then measure the error
+barrier along the straight line between every pair of final weight vectors, on train
+and test error (:mod:`jaxticket.stability`). A network is *stable* at ``k`` when the
+barrier is below 2 percentage points.
+
+BatchNorm. ``batch_stats="interpolate"`` (default) interpolates the running statistics
+linearly along with the weights; ``"recompute"`` recomputes them for every interpolated
+network as the plain average over ``recompute_batches`` training batches (train mode),
+which is what the paper's ResNet/VGG experiments need when interpolated statistics are
+far off. Models without BatchNorm ignore the choice.
+
+:func:`instability_sweep` runs the paper's central experiment: for every rewind step
+``k`` and IMP level ``L``, IMP with rewinding to ``k`` (one lineage), then the
+instability of the level-``L`` subnetwork at ``k``; level 0 is the dense network. Each
+(k, level) result is saved as it finishes and skipped on a rerun.
+
+Example::
+
+    rows = instability_sweep(config, ks=[0, 25, 100, 500], levels=[0, 3], copies=2,
+                             workdir="runs/instability")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxticket import checkpoints as ckpt_lib
+from jaxticket import lottery, masks as masks_lib, stability, train as train_lib
+
+__all__ = ["copies_from", "instability", "instability_sweep", "train_copies"]
+
+BATCH_STATS_MODES = ("interpolate", "recompute")
+NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
+
+
+# ============================================================================ copies
+
+
+def copies_from(state, copies: int, noise_seed: int = 0):
+    """``copies`` replicas of a single-run state, identical except for their SGD noise.
+
+    Copy ``i`` gets data-order and augmentation keys ``fold_in(key, NOISE_STREAM)``
+    then ``fold_in(., noise_seed * copies + i)``, so the copies differ from each other
+    and from the run that produced ``state``; weights, BN statistics, optimizer state,
+    mask and step are shared. Returns a state with a leading ``[copies]`` axis.
+    """
+    if copies < 2:
+        raise ValueError(f"instability needs at least 2 copies, got {copies}")
+
+    def noisy(raw, i):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(raw), NOISE_STREAM),
+                                 noise_seed * copies + i)
+        return jax.random.key_data(key)
+
+    stacked = jax.tree.map(lambda x: jnp.stack([x] * copies), state)
+    index = jnp.arange(copies)
+    return stacked.replace(data_key=jax.vmap(noisy, (None, 0))(state.data_key, index),
+                           aug_key=jax.vmap(noisy, (None, 0))(state.aug_key, index))
+
+
+def train_copies(config: train_lib.TrainConfig, state, datasets: dict, copies: int = 2, *,
+                 noise_seed: int = 0, progress=None):
+    """Trains ``copies`` noisy copies of ``state`` (single run, at step k) to ``config.steps``.
+
+    One vmapped program; returns the final state with a leading ``[copies]`` axis.
+    """
+    batched = copies_from(state, copies, noise_seed)
+    return train_lib.fit(config, batched, datasets["train"], progress=progress).state
+
+
+# ============================================================================ barriers
+
+
+def _subset(ds, n: Optional[int]):
+    if n is None or n >= ds.num_examples:
+        return ds
+    return dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n])
+
+
+def _error_fn(config: train_lib.TrainConfig, template):
+    """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network."""
+
+    def errors(variables, train_ds, test_ds):
+        state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+        return {name: 1.0 - train_lib.evaluate(config, state, ds)["accuracy"]
+                for name, ds in (("train", train_ds), ("test", test_ds))}
+
+    return errors
+
+
+def _recompute_fn(config: train_lib.TrainConfig, template, train_ds, num_batches: int):
+    from jaxticket import data as data_lib
+
+    model = train_lib.make_model(config)
+    key = jax.random.wrap_key_data(template.data_key)
+    xs = [data_lib.make_batch(train_ds, key, key, s, config.batch_size)[0] for s in range(num_batches)]
+    batches = jnp.stack(xs)
+
+    def recompute(variables):
+        masked = {**variables, "params": masks_lib.apply(variables["params"], template.mask)} \
+            if template.mask is not None else variables
+        return stability.recompute_batch_stats(
+            lambda v, x, **kw: model.apply(v, x, **kw), masked, batches)
+
+    return recompute
+
+
+def instability(config: train_lib.TrainConfig, finals, datasets: dict, *, num_alphas: int = 30,
+                batch_stats: str = "interpolate", recompute_batches: int = 10,
+                train_examples: Optional[int] = None, alpha_batch_size: Optional[int] = None) -> dict:
+    """Error barriers between every pair of copies in ``finals`` (leading ``[C]`` axis).
+
+    Args:
+      config: the copies' training config (model, eval batch size).
+      finals: final states of the copies, e.g. from :func:`train_copies`.
+      datasets: ``{"train", "test"}`` device datasets; train error on the first
+        ``train_examples`` training examples (``None``: all).
+      num_alphas: points on the segment, endpoints included (the paper: 30).
+      batch_stats: ``"interpolate"`` or ``"recompute"`` (see the module docstring).
+      alpha_batch_size: alphas evaluated at once (memory bound; ``None``: all).
+
+    Returns:
+      dict with ``train_barrier`` / ``test_barrier`` (mean over pairs), their ``_std``,
+      per-pair values, the ``curves`` ``{"train", "test"}: [pairs, num_alphas]``,
+      ``alphas``, the pairwise normalised L2 distances between the copies' weights and
+      the copies' final test errors.
+    """
+    if batch_stats not in BATCH_STATS_MODES:
+        raise ValueError(f"batch_stats must be one of {BATCH_STATS_MODES}, got {batch_stats!r}")
+    template = train_lib.replica(finals, 0)
+    variables = {"params": finals.params}
+    has_bn = bool(jax.tree.leaves(finals.batch_stats))
+    if has_bn:
+        variables["batch_stats"] = finals.batch_stats
+    interpolate_fn = stability.interpolate
+    if has_bn and batch_stats == "recompute":
+        interpolate_fn = functools.partial(
+            stability.interpolate_variables, batch_stats="recompute",
+            recompute_fn=_recompute_fn(config, template, datasets["train"], recompute_batches))
+    elif has_bn:
+        interpolate_fn = functools.partial(stability.interpolate_variables, batch_stats="interpolate")
+    train_ds = _subset(datasets["train"], train_examples)
+    alphas = stability.alphas(num_alphas)
+    result = stability.pairwise_barriers(
+        _error_fn(config, template), variables, alphas, batch_size=alpha_batch_size,
+        interpolate_fn=interpolate_fn, eval_args=(train_ds, datasets["test"]))
+    distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
+    norms = np.asarray([float(stability.l2_distance(jax.tree.map(lambda x: x[i], finals.params),
+                                                    jax.tree.map(jnp.zeros_like, template.params)))
+                        for i in range(distances.shape[0])])
+    iu = np.triu_indices(distances.shape[0], k=1)
+    return {
+        "train_barrier": float(result.mean["train"]), "train_barrier_std": float(result.std["train"]),
+        "test_barrier": float(result.mean["test"]), "test_barrier_std": float(result.std["test"]),
+        "train_barriers": np.asarray(result.values["train"]).tolist(),
+        "test_barriers": np.asarray(result.values["test"]).tolist(),
+        "curves": {k: np.asarray(v) for k, v in result.curves.items()},
+        "alphas": np.asarray(alphas),
+        "copy_l2": distances[iu].tolist(),
+        "copy_l2_normalized": (distances[iu] / norms[iu[0]]).tolist(),
+        "batch_stats": batch_stats if has_bn else "none",
+    }
+
+
+# ============================================================================ sweep
+
+
+def _dense_states_at(config: lottery.LotteryConfig, ks: Sequence[int], datasets: dict) -> dict:
+    """The dense network's single-run state at every k (one trajectory, no IMP)."""
+    state = train_lib.init_state(config.train, mask=masks_lib.ones_like(
+        train_lib._abstract_params(config.train), config.prunable))
+    out = {}
+    for k in sorted(set(ks)):
+        if k > int(state.step):
+            state = train_lib.fit(config.train, state, datasets["train"], steps=k, progress=False).state
+        out[k] = state
+    return out
+
+
+def _imp_states_at(config: lottery.LotteryConfig, k: int, levels: Sequence[int], workdir: pathlib.Path,
+                   datasets: dict, progress, log) -> tuple[dict, object]:
+    """IMP rewound to k (one lineage); the level-L subnetwork's state at k for each L."""
+    imp_config = config.replace(rewind_step=k, levels=max(levels), seeds=1, reset="rewind")
+    run_dir = workdir / f"imp_k{k:06d}"
+    lottery.run_imp(imp_config, run_dir, datasets=datasets, progress=progress, log=log)
+    initial = lottery._initial_state(imp_config)
+    with ckpt_lib.RunCheckpoints(run_dir, imp_config.to_dict()) as run:
+        rewind = lottery._rewind_point(imp_config, run, initial, None)
+    states = {}
+    for level in levels:
+        mask = lottery.load_mask(run_dir / "levels" / f"level_{level:02d}" / "mask.npz", initial.mask)
+        start = lottery.start_state(imp_config, "rewind", level, mask, rewind_state=rewind)
+        states[level] = train_lib.replica(start, 0)
+    dense_final = lottery.load_level(imp_config, run_dir / "levels" / "level_00", initial)
+    return states, train_lib.replica(dense_final, 0)
+
+
+def instability_sweep(config: lottery.LotteryConfig, ks: Sequence[int], levels: Sequence[int] = (0,), *,
+                      workdir, copies: int = 2, datasets: Optional[dict] = None, data_dir=None,
+                      manual_dir=None, num_alphas: int = 30, batch_stats: str = "interpolate",
+                      train_examples: Optional[int] = None, progress=None,
+                      log: Callable = print) -> list[dict]:
+    """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
+
+    Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level)),
+    ``curves.npz`` and the plots ``instability_vs_k.png`` and ``error_curves.png``.
+    A finished (k, level) (``workdir/points/k*_level*.json``) is read back on a rerun;
+    ``workdir/config.json`` refuses a different configuration.
+    """
+    from jaxticket import plots
+
+    ks, levels = sorted(set(int(k) for k in ks)), sorted(set(int(l) for l in levels))
+    bad = [k for k in ks if not 0 <= k <= config.train.steps]
+    if bad:
+        raise ValueError(f"rewind steps {bad} are outside [0, train.steps={config.train.steps}]")
+    if any(l < 0 for l in levels):
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    workdir = pathlib.Path(workdir)
+    settings = {"lottery": config.to_dict(), "ks": ks, "levels": levels, "copies": copies,
+                "num_alphas": num_alphas, "batch_stats": batch_stats, "train_examples": train_examples}
+    ckpt_lib.RunCheckpoints(workdir, settings).close()
+    datasets = datasets or lottery._datasets(config, data_dir, manual_dir)
+    points = workdir / "points"
+    rows, curves = [], {}
+    dense_states = None
+    for k in ks:
+        todo = [l for l in levels if not (points / f"k{k:06d}_level{l:02d}.json").exists()]
+        if todo and max(levels) == 0:
+            dense_states = dense_states or _dense_states_at(config, ks, datasets)
+            states, dense_final = {0: dense_states[k]}, None
+        elif todo:
+            states, dense_final = _imp_states_at(config, k, levels, workdir, datasets, progress, log)
+        for level in levels:
+            path = points / f"k{k:06d}_level{level:02d}.json"
+            if path.exists():
+                row = json.loads(path.read_text())
+                with np.load(path.with_suffix(".npz")) as stored:
+                    curves[(k, level)] = {"train": stored["train"], "test": stored["test"]}
+                rows.append(row)
+                continue
+            finals = train_copies(config.train, states[level], datasets, copies,
+                                  noise_seed=config.train.data_seed, progress=progress)
+            res = instability(config.train, finals, datasets, num_alphas=num_alphas,
+                              batch_stats=batch_stats, train_examples=train_examples)
+            row = {"k": k, "level": level, "copies": copies,
+                   "density": float(masks_lib.density(states[level].mask)),
+                   **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
+                                                "test_barrier_std", "train_barriers", "test_barriers",
+                                                "copy_l2", "copy_l2_normalized", "batch_stats")},
+                   "stable_test": res["test_barrier"] < 0.02, "stable_train": res["train_barrier"] < 0.02,
+                   "final_test_error": float(np.mean(np.asarray(res["curves"]["test"])[:, [0, -1]])),
+                   "l2_to_dense_final": None, "l2_to_dense_final_normalized": None}
+            if dense_final is not None:
+                copy0 = jax.tree.map(lambda x: x[0], finals.params)
+                row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_final.params))
+                row["l2_to_dense_final_normalized"] = float(
+                    stability.l2_distance(copy0, dense_final.params, normalize=True))
+            lottery._save_tree(path.with_suffix(".npz"), {k2: v for k2, v in res["curves"].items()})
+            lottery._write_text_atomic(path, json.dumps(row, indent=2) + "\n")
+            curves[(k, level)] = res["curves"]
+            rows.append(row)
+            log(f"[instability] k={k:6d} level {level:2d} density {row['density']:.4f}  "
+                f"test barrier {100 * row['test_barrier']:6.2f}%  train barrier {100 * row['train_barrier']:6.2f}%")
+    _write_outputs(workdir, rows, curves, num_alphas, plots)
+    return rows
+
+
+SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
+                "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
+                "l2_to_dense_final", "l2_to_dense_final_normalized")
+
+
+def _write_outputs(workdir: pathlib.Path, rows, curves, num_alphas, plots) -> None:
+    import csv
+    import io
+
+    rows = sorted(rows, key=lambda r: (r["level"], r["k"]))
+    lottery._write_text_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SWEEP_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    lottery._write_text_atomic(workdir / "results.csv", out.getvalue())
+    levels = sorted({r["level"] for r in rows})
+    barriers = {}
+    for level in levels:
+        sel = [r for r in rows if r["level"] == level]
+        name = "dense" if level == 0 else f"level {level} ({100 * sel[0]['density']:.1f}%)"
+        barriers[f"{name}, test"] = ([r["test_barrier"] for r in sel], [r["test_barrier_std"] for r in sel])
+        barriers[f"{name}, train"] = ([r["train_barrier"] for r in sel], [r["train_barrier_std"] for r in sel])
+    ks = sorted({r["k"] for r in rows})
+    if all(len(v[0]) == len(ks) for v in barriers.values()):
+        plots.plot_instability_vs_k(ks, barriers, workdir / "instability_vs_k.png",
+                                    title="Instability vs rewind step")
+    alphas = np.asarray(stability.alphas(num_alphas))
+    labelled = {f"k={k}, level {l}": np.asarray(c["test"])[0] for (k, l), c in sorted(curves.items())}
+    plots.plot_error_curve(alphas, labelled, workdir / "error_curves.png", title="Test error along the path")
