@@ -1,0 +1,206 @@
+"""Comparing subnetworks found by different pruning methods or reset modes.
+
+After Paganini & Forde (2020): given IMP run directories made with different pruners
+(L1 unstructured, Ln-structured, random, hybrid, fc-only, ...) or reset modes (rewind,
+fine-tune), :func:`compare_runs` writes, at a chosen level,
+
+* ``masks_jaccard.png`` / ``.json``: Jaccard similarity of the masks (overall and per layer),
+* ``agreement.png`` / ``.json``: how many test examples two subnetworks label alike,
+* ``ensembles.json`` and a table: accuracy of averaged softmax and of majority vote for
+  every method alone, all together, and each leave-one-out subset,
+* ``trajectories_<run>.png``: the surviving weights of one layer across levels, and how
+  much they move from level to level,
+* ``connectivity.json``: per layer, the fraction of input units left without any
+  outgoing weight and of output units without inputs (structure that unstructured
+  pruning with rewinding can produce),
+
+all from the files each run directory already holds (masks, final weights, test
+logits); nothing is retrained. ``summary.md`` gathers the tables.
+
+Example::
+
+    report = compare_runs(["runs/l1", "runs/l2_structured", "runs/hybrid", "runs/fc_only"],
+                          out_dir="runs/compare", level=5)
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxticket import analysis, checkpoints as ckpt_lib, lottery, masks as masks_lib
+
+__all__ = ["compare_runs", "load_run"]
+
+
+def load_run(run_dir, level: int, seed: int = 0) -> dict:
+    """One IMP run's config, and its mask / final params / test logits at ``level``."""
+    run_dir = pathlib.Path(run_dir)
+    config_path = run_dir / ckpt_lib.CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not an IMP run directory (no {ckpt_lib.CONFIG_FILE}).")
+    config = lottery.LotteryConfig.from_dict(json.loads(config_path.read_text())["config"])
+    level_dir = run_dir / "levels" / f"level_{level:02d}"
+    if not (level_dir / "summary.json").exists():
+        finished = sorted(int(p.parent.name[6:]) for p in run_dir.glob("levels/level_*/summary.json"))
+        raise ValueError(f"{run_dir} has no finished level {level}; finished levels: {finished}.")
+    if not 0 <= seed < config.seeds:
+        raise ValueError(f"{run_dir} has seeds 0..{config.seeds - 1}, not {seed}.")
+    initial = lottery._initial_state(config)
+    state = lottery.load_level(config, level_dir, initial)
+    pick = lambda tree: jax.tree.map(lambda x: x[seed], tree)  # noqa: E731
+    return {
+        "config": config,
+        "mask": pick(state.mask),
+        "params": pick(state.params),
+        "logits": np.load(level_dir / "test_logits.npy")[seed],
+        "density": float(masks_lib.density(pick(state.mask))),
+    }
+
+
+def _finished_levels(run_dir) -> set[int]:
+    return {int(p.parent.name[6:]) for p in pathlib.Path(run_dir).glob("levels/level_*/summary.json")}
+
+
+def _ensemble_subsets(names: Sequence[str]) -> dict[str, list[str]]:
+    subsets = {"all": list(names)}
+    for n in names:
+        subsets[n] = [n]
+    if len(names) > 2:
+        for n in names:
+            subsets[f"all but {n}"] = [m for m in names if m != n]
+    return subsets
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, names: Optional[Sequence[str]] = None,
+                 seed: int = 0, layer: Optional[str] = None, test_labels=None, data_dir=None,
+                 manual_dir=None) -> dict:
+    """Similarity, agreement, ensembles, trajectories and connectivity of several runs.
+
+    Args:
+      run_dirs: IMP run directories (same model and dataset).
+      out_dir: where the files go.
+      level: the level compared (default: the highest level every run finished).
+      names: labels of the runs (default: directory names).
+      seed: which replica of each run.
+      layer: leaf path for the weight trajectories (default: the first prunable leaf).
+      test_labels: ``int[N]`` test labels (default: loaded from the runs' dataset).
+
+    Returns:
+      dict with ``level``, ``names``, ``densities``, ``jaccard`` ``[n, n]``,
+      ``agreement`` (counts and fraction ``[n, n]``), ``ensembles`` rows,
+      ``trajectory_movement`` per run and ``connectivity`` per run; ``summary.md`` and
+      the PNG/JSON files are in ``out_dir``.
+    """
+    from jaxticket import plots
+
+    if len(run_dirs) < 2:
+        raise ValueError("compare needs at least two run directories.")
+    run_dirs = [pathlib.Path(d) for d in run_dirs]
+    names = list(names) if names is not None else [d.name for d in run_dirs]
+    if len(names) != len(run_dirs) or len(set(names)) != len(names):
+        raise ValueError(f"names must be unique, one per run; got {names}.")
+    for d in run_dirs:
+        if not (d / ckpt_lib.CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{d} is not an IMP run directory (no {ckpt_lib.CONFIG_FILE}).")
+    common = set.intersection(*(_finished_levels(d) for d in run_dirs))
+    if level is None:
+        if not common:
+            raise ValueError("the runs have no finished level in common.")
+        level = max(common)
+    runs = [load_run(d, level, seed) for d in run_dirs]
+    shapes = {(r["config"].train.model, r["config"].train.dataset) for r in runs}
+    if len(shapes) != 1:
+        raise ValueError(f"the runs differ in model/dataset: {sorted(shapes)}; compare runs of one model.")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # mask similarity
+    mask_list = [r["mask"] for r in runs]
+    jacc = np.asarray(analysis.similarity_matrix(mask_list, "jaccard"))
+    per_layer = {f"{names[i]} vs {names[j]}": {k: float(v) for k, v in
+                                               analysis.jaccard(mask_list[i], mask_list[j], per_layer=True).items()}
+                 for i in range(len(runs)) for j in range(i + 1, len(runs))}
+    plots.plot_heatmap(jacc, names, out / "masks_jaccard.png", title=f"Mask Jaccard similarity, level {level}")
+
+    # prediction agreement and ensembles
+    logits = np.stack([r["logits"] for r in runs])
+    agree = analysis.agreement(jnp.asarray(logits))
+    plots.plot_heatmap(np.asarray(agree.fraction), names, out / "agreement.png",
+                       title=f"Test prediction agreement, level {level}")
+    if test_labels is None:
+        test_labels = np.asarray(lottery._datasets(runs[0]["config"], data_dir, manual_dir)["test"].labels)
+    test_labels = np.asarray(test_labels)
+    if test_labels.shape[0] != logits.shape[1]:
+        raise ValueError(f"{test_labels.shape[0]} test labels for {logits.shape[1]} logged test predictions.")
+    ensembles = analysis.ensemble_table(jnp.asarray(logits), jnp.asarray(test_labels), names,
+                                        _ensemble_subsets(names))
+
+    # trajectories across levels and connectivity
+    layer = layer or next(p for p, f in zip(mask_list[0].paths(), mask_list[0].prunable) if f)
+    movement, connectivity = {}, {}
+    for name, run_dir, run in zip(names, run_dirs, runs):
+        loaded = [load_run(run_dir, l, seed) for l in range(level + 1)]
+        traj = analysis.weight_trajectories([l["params"] for l in loaded], [l["mask"] for l in loaded], layer)
+        move = analysis.trajectory_movement(traj)
+        movement[name] = {"mean_abs_change": np.asarray(move.mean_abs_change).tolist(),
+                          "relative_change": np.asarray(move.relative_change).tolist()}
+        plots.plot_trajectories(traj, out / f"trajectories_{name}.png")
+        connectivity[name] = analysis.connectivity_summary(run["mask"])
+
+    report = {
+        "level": level, "names": names, "runs": [str(d) for d in run_dirs],
+        "densities": [r["density"] for r in runs],
+        "test_accuracy": [float(np.mean(np.argmax(r["logits"], -1) == test_labels)) for r in runs],
+        "jaccard": jacc.tolist(), "jaccard_per_layer": per_layer,
+        "agreement_counts": np.asarray(agree.counts).tolist(),
+        "agreement_fraction": np.asarray(agree.fraction).tolist(),
+        "ensembles": ensembles, "trajectory_layer": layer, "trajectory_movement": movement,
+        "connectivity": connectivity,
+    }
+    for name, keys in (("masks_jaccard", ("jaccard", "jaccard_per_layer")),
+                       ("agreement", ("agreement_counts", "agreement_fraction")),
+                       ("ensembles", ("ensembles",)), ("connectivity", ("connectivity",))):
+        lottery._write_text_atomic(out / f"{name}.json",
+                                   json.dumps({"level": level, "names": names, **{k: report[k] for k in keys}},
+                                              indent=2, default=float) + "\n")
+    lottery._write_text_atomic(out / "summary.md", format_summary(report) + "\n")
+    return report
+
+
+def format_summary(report: dict) -> str:
+    """The comparison as Markdown tables."""
+    names = report["names"]
+    parts = [f"# Subnetworks compared at level {report['level']}", ""]
+    parts.append(_markdown_table(
+        ["run", "density", "test accuracy"],
+        [[n, f"{100 * d:.2f}%", f"{100 * a:.2f}%"] for n, d, a in
+         zip(names, report["densities"], report["test_accuracy"])]))
+    parts += ["", "## Mask Jaccard similarity", ""]
+    parts.append(_markdown_table([""] + names, [[n] + [f"{v:.3f}" for v in row]
+                                               for n, row in zip(names, report["jaccard"])]))
+    parts += ["", "## Test prediction agreement (fraction of examples)", ""]
+    parts.append(_markdown_table([""] + names, [[n] + [f"{v:.4f}" for v in row]
+                                               for n, row in zip(names, report["agreement_fraction"])]))
+    parts += ["", "## Ensembles", ""]
+    parts.append(_markdown_table(
+        ["subset", "mean softmax", "majority vote", "best member"],
+        [[r["subset"], f"{100 * r['mean_softmax']:.2f}%", f"{100 * r['vote']:.2f}%",
+          f"{100 * r['best_single']:.2f}% ({r['best_member']})"] for r in report["ensembles"]]))
+    parts += ["", f"## Movement of the surviving weights of `{report['trajectory_layer']}` per level", ""]
+    parts.append(_markdown_table(
+        ["run", "mean |change| per level", "relative change per level"],
+        [[n, ", ".join(f"{v:.4f}" for v in m["mean_abs_change"]),
+          ", ".join(f"{v:.3f}" for v in m["relative_change"])] for n, m in report["trajectory_movement"].items()]))
+    return "\n".join(parts)
