@@ -1,0 +1,200 @@
+"""Training-engine speed: masked vs dense step, fit vs bare scan, vmapped seeds.
+
+    python benchmarks/train.py [--out benchmarks/results/train_cpu.json] [--quick]
+
+Prints and saves (JSON, with the machine it ran on) three sets of ratios measured in
+one run, on random uint8 data held on the device (N = 10,000 examples):
+
+1. masked / dense time per train step, as ``fit`` runs it (LeNet: 200 steps per
+   compiled call; conv models on CPU: one call per step, see ``train.fit(loop=)``), for
+   LeNet-300-100 (batch 60, 28x28x1), Conv-2 (batch 32, 32x32x3), ResNet-20 (batch 32,
+   32x32x3). Target <= 1.05. The masked step applies the mask to the params in the
+   forward pass, to the gradients and to the updates; dense runs without a mask.
+2. ``fit`` (chunks of 100 steps, metrics to the host after each chunk, NaN check,
+   progress bar off) / a bare jitted scan of the same step in chunks of 100, LeNet-300-100,
+   1,000 steps. Target <= 1.10.
+3. S = 1, 2, 4, 8 replicas vmapped in one program vs S sequential single runs,
+   LeNet-300-100 batch 60: training examples per second.
+
+Times are the median of a few repeats after compilation (compile time reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxticket import train  # noqa: E402
+from jaxticket.data import ArrayDataset  # noqa: E402
+
+N = 10_000
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "jax": jax.__version__, "backend": jax.default_backend(),
+            "device": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count(),
+            "python": platform.python_version()}
+
+
+def dataset(shape) -> ArrayDataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (N, *shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, N).astype(np.int32)
+    return ArrayDataset(jax.device_put(images), jax.device_put(labels), "bench", 10,
+                        (0.5,) * shape[-1], (0.25,) * shape[-1])
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` (which must block) over ``repeats`` runs."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def fit_step_time(config, state, ds, k, repeats=1):
+    """Seconds per step of ``fit`` over ``k`` steps (one chunk, no evaluation), and the
+    first call's time (compilation included). ``fit`` picks its loop as usual: many
+    steps per compiled call, or one call per step for conv models on CPU."""
+    config = config.replace(steps=k, chunk_size=k)
+    run = lambda: jax.block_until_ready(train.fit(config, state, ds, progress=False).state)
+    t = time.perf_counter()
+    run()
+    first = time.perf_counter() - t
+    return timed(run, repeats) / k, first
+
+
+def masked_vs_dense(quick):
+    out = {}
+    cases = [("lenet_300_100", 60, (28, 28, 1), 200), ("conv2", 32, (32, 32, 3), 10),
+             ("resnet20", 32, (32, 32, 3), 10)]
+    for model, bs, shape, k in cases:
+        if quick:
+            k = max(2, k // 4)
+        ds = dataset(shape)
+        config = train.TrainConfig(model=model, input_shape=shape, lr=0.1, momentum=0.9,
+                                   weight_decay=1e-4, batch_size=bs)
+        t = time.perf_counter()
+        masked = train.init_state(config)
+        init_s = time.perf_counter() - t
+        dense = masked.replace(mask=None)
+        per = {"masked": [], "dense": []}
+        first = {}
+        for name, st in (("masked", masked), ("dense", dense)):
+            _, first[name] = fit_step_time(config, st, ds, k)
+        for _ in range(3 if quick else 5):  # interleaved, so drift hits both alike
+            for name, st in (("masked", masked), ("dense", dense)):
+                per[name].append(fit_step_time(config, st, ds, k)[0])
+        m, d = statistics.median(per["masked"]), statistics.median(per["dense"])
+        loop = train._resolve_loop("auto", masked)
+        out[model] = {"batch_size": bs, "steps_per_call": k if loop == "device" else 1,
+                      "loop": loop, "masked_ms_per_step": 1e3 * m,
+                      "dense_ms_per_step": 1e3 * d, "ratio_masked_over_dense": m / d,
+                      "init_s": init_s, "first_call_s": first}
+        print(f"[masked vs dense] {model:14s} batch {bs:3d} ({loop} loop): masked {1e3 * m:8.2f} "
+              f"ms/step, dense {1e3 * d:8.2f} ms/step, ratio {m / d:.3f}", flush=True)
+    return out
+
+
+def fit_vs_scan(quick):
+    steps, chunk = (300 if quick else 1000), 100
+    ds = dataset((28, 28, 1))
+    config = train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9, batch_size=60,
+                               steps=steps, chunk_size=chunk)
+    state = train.init_state(config)
+
+    def bare():
+        s = state
+        for _ in range(steps // chunk):
+            s, m = train.train_steps(config, s, ds, chunk)
+        jax.block_until_ready(s)
+
+    def loop():
+        jax.block_until_ready(train.fit(config, state, ds, progress=False).state)
+
+    bare(), loop()  # compile both
+    tb, tf = [], []
+    for _ in range(3 if quick else 5):
+        tb.append(timed(bare, 1))
+        tf.append(timed(loop, 1))
+    b, f = statistics.median(tb), statistics.median(tf)
+    print(f"[fit vs scan] lenet_300_100 {steps} steps, chunks of {chunk}: fit {b and f:.3f} s, "
+          f"bare scan {b:.3f} s, ratio {f / b:.3f}", flush=True)
+    return {"model": "lenet_300_100", "batch_size": 60, "steps": steps, "chunk_size": chunk,
+            "fit_s": f, "bare_scan_s": b, "ratio_fit_over_bare": f / b}
+
+
+def seeds_axis(quick):
+    k = 50 if quick else 100
+    bs = 60
+    ds = dataset((28, 28, 1))
+    config = train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9, batch_size=bs)
+    single = train.init_state(config)
+    jax.block_until_ready(train.train_steps(config, single, ds, k))
+    out = {}
+    for S in (1, 2, 4, 8):
+        states = train.init_state(config, seeds=S)
+        jax.block_until_ready(train.train_steps(config, states, ds, k))  # compile
+        singles = [train.replica(states, i) for i in range(S)]
+
+        def vmapped():
+            jax.block_until_ready(train.train_steps(config, states, ds, k))
+
+        def sequential():
+            for s in singles:
+                jax.block_until_ready(train.train_steps(config, s, ds, k))
+
+        reps = 3 if quick else 5
+        tv, ts = timed(vmapped, reps), timed(sequential, reps)
+        ex = S * k * bs
+        out[str(S)] = {"vmapped_examples_per_s": ex / tv, "sequential_examples_per_s": ex / ts,
+                       "speedup_vmapped_over_sequential": ts / tv}
+        print(f"[seeds] S={S}: vmapped {ex / tv:9.0f} ex/s, sequential {ex / ts:9.0f} ex/s, "
+              f"speedup {ts / tv:.2f}x", flush=True)
+    return {"model": "lenet_300_100", "batch_size": bs, "steps_per_call": k, "by_S": out}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_<backend>.json)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    info = machine()
+    print(json.dumps(info), flush=True)
+    result = {"machine": info, "dataset_examples": N, "quick": args.quick,
+              "masked_vs_dense": masked_vs_dense(args.quick),
+              "fit_vs_bare_scan": fit_vs_scan(args.quick),
+              "seeds_vmapped_vs_sequential": seeds_axis(args.quick)}
+    result["total_s"] = time.perf_counter() - t0
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"train_{jax.default_backend()}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"total {result['total_s']:.0f} s; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
