@@ -16,7 +16,9 @@ one run, on random uint8 data held on the device (N = 10,000 examples):
 3. S = 1, 2, 4, 8 replicas vmapped in one program vs S sequential single runs,
    LeNet-300-100 batch 60: training examples per second.
 
-Times are the median of a few repeats after compilation (compile time reported apart).
+Times are the minimum of a few interleaved repeats after compilation (the first call,
+compilation included, is reported apart); the load average is recorded, since on a
+shared machine other processes inflate the times.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -52,7 +53,7 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "jax": jax.__version__, "backend": jax.default_backend(),
             "device": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "loadavg_at_start": os.getloadavg()}
 
 
 def dataset(shape) -> ArrayDataset:
@@ -64,13 +65,14 @@ def dataset(shape) -> ArrayDataset:
 
 
 def timed(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` (which must block) over ``repeats`` runs."""
+    """Least wall time of ``fn()`` (which must block) over ``repeats`` runs: on a shared
+    machine the minimum is the estimate least disturbed by other processes."""
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 def fit_step_time(config, state, ds, k, repeats=1):
@@ -106,7 +108,7 @@ def masked_vs_dense(quick):
         for _ in range(3 if quick else 5):  # interleaved, so drift hits both alike
             for name, st in (("masked", masked), ("dense", dense)):
                 per[name].append(fit_step_time(config, st, ds, k)[0])
-        m, d = statistics.median(per["masked"]), statistics.median(per["dense"])
+        m, d = min(per["masked"]), min(per["dense"])
         loop = train._resolve_loop("auto", masked)
         out[model] = {"batch_size": bs, "steps_per_call": k if loop == "device" else 1,
                       "loop": loop, "masked_ms_per_step": 1e3 * m,
@@ -138,8 +140,8 @@ def fit_vs_scan(quick):
     for _ in range(3 if quick else 5):
         tb.append(timed(bare, 1))
         tf.append(timed(loop, 1))
-    b, f = statistics.median(tb), statistics.median(tf)
-    print(f"[fit vs scan] lenet_300_100 {steps} steps, chunks of {chunk}: fit {b and f:.3f} s, "
+    b, f = min(tb), min(tf)
+    print(f"[fit vs scan] lenet_300_100 {steps} steps, chunks of {chunk}: fit {f:.3f} s, "
           f"bare scan {b:.3f} s, ratio {f / b:.3f}", flush=True)
     return {"model": "lenet_300_100", "batch_size": 60, "steps": steps, "chunk_size": chunk,
             "fit_s": f, "bare_scan_s": b, "ratio_fit_over_bare": f / b}
@@ -165,8 +167,11 @@ def seeds_axis(quick):
             for s in singles:
                 jax.block_until_ready(train.train_steps(config, s, ds, k))
 
-        reps = 3 if quick else 5
-        tv, ts = timed(vmapped, reps), timed(sequential, reps)
+        tv, ts = [], []
+        for _ in range(3 if quick else 5):  # interleaved
+            tv.append(timed(vmapped, 1))
+            ts.append(timed(sequential, 1))
+        tv, ts = min(tv), min(ts)
         ex = S * k * bs
         out[str(S)] = {"vmapped_examples_per_s": ex / tv, "sequential_examples_per_s": ex / ts,
                        "speedup_vmapped_over_sequential": ts / tv}
@@ -188,6 +193,7 @@ def main():
               "fit_vs_bare_scan": fit_vs_scan(args.quick),
               "seeds_vmapped_vs_sequential": seeds_axis(args.quick)}
     result["total_s"] = time.perf_counter() - t0
+    result["loadavg_at_end"] = os.getloadavg()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"train_{jax.default_backend()}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

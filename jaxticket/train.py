@@ -67,6 +67,7 @@ PyTree = Any
 
 __all__ = [
     "FitResult",
+    "LOOPS",
     "NonFiniteLossError",
     "OPTIMIZERS",
     "TrainConfig",
@@ -77,8 +78,10 @@ __all__ = [
     "make_model",
     "make_optimizer",
     "make_schedule",
+    "milestone_steps",
     "num_replicas",
     "replica",
+    "replica_seeds",
     "train_step",
     "train_steps",
     "validate_config",
