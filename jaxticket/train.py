@@ -929,27 +929,35 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
         if step in ckpts or (checkpoints is not None and step == end and step > start):
             checkpoints.save(step, state)
 
+    def finish(chunk_state, metrics, first_step, n):
+        """Host side of a chunk: NaN check, running means, progress, boundary actions."""
+        nonlocal sums, count
+        m = {k: v[:n] for k, v in parallel.to_host(metrics).items()}
+        finite = np.isfinite(m["loss"])
+        if not finite.all():
+            first = int(np.argwhere(~finite)[0, 0])
+            reps = sorted(int(r) for r in np.argwhere(~finite[first]).ravel()) if batched else None
+            raise NonFiniteLossError(first_step + first, reps, _tolist(m["loss"][first]))
+        sums = {k: sums[k] + m[k].astype(np.float64).sum(0) for k in sums}
+        count += n
+        if bar is not None:
+            bar.update(n)
+        on_boundary(chunk_state, first_step + n)
+
     try:
         on_boundary(state, start)
-        step = start
+        step, pending = start, None
         for n in _segments(start, end, config.chunk_size, boundaries):
             if loop == "device":
                 state, metrics = _train_chunk_jit(config, state, train_ds, jnp.int32(n), mesh)
             else:
                 state, metrics = _host_chunk(config, state, train_ds, n, mesh)
-            m = {k: v[:n] for k, v in parallel.to_host(metrics).items()}
-            finite = np.isfinite(m["loss"])
-            if not finite.all():
-                bad = np.argwhere(~finite)
-                first = int(bad[0, 0])
-                reps = sorted(int(r) for r in np.argwhere(~finite[first]).ravel()) if batched else None
-                raise NonFiniteLossError(step + first, reps, _tolist(m["loss"][first]))
-            sums = {k: sums[k] + m[k].astype(np.float64).sum(0) for k in sums}
-            count += n
-            step += n
-            if bar is not None:
-                bar.update(n)
-            on_boundary(state, step)
+            # the next chunk is queued on the device before the host waits for this one
+            if pending is not None:
+                finish(*pending)
+            pending, step = (state, metrics, step, n), step + n
+        if pending is not None:
+            finish(*pending)
     finally:
         if bar is not None:
             bar.close()
