@@ -129,6 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="table and plots of density vs accuracy")
     p.add_argument("run_dir", metavar="RUN_DIR")
 
+    p = sub.add_parser("instability", help="instability (error barrier) vs rewind step k, dense and IMP levels")
+    _add_run_flags(p, levels=False)
+    p.add_argument("--ks", type=int, nargs="+", required=True, metavar="K", help="rewind steps, e.g. 0 25 100 500")
+    p.add_argument("--levels", type=int, nargs="+", default=[0], metavar="L", dest="analysis_levels",
+                   help="IMP levels to analyse (0 = the dense network; default: 0)")
+    p.add_argument("--copies", type=int, default=2, metavar="C", help="copies trained from each state (default 2)")
+    p.add_argument("--alphas", type=int, default=30, metavar="N", help="points on each segment (default 30)")
+    p.add_argument("--batch-stats", choices=("interpolate", "recompute"), default="interpolate",
+                   help="BatchNorm statistics of interpolated networks")
+    p.add_argument("--train-examples", type=int, metavar="N", help="train error on the first N examples (default all)")
+
+    p = sub.add_parser("compare", help="mask similarity, agreement, ensembles, trajectories across runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the tables and plots go")
+    p.add_argument("--level", type=int, metavar="L", help="level compared (default: highest common)")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="labels of the runs (default: directory names)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="which replica of each run")
+    p.add_argument("--layer", metavar="PATH", help="leaf path for weight trajectories, e.g. fc1/kernel")
+    _add_data_flags(p)
+
     p = sub.add_parser("demo", help="offline quick start: IMP + random-mask baseline on digits")
     p.add_argument("--workdir", default=DEMO_WORKDIR, metavar="DIR", help=f"default ./{DEMO_WORKDIR}")
     p.add_argument("--overwrite", action="store_true")
@@ -336,6 +356,54 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_instability(args) -> int:
+    """``jaxticket instability --config NAME --ks ... --levels ...``: the stability sweep."""
+    from jaxticket import instability
+
+    config = resolve_config(args)
+    workdir = pathlib.Path(args.workdir or f"runs/{args.config}_instability")
+    _check_trainable(config, args.config)
+    _print_config(config, f"jaxticket instability: preset {args.config}, workdir {workdir}, "
+                          f"ks {args.ks}, levels {args.analysis_levels}, copies {args.copies}\nconfig:")
+    if args.overwrite:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = instability.instability_sweep(
+        config, args.ks, args.analysis_levels, workdir=workdir, copies=args.copies, data_dir=args.data_dir,
+        manual_dir=args.manual_dir, num_alphas=args.alphas, batch_stats=args.batch_stats,
+        train_examples=args.train_examples, progress=_progress(args), log=_log)
+    print(format_instability_table(rows))
+    print(f"results: {workdir / 'results.csv'}, plots: {workdir / 'instability_vs_k.png'}, "
+          f"{workdir / 'error_curves.png'}")
+    return 0
+
+
+def format_instability_table(rows: Sequence[dict]) -> str:
+    """Instability rows as a fixed-width table (percentage points)."""
+    header = f"{'level':>5}  {'density':>8}  {'k':>7}  {'test barrier':>13}  {'train barrier':>14}  {'stable':>6}"
+    lines = [header, "-" * len(header)]
+    for r in sorted(rows, key=lambda r: (r["level"], r["k"])):
+        lines.append(f"{r['level']:>5}  {100 * r['density']:>7.2f}%  {r['k']:>7}  "
+                     f"{100 * r['test_barrier']:>6.2f} ± {100 * r['test_barrier_std']:<4.2f}  "
+                     f"{100 * r['train_barrier']:>7.2f} ± {100 * r['train_barrier_std']:<4.2f}  "
+                     f"{'yes' if r['stable_test'] else 'no':>6}")
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    """``jaxticket compare RUN_DIR... --out DIR``: Paganini & Forde's comparisons."""
+    from jaxticket import compare
+
+    report = compare.compare_runs(args.run_dirs, out_dir=args.out, level=args.level, names=args.names,
+                                  seed=args.seed, layer=args.layer, data_dir=args.data_dir,
+                                  manual_dir=args.manual_dir)
+    print(compare.format_summary(report))
+    print(f"files in {args.out}: summary.md, masks_jaccard.png/.json, agreement.png/.json, "
+          "ensembles.json, connectivity.json, trajectories_*.png")
+    return 0
+
+
 def _log(line: str) -> None:
     print(line, flush=True)
 
@@ -458,7 +526,8 @@ def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
 
 
 COMMANDS = {"configs": cmd_configs, "train": cmd_train, "imp": cmd_imp, "branch": cmd_branch,
-            "report": cmd_report, "demo": cmd_demo}
+            "report": cmd_report, "instability": cmd_instability, "compare": cmd_compare,
+            "demo": cmd_demo}
 
 
 def _quiet_logs() -> None:

@@ -452,8 +452,8 @@ def run_imp(config: LotteryConfig, workdir, *, datasets: Optional[dict] = None, 
       One row per (level, seed), also written to ``results.json`` / ``results.csv``.
     """
     workdir = pathlib.Path(workdir)
+    datasets = datasets or _datasets(config, data_dir, manual_dir)  # before anything is written
     run = _open_run(config, workdir, overwrite)
-    datasets = datasets or _datasets(config, data_dir, manual_dir)
     rows: list[dict] = []
     try:
         initial = _initial_state(config)
