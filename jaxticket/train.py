@@ -85,6 +85,7 @@ __all__ = [
     "train_step",
     "train_steps",
     "validate_config",
+    "with_mask",
 ]
 
 OPTIMIZERS = ("sgd", "adam")
@@ -453,6 +454,25 @@ def _jit_init(config, *args):
 @functools.partial(jax.jit, static_argnums=0)
 def _jit_init_impl(config, init_seed, data_seed, aug_seed, dropout_seed, mask):
     return _init_one(config, init_seed, data_seed, aug_seed, dropout_seed, mask)
+
+
+def with_mask(state: TrainState, mask: Mask) -> TrainState:
+    """``state`` with a new ``mask``: params and every params-shaped part of the optimizer
+    state (momentum, Adam moments) masked, so the pruned entries start at exactly 0.
+
+    The IMP step "rewind the survivors to step k": ``with_mask(state_at_k, new_mask)``.
+    Works with a seeds axis (mask leaves ``[S, ...]`` like the params).
+
+    Example::
+
+        level_state = with_mask(result.rewind_state, pruner(result.state.params, mask))
+    """
+    params_def = jax.tree.structure(state.params)
+    is_params_like = lambda x: jax.tree.structure(x) == params_def
+    opt_state = jax.tree.map(lambda x: masks_lib.apply(x, mask) if is_params_like(x) else x,
+                             state.opt_state, is_leaf=is_params_like)
+    return state.replace(params=masks_lib.apply(state.params, mask), opt_state=opt_state,
+                         mask=mask)
 
 
 def num_replicas(state: TrainState) -> int | None:

@@ -306,3 +306,18 @@ def test_host_loop_matches_device_loop():
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="loop must be one of"):
         train.fit(BASE, state, DS, loop="gpu")
+
+
+def test_with_mask_zeroes_params_and_moments_of_newly_pruned():
+    config = BASE.replace(optimizer="adam", lr=1e-3, momentum=0.0)
+    state = train.fit(config, train.init_state(config), DS, steps=8, progress=False).state
+    mask = random_mask(state.params, 0.5, seed=3)
+    pruned = train.with_mask(state, mask)
+    moments = params_shaped_subtrees(pruned.opt_state, pruned.params)
+    assert len(moments) == 2
+    for tree in [pruned.params, *moments]:
+        for leaf, keep, flag in zip(jax.tree.leaves(tree), mask.leaves(), mask.prunable):
+            if flag:
+                assert np.all(np.asarray(leaf)[~np.asarray(keep)] == 0)
+                assert np.any(np.asarray(leaf)[np.asarray(keep)] != 0)
+    assert int(pruned.step) == 8 and pruned.mask is mask
