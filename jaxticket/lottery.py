@@ -300,10 +300,9 @@ def start_state(config: LotteryConfig, mode: str, level: int, mask: Mask, *, rew
                                     opt_state=_fresh_opt_state(config, params), mask=mask)
     if mode not in ("rewind", "random_mask"):
         raise ValueError(f"unknown reset mode {mode!r}; valid: {RESETS}")
-    params = masked(rewind_state.params, mask)
-    state = rewind_state.replace(params=params, mask=mask)
+    state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
     if "opt_state" not in config.rewind_restores:
-        state = state.replace(opt_state=_fresh_opt_state(config, params))
+        state = state.replace(opt_state=_fresh_opt_state(config, state.params))
     if "batch_stats" not in config.rewind_restores:
         state = state.replace(batch_stats=_initial_state(config, mask=mask).batch_stats)
     return state

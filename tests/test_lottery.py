@@ -127,7 +127,10 @@ def test_reset_modes_build_the_documented_start_states(imp_run):
 
     keep_opt = config.replace(rewind_restores=("params", "batch_stats", "opt_state"))
     restored = lottery.start_state(keep_opt, "rewind", 1, mask, rewind_state=rewind)
-    chex.assert_trees_all_equal(restored.opt_state, rewind.opt_state)
+    chex.assert_trees_all_equal(restored.opt_state, train.with_mask(rewind, mask).opt_state)
+    mu = np.asarray(restored.opt_state[0].mu["fc1"]["kernel"])  # Adam's first moment, restored
+    keep = np.asarray(mask.keep["fc1"]["kernel"])
+    assert not np.any(mu[~keep]) and np.any(mu[keep])  # zero exactly where pruned
 
 
 def test_branches_reuse_the_imp_masks(imp_run, digits):
