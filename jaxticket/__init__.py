@@ -1,8 +1,9 @@
 """jaxticket: lottery tickets and pruning research in JAX/Flax.
 
-The flat API re-exports the names used most; every module is also importable on its own
-(``jaxticket.masks``, ``jaxticket.pruning``, ``jaxticket.models``, ``jaxticket.data``,
-``jaxticket.train``, ``jaxticket.parallel``, ``jaxticket.checkpoints``).
+The flat API re-exports the names used most; every module is also importable on its own:
+``masks``, ``pruning``, ``models``, ``data``, ``train``, ``parallel``, ``checkpoints``,
+``lottery``, ``stability``, ``instability``, ``analysis``, ``compare``, ``plots``,
+``configs``, ``cli``.
 
 Example::
 
@@ -16,7 +17,7 @@ Example::
 
 __version__ = "0.1.0"
 
-from jaxticket import masks, models, pruning
+from jaxticket import analysis, checkpoints, data, lottery, masks, models, parallel, pruning, stability, train
 from jaxticket.masks import (
     Mask,
     apply as apply_mask,
@@ -36,9 +37,34 @@ from jaxticket.pruning import (
     random_like,
     random_structured,
 )
+from jaxticket.train import TrainConfig, TrainState, evaluate, fit, init_state
+from jaxticket.lottery import LotteryConfig, run_branch, run_imp
+from jaxticket.stability import error_barrier, error_curve, interpolate
+from jaxticket.analysis import agreement, ensemble_accuracy, jaccard
 
 __all__ = [
+    "LotteryConfig",
     "Mask",
+    "TrainConfig",
+    "TrainState",
+    "agreement",
+    "analysis",
+    "checkpoints",
+    "data",
+    "ensemble_accuracy",
+    "error_barrier",
+    "error_curve",
+    "evaluate",
+    "fit",
+    "init_state",
+    "interpolate",
+    "jaccard",
+    "lottery",
+    "parallel",
+    "run_branch",
+    "run_imp",
+    "stability",
+    "train",
     "Pruner",
     "apply_mask",
     "chain",
