@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,7 @@ __all__ = [
     "keep_tree",
     "leaf_paths",
     "ones_like",
+    "path_predicate",
     "path_string",
     "sparsity",
     "summary",
@@ -169,18 +170,28 @@ def _default_prunable(path: str, leaf) -> bool:
     return np.ndim(leaf) >= 2
 
 
-def _prunable_predicate(prunable: PrunableSpec) -> Callable[[str, Any], bool]:
-    if prunable is None:
-        return _default_prunable
-    if isinstance(prunable, (str, re.Pattern)):
-        pattern = re.compile(prunable) if isinstance(prunable, str) else prunable
+def path_predicate(selector) -> Optional[Callable[[str, Any], bool]]:
+    """``predicate(path_string, leaf) -> bool`` from a regex (searched in the path) or a
+    callable (returned as is); ``None`` for anything else.
+
+    Example: ``path_predicate("conv.*/kernel")("block1/conv2/kernel", w) is True``.
+    """
+    if isinstance(selector, (str, re.Pattern)):
+        pattern = re.compile(selector) if isinstance(selector, str) else selector
         return lambda path, leaf: pattern.search(path) is not None
-    if callable(prunable):
-        return prunable
-    raise TypeError(
-        "prunable must be None (kernels: leaves with ndim >= 2), a regex string over leaf "
-        f"paths such as 'Dense_2/kernel', or a predicate (path, leaf) -> bool; got {prunable!r}."
-    )
+    if callable(selector):
+        return selector
+    return None
+
+
+def _prunable_predicate(prunable: PrunableSpec) -> Callable[[str, Any], bool]:
+    predicate = _default_prunable if prunable is None else path_predicate(prunable)
+    if predicate is None:
+        raise TypeError(
+            "prunable must be None (kernels: leaves with ndim >= 2), a regex string over leaf "
+            f"paths such as 'Dense_2/kernel', or a predicate (path, leaf) -> bool; got {prunable!r}."
+        )
+    return predicate
 
 
 def ones_like(params: PyTree, prunable: PrunableSpec = None) -> Mask:

@@ -438,15 +438,13 @@ def random_structured(fraction: float, axis: int = -1) -> RandomStructured:
 
 
 def _selector_predicate(selector: Selector) -> Callable[[str, Any], bool]:
-    if isinstance(selector, (str, re.Pattern)):
-        pattern = re.compile(selector) if isinstance(selector, str) else selector
-        return lambda path, leaf: pattern.search(path) is not None
-    if callable(selector):
-        return selector
-    raise ValueError(
-        "partition: each rule is (selector, pruner) with selector a regex over leaf paths "
-        f"(e.g. 'conv.*/kernel') or a predicate (path, leaf) -> bool; got {selector!r}."
-    )
+    predicate = masks_lib.path_predicate(selector)
+    if predicate is None:
+        raise ValueError(
+            "partition: each rule is (selector, pruner) with selector a regex over leaf paths "
+            f"(e.g. 'conv.*/kernel') or a predicate (path, leaf) -> bool; got {selector!r}."
+        )
+    return predicate
 
 
 @dataclasses.dataclass(frozen=True)
