@@ -67,6 +67,7 @@ PyTree = Any
 
 __all__ = [
     "FitResult",
+    "HostStream",
     "LOOPS",
     "NonFiniteLossError",
     "OPTIMIZERS",
@@ -492,6 +493,9 @@ def replica(state: TrainState, i: int) -> TrainState:
 def _train_batch(ds, data_key, aug_key, step, batch_size: int, augment: bool):
     from jaxticket import data as data_lib
 
+    if isinstance(ds, _HostBatch):  # one streamed batch, already augmented on the host
+        return data_lib.normalize_with(ds.images, ds.mean, ds.std), ds.labels
+
     return data_lib.make_batch(ds, jax.random.wrap_key_data(data_key), jax.random.wrap_key_data(aug_key),
                                step, batch_size, augment=augment)
 
@@ -507,6 +511,12 @@ def _num_examples(ds) -> int:
 
 
 def _steps_per_epoch(config, ds) -> int:
+    if isinstance(ds, (HostStream, _HostBatch)):
+        if ds.steps_per_epoch is None:
+            if config.milestone_unit == "epochs" and config.milestones:
+                raise ValueError("milestones in epochs with a HostStream need its steps_per_epoch")
+            return 1
+        return int(ds.steps_per_epoch)
     n = _num_examples(ds)
     if config.batch_size > n:
         raise ValueError(f"batch_size {config.batch_size} > {n} training examples")
@@ -689,6 +699,239 @@ def _host_chunk(config, state, train_ds, num_steps: int, mesh=None):
     return state, {k: jnp.stack([m[k] for m in ms]) for k in ("loss", "accuracy")}
 
 
+# ============================================================================ host streaming
+# Datasets too large for the device (ImageNet) stream from the host: a random-access
+# stream of batches (``stream[step]`` is the batch of global step ``step``, e.g. a grain
+# MapDataset from ``jaxticket.data.make_stream``), fetched chunk by chunk.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HostStream:
+    """A host-streamed dataset for :func:`fit` and :func:`evaluate`.
+
+    Attributes:
+      stream: random access to batches, ``stream[i]`` -> ``{"image": uint8 [b, H, W, C],
+        "label": int32 [b], "mask": bool [b]}`` with ``b`` this process's share of the
+        global batch (``jaxticket.data.make_stream`` returns such a grain MapDataset).
+        For training ``stream[step]`` is the batch of global step ``step`` (augmented
+        on the host); for evaluation ``i`` runs over ``range(len(stream))``, padding
+        examples marked ``mask=False``.
+      name: dataset name for the normalisation statistics (``data.normalize``).
+      steps_per_epoch: training steps per epoch (milestones in epochs); ``None``: unknown.
+      max_chunk_steps: at most this many training batches are stacked and sent to the
+        device per compiled call (``min(config.chunk_size, max_chunk_steps)``): bounds
+        the device memory the batches take.
+      num_threads: host threads fetching batches.
+
+    Data order is a pure function of (the stream's seed, step), so resuming and
+    rewinding need no iterator replay; the state's ``data_key`` / ``aug_key`` are not
+    used. Replicas (a seeds axis) therefore all train on the same batches in the same
+    order: for different data orders per replica train them as separate runs over
+    streams with different seeds.
+    """
+
+    stream: Any
+    name: str = "imagenet2012"
+    steps_per_epoch: Optional[int] = None
+    max_chunk_steps: int = 8
+    num_threads: int = 8
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def batch(self, i: int) -> dict:
+        return self.stream[int(i)]
+
+    def stats(self) -> tuple:
+        from jaxticket import data as data_lib
+
+        return data_lib.normalization_stats(self.name)
+
+
+@flax.struct.dataclass
+class _HostBatch:
+    """Streamed batch(es) on the device: images uint8 ``[(n,) B, H, W, C]``, labels."""
+
+    images: jax.Array
+    labels: jax.Array
+    mean: tuple = flax.struct.field(pytree_node=False, default=(0.0,))
+    std: tuple = flax.struct.field(pytree_node=False, default=(1.0,))
+    steps_per_epoch: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+
+
+def _as_stream(ds, config: TrainConfig):
+    """``ds`` itself, or a bare random-access stream wrapped as a :class:`HostStream`."""
+    if ds is None or isinstance(ds, HostStream) or hasattr(ds, "labels"):
+        return ds
+    if hasattr(ds, "__getitem__") and hasattr(ds, "__len__"):
+        return HostStream(ds, name=config.dataset)
+    return ds
+
+
+def _stack(batches: list) -> dict:
+    return {k: np.stack([np.asarray(b[k]) for b in batches]) for k in ("image", "label", "mask")}
+
+
+def _put_host(arrays: dict, mesh, lead: int) -> dict:
+    """Host arrays -> device arrays, batch axis ``lead`` sharded over the mesh's ``"data"``
+    axis; with several processes each passes its local shard."""
+    if mesh is None:
+        if jax.process_count() > 1:
+            raise ValueError("host-streamed data on several processes needs a mesh")
+        return {k: jax.device_put(v) for k, v in arrays.items()}
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec(*([None] * lead), parallel.DATA))
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in arrays.items()}
+
+
+def _host_batch(ds: HostStream, arrays: dict) -> _HostBatch:
+    mean, std = ds.stats()
+    return _HostBatch(images=arrays["image"], labels=arrays["label"], mean=tuple(mean),
+                      std=tuple(std), steps_per_epoch=ds.steps_per_epoch)
+
+
+def _prefetched(fn, items, pool, depth: int):
+    """``fn(item)`` for each item, computed ``depth`` ahead on ``pool``, in order."""
+    import collections
+
+    items, queue = iter(items), collections.deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) > depth:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+class _ChunkFetcher:
+    """Stacked host batches ``[n, b, ...]`` of steps ``s..s+n-1`` for each planned chunk,
+    the next chunk fetched in the background while the device trains on this one."""
+
+    def __init__(self, ds: HostStream, plan: list, batch_size: int):
+        import concurrent.futures as cf
+
+        self.ds, self.batch_size = ds, batch_size
+        self._pool = cf.ThreadPoolExecutor(max(1, ds.num_threads), thread_name_prefix="jaxticket-fetch")
+        self._bg = cf.ThreadPoolExecutor(1, thread_name_prefix="jaxticket-chunk")
+        self._chunks = _prefetched(self._fetch, plan, self._bg, depth=1)
+
+    def _fetch(self, start_n):
+        start, n = start_n
+        out = _stack(list(self._pool.map(self.ds.batch, range(start, start + n))))
+        if out["image"].shape[1] * jax.process_count() != self.batch_size:
+            raise ValueError(f"the stream's batches hold {out['image'].shape[1]} examples per process "
+                             f"({jax.process_count()} processes), config.batch_size={self.batch_size}")
+        if not out["mask"].all():
+            raise ValueError("a training stream yielded masked-out (padding) examples; build it "
+                             "with train=True")
+        return out
+
+    def next(self) -> dict:
+        return next(self._chunks)
+
+    def close(self):
+        self._chunks.close()
+        self._bg.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stream_steps(config, state, batches: _HostBatch, mesh=None):
+    """A ``lax.scan`` of the masked train step over stacked streamed batches ``[n, B, ...]``."""
+    batched = _batched(state)
+    one = lambda s, b: train_step(config, s, b, mesh=mesh)
+    if batched:
+        one = jax.vmap(one, in_axes=(0, None),
+                       spmd_axis_name=parallel.REPLICA if mesh is not None else None)
+
+    def body(s, b):
+        s, m = one(s, b)
+        return parallel.constrain_state(s, mesh, batched=batched), m
+
+    state, metrics = jax.lax.scan(body, state, batches)
+    if mesh is not None:
+        metrics = jax.lax.with_sharding_constraint(metrics, parallel.replicated(mesh))
+    return state, metrics
+
+
+_stream_steps_jit = jax.jit(_stream_steps, static_argnums=(0, 3))
+
+
+def _stream_chunk(config, state, ds: HostStream, host: dict, loop: str, mesh=None):
+    """Trains on one fetched chunk (``host``: stacked ``[n, b, ...]``)."""
+    cfg = _step_config(config)
+    if loop == "device":
+        batches = _host_batch(ds, _put_host({k: host[k] for k in ("image", "label")}, mesh, lead=1))
+        return _stream_steps_jit(cfg, state, batches, mesh)
+    ms = []
+    for i in range(host["image"].shape[0]):
+        b = _host_batch(ds, _put_host({"image": host["image"][i], "label": host["label"][i]}, mesh, lead=0))
+        state, m = _one_step_jit_impl(cfg, state, b, mesh)
+        ms.append(m)
+    return state, {k: jnp.stack([m[k] for m in ms]) for k in ("loss", "accuracy")}
+
+
+def _eval_stream_batch(config, state, batch: _HostBatch, valid, mesh=None):
+    model = make_model(config)
+    from jaxticket import data as data_lib
+
+    def one(s):
+        params = _mask(s.params, s.mask)
+        x = data_lib.normalize_with(batch.images, batch.mean, batch.std)
+        x, y, v = (parallel.constrain_batch(a, mesh) for a in (x, batch.labels, valid))
+        logits, _ = _forward(model, params, s.batch_stats, x, train=False)
+        logits = logits.astype(jnp.float32)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = jnp.argmax(logits, -1) == y
+        return {"loss_sum": jnp.sum(jnp.where(v, nll, 0.0)),
+                "n_correct": jnp.sum(v & correct).astype(jnp.int32), "logits": logits}
+
+    if _batched(state):
+        one = jax.vmap(one, spmd_axis_name=parallel.REPLICA if mesh is not None else None)
+    out = one(state)
+    if mesh is not None:
+        out = {**out, **{k: jax.lax.with_sharding_constraint(out[k], parallel.replicated(mesh))
+                         for k in ("loss_sum", "n_correct")}}
+    return out
+
+
+_eval_stream_batch_jit = jax.jit(_eval_stream_batch, static_argnums=(0, 4))
+
+
+def _evaluate_stream(config, state, ds: HostStream, mesh=None) -> dict:
+    """:func:`evaluate` over a streamed split: batch by batch, sums on the host."""
+    import concurrent.futures as cf
+
+    loss_sum = n_correct = n_valid = 0
+    logits, prev = [], None
+
+    def collect(item):
+        nonlocal loss_sum, n_correct, n_valid
+        out, valid = parallel.to_host(item)
+        valid = valid.astype(bool)
+        loss_sum = loss_sum + out["loss_sum"].astype(np.float64)
+        n_correct = n_correct + out["n_correct"].astype(np.int64)
+        n_valid += int(valid.sum())
+        logits.append(out["logits"][..., valid, :])
+
+    with cf.ThreadPoolExecutor(max(1, ds.num_threads)) as pool:
+        for b in _prefetched(ds.batch, range(len(ds)), pool, depth=max(1, ds.num_threads)):
+            dev = _put_host({k: np.asarray(b[k]) for k in ("image", "label", "mask")}, mesh, lead=0)
+            out = _eval_stream_batch_jit(_eval_config(config), state, _host_batch(ds, dev),
+                                         dev["mask"], mesh)
+            if prev is not None:  # this batch is queued before the host waits for the last
+                collect(prev)
+            prev = (out, dev["mask"])
+    if prev is not None:
+        collect(prev)
+    if not n_valid:
+        raise ValueError("the evaluation stream has no examples")
+    all_logits = np.concatenate(logits, axis=-2)
+    return {"loss": np.asarray(loss_sum / n_valid, np.float32),
+            "accuracy": np.asarray(n_correct / n_valid, np.float32),
+            "logits": all_logits, "predictions": np.argmax(all_logits, -1).astype(np.int32)}
+
+
 LOOPS = ("auto", "device", "host")
 
 
@@ -758,6 +1001,9 @@ _evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 3))
 
 
 def evaluate(config: TrainConfig, state: TrainState, ds, mesh=None) -> dict:
+    ds = _as_stream(ds, config)
+    if isinstance(ds, HostStream):
+        return _evaluate_stream(config, state, ds, mesh)
     return _evaluate_jit(_eval_config(config), state, ds, mesh)
 
 
@@ -768,6 +1014,13 @@ evaluate.__doc__ = """Loss, accuracy and per-example outputs of a whole split, i
 with replicas). Uses the masked params and BatchNorm running statistics
 (``train=False``); batches of ``config.eval_batch_size``, the last one padded and
 weighted out. ``config`` and ``mesh`` are static.
+
+``ds`` may also be a :class:`HostStream` (or a bare random-access stream of batches,
+see :class:`HostStream`): its batches are fetched on the host (threads, a few ahead),
+each evaluated by one compiled call with its validity mask, and the sums, logits and
+predictions of the valid examples gathered on the host, in stream order (numpy arrays,
+the same keys and shapes). With several processes the logits of each global batch are
+ordered by process.
 """
 
 
@@ -850,7 +1103,16 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
       state: from :func:`init_state` (possibly with replicas, possibly on a mesh), or a
         rewind state to continue from. Not modified.
       train_ds, val_ds, test_ds: device-resident datasets (``val_ds``/``test_ds``
-        optional).
+        optional), or host-streamed ones (:class:`HostStream`, or a bare random-access
+        stream of batches such as ``data.make_stream``'s, wrapped with
+        ``name=config.dataset``). Streamed training: for each call of ``n`` steps from
+        step ``s`` the host fetches ``stream[s] .. stream[s + n - 1]`` (the next chunk in
+        a background thread), stacks and puts them on the device (batch axis over the
+        mesh's ``"data"`` axis; one local shard per process), and a compiled scan of the
+        masked train step runs over them; at most ``HostStream.max_chunk_steps`` steps
+        per call. The step counter is the stream index, so resume and rewind are exact;
+        ``config.augment`` and the state's data/aug keys are unused (the stream
+        augments), and replicas all see the same batches.
       steps: stop after exactly this many steps (the state's step counter), e.g. to
         stop at a rewind point.
       rewind_step: also return the state at exactly this step (``FitResult.rewind_state``);
@@ -877,6 +1139,9 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
       NonFiniteLossError: at the first step with a NaN/inf loss (any replica).
     """
     loop = _resolve_loop(loop, state)
+    train_ds = _as_stream(train_ds, config)
+    val_ds, test_ds = _as_stream(val_ds, config), _as_stream(test_ds, config)
+    streamed = isinstance(train_ds, HostStream)
     if state.mask is not None:  # the invariant train_step relies on (a no-op when it holds)
         state = state.replace(params=_mask_params_jit(state.params, state.mask))
     end = config.steps if steps is None else int(steps)
@@ -964,11 +1229,19 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
             bar.update(n)
         on_boundary(chunk_state, first_step + n)
 
+    chunk = min(config.chunk_size, train_ds.max_chunk_steps) if streamed else config.chunk_size
+    segments = _segments(start, end, chunk, boundaries)
+    fetcher = None
+    if streamed:
+        firsts = np.cumsum([start] + segments[:-1]).tolist()
+        fetcher = _ChunkFetcher(train_ds, list(zip(firsts, segments)), config.batch_size)
     try:
         on_boundary(state, start)
         step, pending = start, None
-        for n in _segments(start, end, config.chunk_size, boundaries):
-            if loop == "device":
+        for n in segments:
+            if streamed:
+                state, metrics = _stream_chunk(config, state, train_ds, fetcher.next(), loop, mesh)
+            elif loop == "device":
                 state, metrics = _train_chunk_jit(config, state, train_ds, jnp.int32(n), mesh)
             else:
                 state, metrics = _host_chunk(config, state, train_ds, n, mesh)
@@ -979,6 +1252,8 @@ def fit(config: TrainConfig, state: TrainState, train_ds, *, val_ds=None, test_d
         if pending is not None:
             finish(*pending)
     finally:
+        if fetcher is not None:
+            fetcher.close()
         if bar is not None:
             bar.close()
         if f is not None:
