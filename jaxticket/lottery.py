@@ -246,8 +246,33 @@ def _level_dir(workdir, level: int, branch: Optional[str] = None) -> pathlib.Pat
 
 
 def _datasets(config: LotteryConfig, data_dir=None, manual_dir=None) -> dict:
+    """The run's splits: device-resident (``data.splits``), or for a streaming dataset
+    (ImageNet) ``jaxticket.train.HostStream`` objects over ``data.make_stream``: train
+    batches of ``batch_size`` shuffled and augmented with seed ``data_seed``, evaluation
+    batches of ``eval_batch_size``, images of the model's input size."""
     from jaxticket import data as data_lib
 
+    tc = config.train
+    spec = data_lib.get_spec(tc.dataset)
+    if spec.streaming:
+        validation_size = config.validation_size
+        if validation_size is None:
+            validation_size = spec.default_validation_size
+        kw = dict(image_size=int(train_lib._input_shape(tc)[0]), validation_size=validation_size,
+                  data_dir=data_dir, manual_dir=manual_dir)
+
+        def stream(split, **extra):
+            return data_lib.make_stream(tc.dataset, split, **extra, **kw)
+
+        steps_per_epoch = len(stream("train", batch_size=tc.batch_size, seed=tc.data_seed, num_epochs=1))
+        def host(s, **extra):
+            return train_lib.HostStream(s, name=tc.dataset, **extra)
+
+        return {"train": host(stream("train", batch_size=tc.batch_size, seed=tc.data_seed),
+                              steps_per_epoch=steps_per_epoch),
+                "validation": (host(stream("validation", batch_size=tc.eval_batch_size))
+                               if validation_size else None),
+                "test": host(stream("test", batch_size=tc.eval_batch_size))}
     return data_lib.splits(config.train.dataset, validation_size=config.validation_size,
                            data_dir=data_dir, manual_dir=manual_dir)
 

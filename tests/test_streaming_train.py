@@ -1,0 +1,150 @@
+"""train.fit / evaluate / lottery.run_imp on host-streamed data (ImageNet's path).
+
+A tiny random-access source of records through ``data.make_stream`` (the ImageNet
+preprocessing at 8x8 pixels) trains ``conv2``; the end-to-end test runs the
+``resnet50_imagenet`` preset with a tiny model on ``tfds.testing.mock_data``.
+"""
+
+import json
+import socket
+
+import jax
+import numpy as np
+import pytest
+
+from jaxticket import checkpoints, cli, data, masks, train
+
+SIZE, CLASSES = 8, 5
+
+
+def _source(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"image": rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "label": int(i % CLASSES)}
+            for i in range(n)]
+
+
+def _stream(split, n, batch_size, **kw):
+    return data.make_stream("imagenet2012", split, batch_size=batch_size, image_size=SIZE,
+                            shard_index=0, shard_count=1, source=_source(n), **kw)
+
+
+@pytest.fixture(scope="module")
+def streams():
+    return {"train": train.HostStream(_stream("train", 24, 4, seed=1), steps_per_epoch=6,
+                                      max_chunk_steps=3),
+            "test": _stream("test", 11, 4)}  # bare grain MapDataset: wrapped by fit/evaluate
+
+
+def _config(**kw):
+    base = dict(model="conv2", dataset="imagenet2012", num_classes=CLASSES, input_shape=(SIZE, SIZE, 3),
+                batch_size=4, steps=7, lr=0.05, momentum=0.9, weight_decay=1e-4, chunk_size=100,
+                eval_every=5, augment=True)
+    return train.TrainConfig(**{**base, **kw})
+
+
+def _pruned_mask(config):
+    ones = masks.ones_like(train._abstract_params(config))
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda m: np.asarray(m) & (rng.random(np.shape(m)) < 0.5) if np.ndim(m) >= 2 else m,
+                        ones)
+
+
+def _equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _pruned_zero(state):
+    for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.mask)):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+@pytest.mark.parametrize("loop", ["device", "host"])
+def test_fit_streamed_masked_rewind_exact(streams, loop):
+    config = _config()
+    state = train.init_state(config, mask=_pruned_mask(config))
+    full = train.fit(config, state, streams["train"], test_ds=streams["test"], rewind_step=4,
+                     loop=loop, progress=False)
+    assert int(full.state.step) == 7 and int(full.rewind_state.step) == 4
+    _pruned_zero(full.state)
+    assert [h["step"] for h in full.history] == [0, 5, 7]
+    assert all(np.isfinite(h["train_loss"]) for h in full.history[1:])
+    assert all(np.isfinite(h["test_loss"]) for h in full.history)
+    # chunks of at most max_chunk_steps=3: 4 is not a chunk boundary of a plain run
+    stopped = train.fit(config, state, streams["train"], steps=4, loop=loop, progress=False)
+    _equal(stopped.state, full.rewind_state)
+    # data order is the stream's: another data_seed in the state changes nothing
+    other = train.init_state(config.replace(data_seed=9, aug_seed=9), mask=_pruned_mask(config))
+    _equal(train.fit(config, other, streams["train"], steps=4, loop=loop, progress=False).state.params,
+           stopped.state.params)
+
+
+def test_resume_from_checkpoint_bitwise(streams, tmp_path):
+    config = _config(checkpoint_every=3, eval_every=0)
+    state = train.init_state(config, mask=_pruned_mask(config))
+    with checkpoints.RunCheckpoints(tmp_path / "straight", config) as ck:
+        straight = train.fit(config, state, streams["train"], checkpoints=ck, progress=False)
+    with checkpoints.RunCheckpoints(tmp_path / "resumed", config) as ck:
+        train.fit(config, state, streams["train"], steps=5, checkpoints=ck, progress=False)  # "killed" at 5
+    with checkpoints.RunCheckpoints(tmp_path / "resumed", config) as ck:
+        assert ck.latest_step() == 5
+        resumed = train.fit(config, state, streams["train"], checkpoints=ck, progress=False)
+    assert int(resumed.state.step) == 7
+    _equal(resumed.state, straight.state)
+
+
+def test_evaluate_streamed_matches_numpy_and_replicas(streams):
+    config = _config(steps=3)
+    state = train.fit(config, train.init_state(config), streams["train"], progress=False).state
+    ev = train.evaluate(config, state, streams["test"])
+    test = streams["test"]
+    labels = np.concatenate([test[i]["label"][test[i]["mask"]] for i in range(len(test))])
+    assert ev["logits"].shape == (11, CLASSES) and ev["predictions"].shape == (11,)
+    np.testing.assert_array_equal(ev["predictions"], ev["logits"].argmax(-1))
+    assert float(ev["accuracy"]) == pytest.approx(np.mean(ev["logits"].argmax(-1) == labels), abs=1e-7)
+    logp = ev["logits"] - np.log(np.exp(ev["logits"]).sum(-1, keepdims=True))
+    assert float(ev["loss"]) == pytest.approx(-logp[np.arange(11), labels].mean(), rel=1e-5)
+    # replicas: a leading seeds axis on every output; each replica as its single run
+    reps = train.fit(config, train.init_state(config, seeds=2), streams["train"], progress=False).state
+    ev2 = train.evaluate(config, reps, streams["test"])
+    assert ev2["logits"].shape == (2, 11, CLASSES) and ev2["accuracy"].shape == (2,)
+    np.testing.assert_allclose(ev2["logits"][0], ev["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_nonfinite_loss_detected_on_streams(streams):
+    config = _config(lr=1e30, momentum=0.0, steps=6)
+    with pytest.raises(train.NonFiniteLossError):
+        train.fit(config, train.init_state(config), streams["train"], progress=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for var in (data.ENV_MANUAL_DIR, data.ENV_DATA_DIR, data.ENV_DOWNLOAD):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_imp_resnet50_imagenet_preset_on_mock_data(tmp_path, no_network, capsys):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    manual = tmp_path / "manual" / "imagenet2012"
+    manual.mkdir(parents=True)
+    for f in data.get_spec("imagenet2012").manual_files:
+        (manual / f).write_bytes(b"")
+    workdir = tmp_path / "run"
+    argv = ["imp", "--config", "resnet50_imagenet", "--steps", "2", "--levels", "1", "--batch-size", "4",
+            "--set", "model=conv2", "--set", "num_classes=1000", "--set", "input_shape=[16, 16, 3]",
+            "--set", "eval_batch_size=4", "--workdir", str(workdir), "--data-dir", str(tmp_path / "data"),
+            "--manual-dir", str(tmp_path / "manual"), "--no-progress"]
+    with tfds.testing.mock_data(num_examples=10):
+        assert cli.main(argv) == 0
+    rows = json.loads((workdir / "results.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert sorted({r["level"] for r in rows}) == [0, 1]
+    for level in (0, 1):
+        logits = np.load(workdir / "levels" / f"level_{level:02d}" / "test_logits.npy")
+        assert logits.shape[-2:] == (10, 1000) and np.isfinite(logits).all()
+    assert all(np.isfinite(r["test_accuracy"]) for r in rows if r.get("test_accuracy") is not None)
