@@ -175,8 +175,9 @@ def _lowest_k(bits: jax.Array, alive: jax.Array, k: jax.Array) -> jax.Array:
         return jnp.where(below < k, candidate, prefix)
 
     # Alive keys are < 2**31 (non-negative floats), so the search starts at bit 30.
-    # Unrolled for small inputs, where the loop's per-iteration overhead dominates on CPU.
-    unroll = 31 if keys.size <= 2**20 else 1
+    # Unrolled for mid-sized inputs (LeNet-scale), where the loop's per-iteration overhead
+    # dominates on CPU; tiny ones are cheap either way and compile faster rolled.
+    unroll = 31 if 2**14 <= keys.size <= 2**20 else 1
     kth = jax.lax.fori_loop(1, 32, refine, jnp.uint32(0), unroll=unroll)  # k-th smallest alive key
     less = keys < kth
     still_needed = k - jnp.sum(less, dtype=jnp.int32)

@@ -14,7 +14,7 @@ from jaxticket import masks, pruning
 
 # ----------------------------------------------------------------------------- helpers
 
-SHAPES = [(4, 3), (5, 2, 3), (2, 2, 3, 4), (7, 1), (1, 6), (3, 3, 2, 5)]
+SHAPES = [(4, 3), (5, 2, 3), (2, 2, 3, 4), (7, 1)]
 
 
 def round_half_up(fraction, n):
@@ -107,7 +107,7 @@ fractions = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 0.3333])
 # ----------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]))
 def test_magnitude_matches_numpy_reference(tree, fraction, scope):
     params, mask = tree
@@ -117,7 +117,7 @@ def test_magnitude_matches_numpy_reference(tree, fraction, scope):
         np.testing.assert_array_equal(got, want)
 
 
-@settings(max_examples=16, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(trees(), fractions, st.sampled_from([1, 2, math.inf, -math.inf]))
 def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, n):
     params, mask = tree
@@ -133,7 +133,7 @@ def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, 
             np.testing.assert_array_equal(lost[:, touched], survivors[:, touched])
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(0, 2**31 - 1))
 def test_random_unstructured_exact_counts(tree, fraction, scope, seed):
     params, mask = tree
@@ -149,7 +149,7 @@ def test_random_unstructured_exact_counts(tree, fraction, scope, seed):
         assert before - sum(int(nk.sum()) for nk in new_k) == round_half_up(fraction, before)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(trees(), fractions, st.integers(0, 2**31 - 1))
 def test_random_structured_exact_channel_counts(tree, fraction, seed):
     params, mask = tree
@@ -167,7 +167,7 @@ def test_random_structured_exact_channel_counts(tree, fraction, seed):
             )
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.sampled_from([0.1, 0.2, 0.5]), st.integers(1, 6), st.sampled_from(["layer", "global"]))
 def test_density_arithmetic_over_levels(fraction, levels, scope):
     rng = np.random.default_rng(levels)
