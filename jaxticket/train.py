@@ -31,6 +31,12 @@ the model init key, so ``init_seed=0`` gives ``model.init(jax.random.key(0), ...
 ``fold_in(aug_key, s)``) and ``dropout_seed``. Because every batch is a pure function of
 (key, step), resuming or rewinding never replays an iterator.
 
+Host streaming. Datasets too large for the device (ImageNet) are a :class:`HostStream`
+over a random-access stream of batches (``data.make_stream``): ``stream[s]`` is the
+(host-augmented) batch of step ``s``, a pure function of the stream's seed and ``s``,
+so the same guarantees hold; ``fit`` fetches each chunk's batches on the host (the next
+chunk in the background), puts them on the device and scans the masked step over them.
+
 Example::
 
     from jaxticket import train

@@ -148,3 +148,16 @@ def test_imp_resnet50_imagenet_preset_on_mock_data(tmp_path, no_network, capsys)
         logits = np.load(workdir / "levels" / f"level_{level:02d}" / "test_logits.npy")
         assert logits.shape[-2:] == (10, 1000) and np.isfinite(logits).all()
     assert all(np.isfinite(r["test_accuracy"]) for r in rows if r.get("test_accuracy") is not None)
+
+
+def test_imagenet_without_files_is_one_line_and_writes_nothing(tmp_path, no_network, capsys):
+    # Replaces the old refusal: the preset now runs, and missing ImageNet files are a
+    # one-line error naming them, before the run directory is created.
+    empty = tmp_path / "manual"
+    empty.mkdir()
+    code = cli.main(["imp", "--config", "resnet50_imagenet", "--workdir", str(tmp_path / "r"),
+                     "--data-dir", str(tmp_path / "data"), "--manual-dir", str(empty)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("jaxticket: error: ")
+    assert "imagenet2012" in err[0] and "ILSVRC2012_img_train.tar" in err[0]
+    assert not (tmp_path / "r").exists()
