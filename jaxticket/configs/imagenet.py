@@ -14,8 +14,8 @@ STEPS_PER_EPOCH = IMAGENET_TRAIN_IMAGES // IMAGENET_BATCH  # 1251
 
 @preset(source="open_lth models/imagenet_resnet.py default_hparams() (facebookresearch/open_lth); "
                "rewinding needed at this scale: Frankle et al. 2020 (arXiv:1912.05671)",
-        expected="76.1% top-1 dense (open_lth). Needs the host-streaming trainer, which "
-                 "train.fit does not have yet: `jaxticket imp` refuses this preset")
+        expected="76.1% top-1 dense (open_lth). ImageNet streams from the host "
+                 "(train.HostStream); `jaxticket instability` does not take streamed data yet")
 def resnet50_imagenet() -> LotteryConfig:
     """ResNet-50 on ImageNet (open_lth): SGD 0.4, batch 1024, 90 epochs, 5-epoch warmup, drops at 30/60/80."""
     return LotteryConfig(
