@@ -251,7 +251,8 @@ class Pruner:
         return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
 
     def _prune(self, leaves, keeps, paths, key):  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is a Pruner subclass without a _prune method; "
+                        "subclasses define _prune(leaves, keeps, paths, key) -> new keeps.")
 
 
 @functools.partial(jax.jit, static_argnums=0)
