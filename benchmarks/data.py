@@ -112,7 +112,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="JSON file for the figures (with the machine)")
     a = p.parse_args()
+    results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                           "cpu_count": os.cpu_count(), "jax": jax.__version__,
+                           "devices": [str(d) for d in jax.devices()],
+                           "loadavg_at_start": list(os.getloadavg())},
+               "batch_size": a.batch_size, "steps": a.steps, "seeds": a.seeds, "batching": []}
 
     print(f"machine: {platform.platform()} | python {platform.python_version()} | "
           f"cpus {os.cpu_count()} | jax {jax.__version__} | devices {jax.devices()}")
@@ -131,10 +137,23 @@ def main():
         h = host_rate(images, labels, ds.mean, ds.std, a.batch_size, a.steps, aug)
         label = f"{name} {list(shape)}{' +aug' if aug else ''}"
         print(f"{label:28s} {d:12,.0f} {dv:15,.0f} {h:12,.0f} {d / h:9.2f} {dv / h:9.2f}")
+        results["batching"].append({"data": label, "device_examples_per_s": d,
+                                    "device_seeds_examples_per_s": dv, "host_numpy_examples_per_s": h,
+                                    "ratio_device_over_host": d / h, "ratio_seeds_over_host": dv / h})
 
     kind, shape, t_np, t_dev = cached_mnist_load(data.default_data_dir(a.data_dir))
     print(f"\ncached MNIST ({kind}, train {list(shape)}): load_arrays {t_np * 1e3:.1f} ms; "
           f"splits() train/validation/test incl. device_put {t_dev * 1e3:.1f} ms")
+    results["cached_mnist"] = {"kind": kind, "train_shape": list(shape), "load_arrays_s": t_np,
+                               "splits_with_device_put_s": t_dev}
+    if a.out:
+        import json
+
+        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+        with open(a.out + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(a.out + ".tmp", a.out)
+        print("wrote", a.out)
 
 
 if __name__ == "__main__":
