@@ -116,6 +116,8 @@ class TrainConfig:
       num_classes: output width; ``None`` = the model's default.
       input_shape: ``(H, W, C)`` used to initialise; ``None`` = ``models.input_shape(model)``.
       dropout_rate: for models that have dropout (``lenet_*``, ``conv*``); 0 = off.
+      kernel_init: kernel initialiser by name (``jaxticket.models.KERNEL_INITS``, e.g.
+        ``"kaiming_normal"``, ``"glorot_normal"``); ``None`` = the model's default.
       optimizer: one of :data:`OPTIMIZERS`: ``"sgd"`` or ``"adam"``.
       lr: base learning rate (> 0).
       momentum: SGD momentum in [0, 1) (0 = plain SGD).
@@ -144,6 +146,7 @@ class TrainConfig:
     num_classes: Optional[int] = None
     input_shape: Optional[tuple] = None
     dropout_rate: float = 0.0
+    kernel_init: Optional[str] = None
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.0
@@ -224,6 +227,9 @@ def validate_config(config: TrainConfig) -> None:
         bad(f"gamma must be > 0, got {c.gamma!r}")
     if not 0 <= c.dropout_rate < 1:
         bad(f"dropout_rate must be in [0, 1), got {c.dropout_rate!r}")
+    if c.kernel_init is not None and c.kernel_init not in models_lib.KERNEL_INITS:
+        bad(f"kernel_init must be None (the model's default) or one of "
+            f"{tuple(sorted(models_lib.KERNEL_INITS))}, got {c.kernel_init!r}")
     if c.input_shape is not None and len(c.input_shape) != 3:
         bad(f"input_shape must be (H, W, C), got {c.input_shape!r}")
     for name in ("init_seed", "data_seed", "aug_seed", "dropout_seed"):
@@ -238,8 +244,10 @@ def validate_config(config: TrainConfig) -> None:
 
 
 def make_model(config: TrainConfig):
-    """The Flax module of ``config.model`` (``dropout_rate`` passed when > 0)."""
+    """The Flax module of ``config.model`` (``dropout_rate`` when > 0, ``kernel_init`` when set)."""
     kwargs = {"dropout_rate": config.dropout_rate} if config.dropout_rate > 0 else {}
+    if config.kernel_init is not None:
+        kwargs["kernel_init"] = config.kernel_init
     return models_lib.get(config.model, num_classes=config.num_classes, **kwargs)
 
 
@@ -450,7 +458,8 @@ def _structure_config(config: TrainConfig) -> TrainConfig:
     compiled init serves configs that differ in hyperparameters alone."""
     return TrainConfig(model=config.model, num_classes=config.num_classes,
                        input_shape=config.input_shape, dropout_rate=config.dropout_rate,
-                       optimizer=config.optimizer, momentum=0.5 if config.momentum else 0.0,
+                       kernel_init=config.kernel_init, optimizer=config.optimizer,
+                       momentum=0.5 if config.momentum else 0.0,
                        weight_decay=1.0 if config.weight_decay else 0.0)
 
 

@@ -321,3 +321,17 @@ def test_with_mask_zeroes_params_and_moments_of_newly_pruned():
                 assert np.all(np.asarray(leaf)[~np.asarray(keep)] == 0)
                 assert np.any(np.asarray(leaf)[np.asarray(keep)] != 0)
     assert int(pruned.step) == 8 and pruned.mask is mask
+
+
+def test_kernel_init_selects_the_initialiser_by_name():
+    import math as _math
+
+    base = train.TrainConfig(model="lenet_300_100", input_shape=(28, 28, 1))
+    stds = {}
+    for name in (None, "kaiming_normal"):
+        params = train.init_state(base.replace(kernel_init=name)).params
+        stds[name] = float(np.std(np.asarray(params["fc1"]["kernel"])))
+    assert stds[None] == pytest.approx(_math.sqrt(2 / (784 + 300)), rel=0.02)   # Glorot, the LeNet default
+    assert stds["kaiming_normal"] == pytest.approx(_math.sqrt(2 / 784), rel=0.02)  # He, fan-in
+    with pytest.raises(ValueError, match=r"kernel_init must be None .* one of \('binary'"):
+        base.replace(kernel_init="xavier")

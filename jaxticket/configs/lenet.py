@@ -59,13 +59,13 @@ def lenet_300_100_mnist_openlth() -> LotteryConfig:
     """LeNet-300-100 on MNIST with open_lth's defaults (global pruning, output layer kept).
 
     SGD 0.1, batch 128, 40 epochs on all 60K images, global magnitude pruning of 20% per
-    level over the hidden layers (the output layer is not pruned), rewind to init.
-    open_lth initialises with Kaiming-normal; this preset keeps the model's Glorot
-    default (TrainConfig has no init field).
+    level over the hidden layers (the output layer is not pruned), rewind to init,
+    Kaiming-normal (fan-in) kernels as open_lth initialises its models.
     """
     return LotteryConfig(
         train=TrainConfig(model="lenet_300_100", dataset="mnist", optimizer="sgd", lr=0.1,
-                          batch_size=128, steps=OPENLTH_LENET_STEPS, eval_every=468),
+                          batch_size=128, steps=OPENLTH_LENET_STEPS, eval_every=468,
+                          kernel_init="kaiming_normal"),  # open_lth models/initializers.py
         levels=FC_LENET_LEVELS,
         pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"},
         prunable=r"^(?!output/).*kernel$",
