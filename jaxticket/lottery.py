@@ -313,18 +313,17 @@ def start_state(config: LotteryConfig, mode: str, level: int, mask: Mask, *, rew
     ``rewind_state``: the (seeds-batched) state at step ``k``; ``previous_final``: the
     previous level's final state (for ``"finetune"``).
     """
-    masked = jax.vmap(masks_lib.apply)
+    if mode not in RESETS:
+        raise ValueError(f"unknown reset mode {mode!r}; valid: {RESETS}")
     if mode == "reinit":
         tc = config.train.replace(init_seed=config.train.init_seed + REINIT_SEED_STRIDE * level)
         return _initial_state(config, tc, mask)
     if mode == "finetune":
         if previous_final is None:
             raise ValueError("finetune needs the previous level's final state")
-        params = masked(previous_final.params, mask)
-        return rewind_state.replace(params=params, batch_stats=previous_final.batch_stats,
-                                    opt_state=_fresh_opt_state(config, params), mask=mask)
-    if mode not in ("rewind", "random_mask"):
-        raise ValueError(f"unknown reset mode {mode!r}; valid: {RESETS}")
+        trained = rewind_state.replace(params=previous_final.params, batch_stats=previous_final.batch_stats)
+        state = train_lib.with_mask(trained, mask)
+        return state.replace(opt_state=_fresh_opt_state(config, state.params))
     state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
     if "opt_state" not in config.rewind_restores:
         state = state.replace(opt_state=_fresh_opt_state(config, state.params))
