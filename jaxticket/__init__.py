@@ -2,22 +2,45 @@
 
 The flat API re-exports the names used most; every module is also importable on its own:
 ``masks``, ``pruning``, ``models``, ``data``, ``train``, ``parallel``, ``checkpoints``,
-``lottery``, ``stability``, ``instability``, ``analysis``, ``compare``, ``plots``,
-``configs``, ``cli``.
+``rundir``, ``lottery``, ``stability``, ``instability``, ``analysis``, ``compare``,
+``report``, ``plots``, ``configs``, ``cli``.
 
-Example::
+Bring your own model, data, loss, optimizer and pruner::
 
-    import jax, jaxticket as jt
+    import jaxticket as jt
 
-    params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (784, 300))}}
-    mask = jt.ones_like(params)
-    mask = jt.magnitude(0.2, scope="global")(params, mask)
-    float(jt.density(mask))   # 0.8
+    task = jt.Task(my_flax_module, input_shape=(40,), loss=my_loss, tx=optax.adamw(1e-3))
+    data = jt.data.from_arrays(train=(x, y), test=(x_test, y_test))
+    run = jt.imp(task, data, jt.magnitude(0.2), levels=5, steps=2000, batch_size=64, seeds=3)
+    run.levels[5].density, run.levels[5].test_accuracy        # one value per seed
+    controls = run.branch("random_mask")
+
+Example:
+    >>> import jax, jaxticket as jt
+    >>> params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (784, 300))}}
+    >>> mask = jt.magnitude(0.2, scope="global")(params, jt.ones_like(params))
+    >>> float(jt.density(mask))
+    0.8
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from jaxticket import analysis, checkpoints, data, lottery, masks, models, parallel, pruning, stability, train
+from jaxticket import (
+    analysis,
+    checkpoints,
+    compare,
+    data,
+    instability,
+    lottery,
+    masks,
+    models,
+    parallel,
+    pruning,
+    report,
+    rundir,
+    stability,
+    train,
+)
 from jaxticket.masks import (
     Mask,
     apply as apply_mask,
@@ -29,57 +52,43 @@ from jaxticket.masks import (
 )
 from jaxticket.pruning import (
     Pruner,
+    by_score,
     chain,
     ln_structured,
     magnitude,
     partition,
+    per_level,
     random as random_unstructured,
     random_like,
     random_structured,
+    register as register_pruner,
+    to_density,
 )
-from jaxticket.train import TrainConfig, TrainState, evaluate, fit, init_state
-from jaxticket.lottery import LotteryConfig, run_branch, run_imp
+from jaxticket.train import (
+    FitResult,
+    Task,
+    TrainConfig,
+    TrainState,
+    evaluate,
+    fit,
+    init_state,
+    task_from_config,
+    with_mask,
+)
+from jaxticket.lottery import ImpRun, LotteryConfig, imp, register_branch, run_branch, run_imp
+from jaxticket.instability import instability_sweep, train_copies
 from jaxticket.stability import error_barrier, error_curve, interpolate
 from jaxticket.analysis import agreement, ensemble_accuracy, jaccard
+from jaxticket.compare import compare_runs
+from jaxticket.report import seed_stats
 
 __all__ = [
-    "LotteryConfig",
-    "Mask",
-    "TrainConfig",
-    "TrainState",
-    "agreement",
-    "analysis",
-    "checkpoints",
-    "data",
-    "ensemble_accuracy",
-    "error_barrier",
-    "error_curve",
-    "evaluate",
-    "fit",
-    "init_state",
-    "interpolate",
-    "jaccard",
-    "lottery",
-    "parallel",
-    "run_branch",
-    "run_imp",
-    "stability",
-    "train",
-    "Pruner",
-    "apply_mask",
-    "chain",
-    "density",
-    "ln_structured",
-    "magnitude",
-    "mask_from_tree",
-    "mask_summary",
-    "masks",
-    "models",
-    "ones_like",
-    "partition",
-    "pruning",
-    "random_like",
-    "random_structured",
-    "random_unstructured",
-    "sparsity",
+    "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
+    "agreement", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
+    "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
+    "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
+    "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "parallel", "partition",
+    "per_level", "pruning", "random_like", "random_structured", "random_unstructured", "register_branch",
+    "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "sparsity", "stability",
+    "task_from_config", "to_density", "train", "train_copies", "with_mask",
 ]

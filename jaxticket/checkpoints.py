@@ -51,10 +51,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxticket.rundir import write_atomic
+
 PyTree = Any
 
 __all__ = [
     "ConfigMismatchError",
+    "DataMismatchError",
     "RunCheckpoints",
     "config_hash",
     "config_to_dict",
@@ -70,6 +73,10 @@ _TRASH_DIR = ".trash"
 
 class ConfigMismatchError(ValueError):
     """A run directory already holds a run with a different config."""
+
+
+class DataMismatchError(ConfigMismatchError):
+    """A run directory was trained on other data than the data given to resume it."""
 
 
 # ----------------------------------------------------------------------------- configs
@@ -176,27 +183,6 @@ def _mismatch_message(directory: pathlib.Path, diffs) -> str:
         + "\nUse a new directory for the new config, or pass overwrite=True "
         "(--overwrite) to wipe the old run and start fresh."
     )
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial file.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _sync(name: str) -> None:
@@ -404,7 +390,7 @@ class RunCheckpoints:
                 for sub in (PERIODIC_DIR, REWIND_DIR):
                     shutil.rmtree(self.directory / sub, ignore_errors=True)
             if fresh or previous.get("config_hash") != self.config_hash:
-                _write_atomic(config_path, text)
+                write_atomic(config_path, text)
             for stale in self.directory.glob(f".{CONFIG_FILE}.*.tmp"):  # from a killed write
                 stale.unlink(missing_ok=True)
         _sync("config_written")

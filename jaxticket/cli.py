@@ -7,7 +7,8 @@
     jaxticket imp --config NAME [flags]          run / resume IMP into --workdir
     jaxticket branch RUN_DIR --kind KIND [--levels 1 2 3]
                                                  baselines from an IMP run (reinit,
-                                                 random_mask, finetune, rewind)
+                                                 random_mask, finetune, rewind, and
+                                                 registered kinds)
     jaxticket report RUN_DIR                     density vs accuracy table, report.md, PNGs
     jaxticket demo [--workdir DIR]               offline quick start on the embedded digits
 
@@ -18,7 +19,9 @@ Flags of ``train`` / ``imp``: ``--config NAME``, ``--workdir DIR``, ``--levels N
 a :class:`~jaxticket.train.TrainConfig` field as ``lr=0.01`` or ``train.lr=0.01``;
 values are JSON when they parse as JSON, else strings; JSON lists become tuples) and
 ``--debug`` (tracebacks). The preset is applied first, then ``--set``, then the named
-flags.
+flags. ``--import MODULE`` (any command, repeatable) imports a module first, e.g. one that
+registers a pruner of your own (``@jaxticket.pruning.register("mine")``) so that
+``--set 'pruner={"method": "mine", ...}'`` finds it.
 
 Errors print one line on stderr: exit code 2 for usage errors (flags, presets, config
 keys and values), 1 for runtime errors (a workdir made by another config, a dataset not
@@ -41,14 +44,10 @@ import json
 import pathlib
 import sys
 import time
-from collections import defaultdict
 from typing import Optional, Sequence
 
 PROG = "jaxticket"
 DEMO_WORKDIR = "jaxticket_demo"
-REPORT_FILE = "report.md"
-ACCURACY_PLOT = "accuracy_vs_density.png"
-EARLY_STOP_PLOT = "early_stop_vs_density.png"
 
 
 # ============================================================================ errors
@@ -109,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog=PROG, description="Lottery tickets and pruning research in JAX.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--import", action="append", default=[], metavar="MODULE", dest="imports",
+                        help="import a module first (one that registers pruners or branch kinds); repeatable")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("configs", help="list the presets, or print one in full")
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("branch", help="a baseline from an IMP run, at chosen levels")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--kind", required=True, choices=lottery.RESETS)
+    p.add_argument("--kind", required=True, choices=lottery.branch_kinds())
     p.add_argument("--levels", type=int, nargs="+", metavar="L", help="default: all finished levels >= 1")
     _add_data_flags(p)
 
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        command.add_argument("--import", action="append", default=argparse.SUPPRESS, metavar="MODULE",
+                             dest="imports", help="import a module first (your pruners); repeatable")
     return parser
 
 
@@ -334,7 +337,11 @@ def cmd_branch(args) -> int:
 
 def cmd_report(args) -> int:
     """``jaxticket report RUN_DIR``: print the table; write report.md and the plots."""
-    table, paths = write_report(args.run_dir)
+    from jaxticket import report
+
+    if not pathlib.Path(args.run_dir).is_dir():
+        raise RunError(f"no run directory {args.run_dir!r}")
+    table, paths = report.write_report(args.run_dir)
     print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -342,7 +349,7 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     """``jaxticket demo``: IMP on digits, a random-mask baseline, the table and the plots."""
-    from jaxticket import configs, lottery
+    from jaxticket import configs, lottery, report
 
     t0 = time.perf_counter()
     config = configs.get("demo")
@@ -351,7 +358,7 @@ def cmd_demo(args) -> int:
     progress = _progress(args)
     lottery.run_imp(config, workdir, overwrite=args.overwrite, progress=progress, log=_log)
     lottery.run_branch(workdir, "random_mask", progress=progress, log=_log)
-    table, paths = write_report(workdir)
+    table, paths = report.write_report(workdir)
     print(table)
     print(f"files in {workdir}:")
     for p in [workdir / "results.csv", workdir / "results.json", *paths]:
@@ -362,37 +369,33 @@ def cmd_demo(args) -> int:
 
 def cmd_instability(args) -> int:
     """``jaxticket instability --config NAME --ks ... --levels ...``: the stability sweep."""
-    from jaxticket import instability
+    from jaxticket import instability, report
 
     config = resolve_config(args)
     workdir = pathlib.Path(args.workdir or f"runs/{args.config}_instability")
     _check_trainable(config, args.config)
+    bad = [k for k in args.ks if not 0 <= k <= config.train.steps]
+    if bad:
+        raise UsageError(f"--ks {bad} are outside [0, steps={config.train.steps}]")
+    bad = [level for level in args.analysis_levels if level < 0]
+    if bad:
+        raise UsageError(f"--levels must be >= 0, got {bad}")
+    if args.copies < 2:
+        raise UsageError(f"--copies must be >= 2, got {args.copies}")
     _print_config(config, f"jaxticket instability: preset {args.config}, workdir {workdir}, "
                           f"ks {args.ks}, levels {args.analysis_levels}, copies {args.copies}\nconfig:")
     if args.overwrite:
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
-    rows = instability.instability_sweep(
+    rows = instability.sweep_from_config(
         config, args.ks, args.analysis_levels, workdir=workdir, copies=args.copies, data_dir=args.data_dir,
         manual_dir=args.manual_dir, num_alphas=args.alphas, batch_stats=args.batch_stats,
         train_examples=args.train_examples, progress=_progress(args), log=_log)
-    print(format_instability_table(rows))
+    print(report.format_instability_table(rows))
     print(f"results: {workdir / 'results.csv'}, plots: {workdir / 'instability_vs_k.png'}, "
           f"{workdir / 'error_curves.png'}")
     return 0
-
-
-def format_instability_table(rows: Sequence[dict]) -> str:
-    """Instability rows as a fixed-width table (percentage points)."""
-    header = f"{'level':>5}  {'density':>8}  {'k':>7}  {'test barrier':>13}  {'train barrier':>14}  {'stable':>6}"
-    lines = [header, "-" * len(header)]
-    for r in sorted(rows, key=lambda r: (r["level"], r["k"])):
-        lines.append(f"{r['level']:>5}  {100 * r['density']:>7.2f}%  {r['k']:>7}  "
-                     f"{100 * r['test_barrier']:>6.2f} ± {100 * r['test_barrier_std']:<4.2f}  "
-                     f"{100 * r['train_barrier']:>7.2f} ± {100 * r['train_barrier_std']:<4.2f}  "
-                     f"{'yes' if r['stable_test'] else 'no':>6}")
-    return "\n".join(lines)
 
 
 def cmd_compare(args) -> int:
@@ -410,120 +413,6 @@ def cmd_compare(args) -> int:
 
 def _log(line: str) -> None:
     print(line, flush=True)
-
-
-# ============================================================================ report
-
-
-def _mean_std(values: list) -> Optional[tuple[float, float]]:
-    import numpy as np
-
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return float(np.mean(values)), float(np.std(values))
-
-
-def summarize(rows: Sequence[dict]) -> dict:
-    """``{(kind, level): {"density", "accuracy", "early_stop", "seeds"}}``, each a
-    ``(mean, std)`` over seeds (``None`` where missing). Accuracy is the final test
-    accuracy; early stop is the iteration of minimum validation loss."""
-    groups = defaultdict(list)
-    for row in rows:
-        groups[(row["kind"], int(row["level"]))].append(row)
-    return {key: {"density": _mean_std([r["density"] for r in rs]),
-                  "accuracy": _mean_std([r["final_test_accuracy"] for r in rs]),
-                  "early_stop": _mean_std([r["early_stop_step"] for r in rs]),
-                  "seeds": len(rs)}
-            for key, rs in groups.items()}
-
-
-def _kinds(summary: dict) -> list[str]:
-    from jaxticket import lottery
-
-    present = {k for k, _ in summary}
-    order = ["imp", *lottery.RESETS]
-    return [k for k in order if k in present] + sorted(present - set(order))
-
-
-def _fmt(ms: Optional[tuple[float, float]], scale: float = 1.0, digits: int = 2) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms[0] * scale:.{digits}f} ± {ms[1] * scale:.{digits}f}"
-
-
-def format_table(summary: dict) -> str:
-    """A markdown table: one row per level, accuracy and early stop per kind side by side."""
-    kinds = _kinds(summary)
-    levels = sorted({level for _, level in summary})
-    header = ["level", "weights %"]
-    for kind in kinds:
-        header += [f"{kind} acc %", f"{kind} stop"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for level in levels:
-        ref = next(summary[(k, level)] for k in kinds if (k, level) in summary)
-        cells = [str(level), f"{ref['density'][0] * 100:.2f}"]
-        for kind in kinds:
-            s = summary.get((kind, level))
-            cells += ["", ""] if s is None else [_fmt(s["accuracy"], 100), _fmt(s["early_stop"], 1, 0)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _plot_early_stop(summary: dict, path: pathlib.Path) -> Optional[pathlib.Path]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from jaxticket import plots
-
-    fig = Figure(figsize=(5.5, 3.8), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    drawn = False
-    for kind in _kinds(summary):
-        pts = sorted(((s["density"][0], s["early_stop"]) for (k, _), s in summary.items()
-                      if k == kind and s["early_stop"] is not None), reverse=True)
-        if pts:
-            ax.errorbar([100 * d for d, _ in pts], [m for _, (m, _) in pts], yerr=[s for _, (_, s) in pts],
-                        marker="o", markersize=3, capsize=2, label=kind)
-            drawn = True
-    if not drawn:
-        return None
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("percent of weights remaining")
-    ax.set_ylabel("early-stop iteration")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3, which="both")
-    return pathlib.Path(plots.save_figure(fig, path))
-
-
-def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
-    """Writes ``report.md`` and the PNGs into ``run_dir``; returns (table, paths written)."""
-    from jaxticket import lottery, plots
-
-    run_dir = pathlib.Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"no run directory {str(run_dir)!r}")
-    rows = lottery.load_results(run_dir)
-    if not rows:
-        raise RunError(f"{run_dir} holds no finished levels yet (run `jaxticket imp` first)")
-    summary = summarize(rows)
-    seeds = max(s["seeds"] for s in summary.values())
-    table = format_table(summary)
-    text = (f"# jaxticket report: {run_dir}\n\n{table}\n\n"
-            f"acc: final test accuracy, mean ± std over {seeds} seed(s); stop: the iteration of "
-            "minimum validation loss (Frankle & Carbin's early-stopping criterion), '-' without "
-            "a validation set. weights %: density of the prunable weights.\n")
-    lottery._write_text_atomic(run_dir / REPORT_FILE, text)
-    paths = [run_dir / REPORT_FILE]
-    paths.append(pathlib.Path(plots.plot_density_accuracy(
-        rows, run_dir / ACCURACY_PLOT, method_key="kind", accuracy_key="final_test_accuracy",
-        title=f"{run_dir.name}: test accuracy")))
-    early = _plot_early_stop(summary, run_dir / EARLY_STOP_PLOT)
-    if early is not None:
-        paths.append(early)
-    return table, paths
 
 
 # ============================================================================ main
@@ -549,17 +438,40 @@ def _quiet_logs() -> None:
 
 def _runtime_message(e: BaseException) -> Optional[str]:
     """One line for the runtime errors users meet; ``None`` for unexpected ones."""
-    from jaxticket import checkpoints, data, train
+    from jaxticket import checkpoints, data, pruning, train
 
+    if isinstance(e, checkpoints.DataMismatchError):
+        return f"{e} (use another --workdir, or --overwrite to discard that run)"
     if isinstance(e, checkpoints.ConfigMismatchError):
         return f"{e} (use another --workdir, or --overwrite to discard that run)"
     if isinstance(e, data.DatasetUnavailableError):
         return str(e)
-    if isinstance(e, train.NonFiniteLossError):
+    if isinstance(e, (train.NonFiniteLossError, pruning.PruningError)):
         return str(e)
     if isinstance(e, (RunError, FileNotFoundError, ValueError, RuntimeError, OSError)):
         return str(e)
     return None
+
+
+def import_plugins(argv: Sequence[str]) -> list[str]:
+    """Imports the modules named by ``--import MODULE`` / ``--import=MODULE`` in ``argv``
+    (before the parser is built, so that their pruners and branch kinds are known)."""
+    import importlib
+
+    names = []
+    for i, item in enumerate(argv):
+        if item == "--import" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif item.startswith("--import="):
+            names.append(item.split("=", 1)[1])
+    if names and "" not in sys.path:
+        sys.path.insert(0, "")  # modules beside the experiment script
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UsageError(f"--import {name}: {e}") from None
+    return names
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -567,6 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        import_plugins(argv)
         args = build_parser().parse_args(argv)
         _quiet_logs()
         return COMMANDS[args.command](args)

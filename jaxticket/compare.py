@@ -33,38 +33,61 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxticket import analysis, checkpoints as ckpt_lib, lottery, masks as masks_lib
+from jaxticket import analysis, lottery, masks as masks_lib, rundir as rundir_lib
 
-__all__ = ["compare_runs", "load_run"]
+__all__ = ["compare_runs", "format_summary", "load_run", "test_labels_of"]
 
 
 def load_run(run_dir, level: int, seed: int = 0) -> dict:
-    """One IMP run's config, and its mask / final params / test logits at ``level``."""
-    run_dir = pathlib.Path(run_dir)
-    config_path = run_dir / ckpt_lib.CONFIG_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not an IMP run directory (no {ckpt_lib.CONFIG_FILE}).")
-    config = lottery.LotteryConfig.from_dict(json.loads(config_path.read_text())["config"])
-    level_dir = run_dir / "levels" / f"level_{level:02d}"
-    if not (level_dir / "summary.json").exists():
-        finished = sorted(int(p.parent.name[6:]) for p in run_dir.glob("levels/level_*/summary.json"))
+    """One IMP run's identity, and its mask / final params / test logits at ``level``
+    for replica ``seed``, read from the run directory's files (no model is built)."""
+    run = rundir_lib.RunDir(run_dir)
+    identity = run.identity()
+    if identity is None:
+        raise FileNotFoundError(f"{run_dir} is not an IMP run directory (no {rundir_lib.CONFIG_FILE}).")
+    finished = run.finished()
+    if level not in finished:
         raise ValueError(f"{run_dir} has no finished level {level}; finished levels: {finished}.")
-    if not 0 <= seed < config.seeds:
-        raise ValueError(f"{run_dir} has seeds 0..{config.seeds - 1}, not {seed}.")
-    initial = lottery._initial_state(config)
-    state = lottery.load_level(config, level_dir, initial)
+    mask = run.load_mask(level)
+    seeds = int(np.shape(mask.leaves()[0])[0])
+    if not 0 <= seed < seeds:
+        raise ValueError(f"{run_dir} has seeds 0..{seeds - 1}, not {seed}.")
     pick = lambda tree: jax.tree.map(lambda x: x[seed], tree)  # noqa: E731
+    mask = pick(mask)
     return {
-        "config": config,
-        "mask": pick(state.mask),
-        "params": pick(state.params),
-        "logits": np.load(level_dir / "test_logits.npy")[seed],
-        "density": float(masks_lib.density(pick(state.mask))),
+        "identity": identity.get("config", {}),
+        "mask": mask,
+        "params": pick(run.load_params(level)),
+        "logits": run.load_logits(level)[seed],
+        "density": float(masks_lib.density(mask)),
     }
 
 
 def _finished_levels(run_dir) -> set[int]:
-    return {int(p.parent.name[6:]) for p in pathlib.Path(run_dir).glob("levels/level_*/summary.json")}
+    return set(rundir_lib.RunDir(run_dir).finished())
+
+
+def _model_and_data(identity: dict):
+    """What identifies a run's model and data, for refusing to compare unlike runs."""
+    if "config" in identity:  # made from a LotteryConfig
+        tc = identity["config"]["train"]
+        return (tc["model"], json.dumps(identity.get("data", {}).get("dataset"), sort_keys=True))
+    task = identity.get("task", {})
+    return (task.get("model"), json.dumps(identity.get("data"), sort_keys=True))
+
+
+def test_labels_of(run_dir, data_dir=None, manual_dir=None) -> np.ndarray:
+    """The test labels of a run: ``test_labels.npy`` in its directory, or (older runs made
+    from a config) its dataset loaded again."""
+    run = rundir_lib.RunDir(run_dir)
+    path = run.root / rundir_lib.TEST_LABELS_FILE
+    if path.exists():
+        return np.load(path)
+    identity = run.identity() or {}
+    if "config" in identity.get("config", {}):
+        config = lottery.LotteryConfig.from_dict(identity["config"]["config"])
+        return np.asarray(lottery.load_data(config, data_dir, manual_dir).test.labels)
+    raise ValueError(f"{run_dir} holds no test labels; pass test_labels=")
 
 
 def _ensemble_subsets(names: Sequence[str]) -> dict[str, list[str]]:
@@ -112,15 +135,15 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
     if len(names) != len(run_dirs) or len(set(names)) != len(names):
         raise ValueError(f"names must be unique, one per run; got {names}.")
     for d in run_dirs:
-        if not (d / ckpt_lib.CONFIG_FILE).exists():
-            raise FileNotFoundError(f"{d} is not an IMP run directory (no {ckpt_lib.CONFIG_FILE}).")
+        if not (d / rundir_lib.CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{d} is not an IMP run directory (no {rundir_lib.CONFIG_FILE}).")
     common = set.intersection(*(_finished_levels(d) for d in run_dirs))
     if level is None:
         if not common:
             raise ValueError("the runs have no finished level in common.")
         level = max(common)
     runs = [load_run(d, level, seed) for d in run_dirs]
-    shapes = {(r["config"].train.model, r["config"].train.dataset) for r in runs}
+    shapes = {_model_and_data(r["identity"]) for r in runs}
     if len(shapes) != 1:
         raise ValueError(f"the runs differ in model/dataset: {sorted(shapes)}; compare runs of one model.")
     out = pathlib.Path(out_dir)
@@ -140,7 +163,7 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
     plots.plot_heatmap(np.asarray(agree.fraction), names, out / "agreement.png",
                        title=f"Test prediction agreement, level {level}")
     if test_labels is None:
-        test_labels = np.asarray(lottery._datasets(runs[0]["config"], data_dir, manual_dir)["test"].labels)
+        test_labels = test_labels_of(run_dirs[0], data_dir, manual_dir)
     test_labels = np.asarray(test_labels)
     if test_labels.shape[0] != logits.shape[1]:
         raise ValueError(f"{test_labels.shape[0]} test labels for {logits.shape[1]} logged test predictions.")
@@ -172,10 +195,10 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
     for name, keys in (("masks_jaccard", ("jaccard", "jaccard_per_layer")),
                        ("agreement", ("agreement_counts", "agreement_fraction")),
                        ("ensembles", ("ensembles",)), ("connectivity", ("connectivity",))):
-        lottery._write_text_atomic(out / f"{name}.json",
+        rundir_lib.write_atomic(out / f"{name}.json",
                                    json.dumps({"level": level, "names": names, **{k: report[k] for k in keys}},
                                               indent=2, default=float) + "\n")
-    lottery._write_text_atomic(out / "summary.md", format_summary(report) + "\n")
+    rundir_lib.write_atomic(out / "summary.md", format_summary(report) + "\n")
     return report
 
 

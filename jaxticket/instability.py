@@ -16,18 +16,20 @@ far off. Models without BatchNorm ignore the choice.
 :func:`instability_sweep` runs the paper's central experiment: for every rewind step
 ``k`` and IMP level ``L``, IMP with rewinding to ``k`` (one lineage), then the
 instability of the level-``L`` subnetwork at ``k``; level 0 is the dense network. Each
-(k, level) result is saved as it finishes and skipped on a rerun.
+(k, level) result, the copies' final weights included, is saved as it finishes and
+skipped on a rerun.
 
 Example::
 
-    rows = instability_sweep(config, ks=[0, 25, 100, 500], levels=[0, 3], copies=2,
-                             workdir="runs/instability")
+    rows = instability_sweep(task, data, jt.magnitude(0.2), ks=[0, 25, 100, 500], levels=[0, 3],
+                             steps=5000, batch_size=60, copies=2, workdir="runs/instability")
 """
 
 from __future__ import annotations
 
-import dataclasses
+import csv
 import functools
+import io
 import json
 import pathlib
 from typing import Callable, Optional, Sequence
@@ -37,12 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxticket import checkpoints as ckpt_lib
-from jaxticket import lottery, masks as masks_lib, stability, train as train_lib
+from jaxticket import data as data_lib
+from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
 
-__all__ = ["copies_from", "instability", "instability_sweep", "train_copies"]
+__all__ = ["copies_from", "instability", "instability_sweep", "sweep_from_config", "train_copies"]
 
 BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
+SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
+                "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
+                "l2_to_dense_final", "l2_to_dense_final_normalized")
 
 
 # ============================================================================ copies
@@ -70,72 +76,65 @@ def copies_from(state, copies: int, noise_seed: int = 0):
                            aug_key=jax.vmap(noisy, (None, 0))(state.aug_key, index))
 
 
-def train_copies(config: train_lib.TrainConfig, state, datasets: dict, copies: int = 2, *,
-                 noise_seed: int = 0, progress=None):
-    """Trains ``copies`` noisy copies of ``state`` (single run, at step k) to ``config.steps``.
+def train_copies(task: train_lib.Task, state, data, copies: int = 2, *, steps: int, batch_size: int,
+                 augment=False, chunk_size: int = 100, noise_seed: int = 0, progress=None):
+    """Trains ``copies`` noisy copies of ``state`` (single run, at step k) to ``steps``.
 
     One vmapped program; returns the final state with a leading ``[copies]`` axis.
     """
     batched = copies_from(state, copies, noise_seed)
-    return train_lib.fit(config, batched, datasets["train"], progress=progress).state
+    return train_lib.fit(task, batched, data["train"], steps=steps, batch_size=batch_size, augment=augment,
+                         chunk_size=chunk_size, progress=progress).state
 
 
 # ============================================================================ barriers
 
 
-def _subset(ds, n: Optional[int]):
-    if n is None or n >= ds.num_examples:
-        return ds
-    return dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n])
-
-
-def _error_fn(config: train_lib.TrainConfig, template):
+def _error_fn(task: train_lib.Task, template, eval_batch_size: int):
     """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network."""
 
     def errors(variables, train_ds, test_ds):
         state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
-        return {name: 1.0 - train_lib.evaluate(config, state, ds)["accuracy"]
+        return {name: 1.0 - train_lib.evaluate(task, state, ds, batch_size=eval_batch_size)["accuracy"]
                 for name, ds in (("train", train_ds), ("test", test_ds))}
 
     return errors
 
 
-def _recompute_fn(config: train_lib.TrainConfig, template, train_ds, num_batches: int):
+def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, batch_size: int):
     from jaxticket import data as data_lib
 
-    model = train_lib.make_model(config)
     key = jax.random.wrap_key_data(template.data_key)
-    xs = [data_lib.make_batch(train_ds, key, key, s, config.batch_size)[0] for s in range(num_batches)]
-    batches = jnp.stack(xs)
+    batches = jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
 
     def recompute(variables):
         masked = {**variables, "params": masks_lib.apply(variables["params"], template.mask)} \
             if template.mask is not None else variables
-        return stability.recompute_batch_stats(
-            lambda v, x, **kw: model.apply(v, x, **kw), masked, batches)
+        return stability.recompute_batch_stats(task.apply, masked, batches)
 
     return recompute
 
 
-def instability(config: train_lib.TrainConfig, finals, datasets: dict, *, num_alphas: int = 30,
-                batch_stats: str = "interpolate", recompute_batches: int = 10,
-                train_examples: Optional[int] = None, alpha_batch_size: Optional[int] = None) -> dict:
+def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, batch_stats: str = "interpolate",
+                recompute_batches: int = 10, batch_size: int = 128, train_examples: Optional[int] = None,
+                alpha_batch_size: Optional[int] = None, eval_batch_size: int = 1000) -> dict:
     """Error barriers between every pair of copies in ``finals`` (leading ``[C]`` axis).
 
     Args:
-      config: the copies' training config (model, eval batch size).
+      task: the copies' task.
       finals: final states of the copies, e.g. from :func:`train_copies`.
-      datasets: ``{"train", "test"}`` device datasets; train error on the first
+      data: with ``train`` and ``test`` device datasets; train error on the first
         ``train_examples`` training examples (``None``: all).
       num_alphas: points on the segment, endpoints included (the paper: 30).
-      batch_stats: ``"interpolate"`` or ``"recompute"`` (see the module docstring).
+      batch_stats: ``"interpolate"`` or ``"recompute"`` (over ``recompute_batches``
+        training batches of ``batch_size``; see the module docstring).
       alpha_batch_size: alphas evaluated at once (memory bound; ``None``: all).
 
     Returns:
       dict with ``train_barrier`` / ``test_barrier`` (mean over pairs), their ``_std``,
       per-pair values, the ``curves`` ``{"train", "test"}: [pairs, num_alphas]``,
-      ``alphas``, the pairwise normalised L2 distances between the copies' weights and
-      the copies' final test errors.
+      ``alphas``, the pairwise L2 distances between the copies' weights (raw and
+      normalised by the first copy's norm) and the copies' final test errors.
     """
     if batch_stats not in BATCH_STATS_MODES:
         raise ValueError(f"batch_stats must be one of {BATCH_STATS_MODES}, got {batch_stats!r}")
@@ -148,14 +147,14 @@ def instability(config: train_lib.TrainConfig, finals, datasets: dict, *, num_al
     if has_bn and batch_stats == "recompute":
         interpolate_fn = functools.partial(
             stability.interpolate_variables, batch_stats="recompute",
-            recompute_fn=_recompute_fn(config, template, datasets["train"], recompute_batches))
+            recompute_fn=_recompute_fn(task, template, data["train"], recompute_batches, batch_size))
     elif has_bn:
         interpolate_fn = functools.partial(stability.interpolate_variables, batch_stats="interpolate")
-    train_ds = _subset(datasets["train"], train_examples)
+    train_ds = data["train"] if train_examples is None else data["train"].take(train_examples)
     alphas = stability.alphas(num_alphas)
     result = stability.pairwise_barriers(
-        _error_fn(config, template), variables, alphas, batch_size=alpha_batch_size,
-        interpolate_fn=interpolate_fn, eval_args=(train_ds, datasets["test"]))
+        _error_fn(task, template, eval_batch_size), variables, alphas, batch_size=alpha_batch_size,
+        interpolate_fn=interpolate_fn, eval_args=(train_ds, data["test"]))
     distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
     norms = np.asarray([float(stability.l2_distance(jax.tree.map(lambda x: x[i], finals.params),
                                                     jax.tree.map(jnp.zeros_like, template.params)))
@@ -177,83 +176,86 @@ def instability(config: train_lib.TrainConfig, finals, datasets: dict, *, num_al
 # ============================================================================ sweep
 
 
-def _dense_states_at(config: lottery.LotteryConfig, ks: Sequence[int], datasets: dict) -> dict:
+def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, batch_size: int, augment,
+                     chunk_size: int) -> dict:
     """The dense network's single-run state at every k (one trajectory, no IMP)."""
-    state = train_lib.init_state(config.train, mask=masks_lib.ones_like(
-        train_lib._abstract_params(config.train), config.prunable))
+    state = train_lib.init_state(task, mask=ones, **seed_streams)
     out = {}
     for k in sorted(set(ks)):
-        if k > int(state.step):
-            state = train_lib.fit(config.train, state, datasets["train"], steps=k, progress=False).state
+        if k > train_lib.host_step(state):
+            state = train_lib.fit(task, state, data.train, steps=k, batch_size=batch_size, augment=augment,
+                                  chunk_size=chunk_size, progress=False).state
         out[k] = state
     return out
 
 
-def _imp_states_at(config: lottery.LotteryConfig, k: int, levels: Sequence[int], workdir: pathlib.Path,
-                   datasets: dict, progress, log) -> tuple[dict, object]:
-    """IMP rewound to k (one lineage); the level-L subnetwork's state at k for each L."""
-    imp_config = config.replace(rewind_step=k, levels=max(levels), seeds=1, reset="rewind")
-    run_dir = workdir / f"imp_k{k:06d}"
-    lottery.run_imp(imp_config, run_dir, datasets=datasets, progress=progress, log=log)
-    initial = lottery._initial_state(imp_config)
-    with ckpt_lib.RunCheckpoints(run_dir, imp_config.to_dict()) as run:
-        rewind = lottery._rewind_point(imp_config, run, initial, None)
-    states = {}
-    for level in levels:
-        mask = lottery.load_mask(run_dir / "levels" / f"level_{level:02d}" / "mask.npz", initial.mask)
-        start = lottery.start_state(imp_config, "rewind", level, mask, rewind_state=rewind)
-        states[level] = train_lib.replica(start, 0)
-    dense_final = lottery.load_level(imp_config, run_dir / "levels" / "level_00", initial)
-    return states, train_lib.replica(dense_final, 0)
-
-
-def instability_sweep(config: lottery.LotteryConfig, ks: Sequence[int], levels: Sequence[int] = (0,), *,
-                      workdir, copies: int = 2, datasets: Optional[dict] = None, data_dir=None,
-                      manual_dir=None, num_alphas: int = 30, batch_stats: str = "interpolate",
-                      train_examples: Optional[int] = None, progress=None,
-                      log: Callable = print) -> list[dict]:
+def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], levels: Sequence[int] = (0,), *,
+                      workdir, steps: int, batch_size: int, copies: int = 2, num_alphas: int = 30,
+                      batch_stats: str = "interpolate", train_examples: Optional[int] = None,
+                      identity: Optional[dict] = None, progress=None, log: Optional[Callable] = print,
+                      **imp_settings) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
+    For each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``, the
+    ``pruner`` and ``imp_settings`` as for :func:`jaxticket.imp`), then ``copies`` noisy
+    copies of the level-``L`` subnetwork at ``k`` trained to ``steps``; with only level 0
+    no IMP is run (one dense trajectory gives every ``k``).
+
     Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level)),
-    ``curves.npz`` and the plots ``instability_vs_k.png`` and ``error_curves.png``.
-    A finished (k, level) (``workdir/points/k*_level*.json``) is read back on a rerun;
-    ``workdir/config.json`` refuses a different configuration.
+    ``curves.npz``, the plots ``instability_vs_k.png`` and ``error_curves.png``, and per
+    point ``points/kK_levelL.json`` / ``.npz`` (curves) / ``_finals.npz`` (the copies'
+    final params), read back on a rerun; ``workdir/config.json`` refuses a different sweep.
     """
     from jaxticket import plots
 
+    log = log or (lambda *_: None)
+    data = data_lib.as_data(data)
     ks, levels = sorted(set(int(k) for k in ks)), sorted(set(int(l) for l in levels))
-    bad = [k for k in ks if not 0 <= k <= config.train.steps]
+    bad = [k for k in ks if not 0 <= k <= steps]
     if bad:
-        raise ValueError(f"rewind steps {bad} are outside [0, train.steps={config.train.steps}]")
+        raise ValueError(f"rewind steps {bad} are outside [0, steps={steps}]")
     if any(l < 0 for l in levels):
         raise ValueError(f"levels must be >= 0, got {levels}")
+    settings = lottery.ImpSettings(levels=max(levels), steps=steps, batch_size=batch_size, seeds=1,
+                                   **{k: v for k, v in imp_settings.items() if k not in ("seeds", "levels")})
     workdir = pathlib.Path(workdir)
-    settings = {"lottery": config.to_dict(), "ks": ks, "levels": levels, "copies": copies,
-                "num_alphas": num_alphas, "batch_stats": batch_stats, "train_examples": train_examples}
-    ckpt_lib.RunCheckpoints(workdir, settings).close()
-    datasets = datasets or lottery._datasets(config, data_dir, manual_dir)
+    sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
+             "batch_stats": batch_stats, "train_examples": train_examples}
+    base = identity if identity is not None else {"task": task.describe(), "pruner": pruning.describe(pruner),
+                                                  "settings": settings.to_dict()}
+    ckpt_lib.RunCheckpoints(workdir, {**base, "sweep": sweep, "data": data.fingerprint()}).close()
     points = workdir / "points"
-    rows, curves = [], {}
-    dense_states = None
+    rows, curves, dense_states = [], {}, None
+    fit_kw = dict(batch_size=batch_size, augment=settings.augment, chunk_size=settings.chunk_size)
     for k in ks:
         todo = [l for l in levels if not (points / f"k{k:06d}_level{l:02d}.json").exists()]
+        states, dense_final = {}, None
         if todo and max(levels) == 0:
-            dense_states = dense_states or _dense_states_at(config, ks, datasets)
-            states, dense_final = {0: dense_states[k]}, None
+            ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
+            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings.seed_streams, **fit_kw)
+            states = {0: dense_states[k]}
         elif todo:
-            states, dense_final = _imp_states_at(config, k, levels, workdir, datasets, progress, log)
+            run_settings = {**settings.to_dict(), "rewind_step": k, "reset": "rewind"}
+            for key in ("levels", "steps", "batch_size", "seeds", "rewind_step"):
+                run_settings.pop(key)
+            run = lottery.imp(task, data, pruner, levels=max(levels), steps=steps, batch_size=batch_size,
+                              rewind_step=k, seeds=1, workdir=workdir / f"imp_k{k:06d}", progress=progress,
+                              log=log, **run_settings)
+            states = {level: train_lib.replica(run.branch_state("rewind", level), 0) for level in levels}
+            dense = run.levels[0]
+            dense_final = jax.tree.map(lambda x: x[0], dense.params)
         for level in levels:
             path = points / f"k{k:06d}_level{level:02d}.json"
             if path.exists():
-                row = json.loads(path.read_text())
-                with np.load(path.with_suffix(".npz")) as stored:
-                    curves[(k, level)] = {"train": stored["train"], "test": stored["test"]}
-                rows.append(row)
+                rows.append(rundir_lib.read_json(path))
+                stored = rundir_lib.load_tree(path.with_suffix(".npz"))
+                curves[(k, level)] = {"train": stored["train"], "test": stored["test"]}
                 continue
-            finals = train_copies(config.train, states[level], datasets, copies,
-                                  noise_seed=config.train.data_seed, progress=progress)
-            res = instability(config.train, finals, datasets, num_alphas=num_alphas,
-                              batch_stats=batch_stats, train_examples=train_examples)
+            finals = train_copies(task, states[level], data, copies, steps=steps, noise_seed=settings.data_seed,
+                                  progress=progress, **fit_kw)
+            res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
+                              train_examples=train_examples, batch_size=batch_size,
+                              eval_batch_size=settings.eval_batch_size)
             row = {"k": k, "level": level, "copies": copies,
                    "density": float(masks_lib.density(states[level].mask)),
                    **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
@@ -264,11 +266,12 @@ def instability_sweep(config: lottery.LotteryConfig, ks: Sequence[int], levels: 
                    "l2_to_dense_final": None, "l2_to_dense_final_normalized": None}
             if dense_final is not None:
                 copy0 = jax.tree.map(lambda x: x[0], finals.params)
-                row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_final.params))
-                row["l2_to_dense_final_normalized"] = float(
-                    stability.l2_distance(copy0, dense_final.params, normalize=True))
-            lottery._save_tree(path.with_suffix(".npz"), {k2: v for k2, v in res["curves"].items()})
-            lottery._write_text_atomic(path, json.dumps(row, indent=2) + "\n")
+                row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_final))
+                row["l2_to_dense_final_normalized"] = float(stability.l2_distance(copy0, dense_final, normalize=True))
+            rundir_lib.save_tree(path.with_name(path.stem + "_finals.npz"),
+                                 {"params": finals.params, "batch_stats": finals.batch_stats})
+            rundir_lib.save_tree(path.with_suffix(".npz"), dict(res["curves"]))
+            rundir_lib.write_atomic(path, json.dumps(row, indent=2) + "\n")
             curves[(k, level)] = res["curves"]
             rows.append(row)
             log(f"[instability] k={k:6d} level {level:2d} density {row['density']:.4f}  "
@@ -277,22 +280,27 @@ def instability_sweep(config: lottery.LotteryConfig, ks: Sequence[int], levels: 
     return rows
 
 
-SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
-                "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
-                "l2_to_dense_final", "l2_to_dense_final_normalized")
+def sweep_from_config(config: "lottery.LotteryConfig", ks: Sequence[int], levels: Sequence[int] = (0,), *,
+                      workdir, copies: int = 2, datasets=None, data_dir=None, manual_dir=None, **kw) -> list[dict]:
+    """:func:`instability_sweep` for a LotteryConfig (a preset, the command line)."""
+    task, data, pruner, settings = lottery.objects_from_config(config, data=datasets, data_dir=data_dir,
+                                                               manual_dir=manual_dir)
+    s = settings.to_dict()
+    for key in ("levels", "rewind_step", "seeds", "reset"):
+        s.pop(key)
+    steps, batch_size = s.pop("steps"), s.pop("batch_size")
+    return instability_sweep(task, data, pruner, ks, levels, workdir=workdir, steps=steps, batch_size=batch_size,
+                             copies=copies, identity={"lottery": config.to_dict()}, **s, **kw)
 
 
 def _write_outputs(workdir: pathlib.Path, rows, curves, num_alphas, plots) -> None:
-    import csv
-    import io
-
     rows = sorted(rows, key=lambda r: (r["level"], r["k"]))
-    lottery._write_text_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
+    rundir_lib.write_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=SWEEP_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    lottery._write_text_atomic(workdir / "results.csv", out.getvalue())
+    rundir_lib.write_atomic(workdir / "results.csv", out.getvalue())
     levels = sorted({r["level"] for r in rows})
     barriers = {}
     for level in levels:

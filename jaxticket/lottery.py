@@ -1,15 +1,17 @@
-"""Iterative magnitude pruning (IMP) with rewinding, and its baselines.
+"""Iterative magnitude pruning (IMP) with rewinding, its run handle, and its baselines.
 
+:func:`imp` works on objects: a :class:`~jaxticket.train.Task`, :class:`~jaxticket.data.Data`
+and a pruner (any callable ``(params, mask, key) -> mask``, or a level schedule).
 Level 0 trains the dense network (under an all-True mask) and keeps the state at the
 rewind step ``k`` (``k = 0`` is the initialisation: Frankle & Carbin's lottery ticket;
 ``k > 0`` is late resetting / rewinding). Every later level
 
-1. prunes the previous level's final weights with the configured pruner
-   (``pruner(params_T, mask) -> mask'``, a subset of ``mask``),
+1. prunes the previous level's final weights (``pruner(params_T, mask, key) -> mask'``,
+   a subset of ``mask``; refused if it would empty a layer, unless allowed),
 2. builds the level's start state according to ``reset``, and
 3. trains it to the end of training.
 
-Reset modes (``LotteryConfig.reset``, also the branch kinds of :func:`run_branch`):
+Reset modes of the lineage (``reset``):
 
 * ``"rewind"``: the rewind point's weights (and, by default, BatchNorm statistics)
   masked with ``mask'``; fresh optimizer state; the step counter, and so the learning
@@ -19,112 +21,717 @@ Reset modes (``LotteryConfig.reset``, also the branch kinds of :func:`run_branch
 * ``"finetune"``: the previous level's *final* weights and BatchNorm statistics, masked;
   fresh optimizer state; trains steps ``k..T`` like a rewound level, so the two use the
   same budget and schedule positions.
-* ``"reinit"``: the same mask on a fresh random initialisation (init seed
-  ``init_seed + REINIT_SEED_STRIDE * level``), trained from step 0 to ``T``.
-* ``"random_mask"``: a random mask with the same per-layer number of survivors as the
-  pruner's mask (:func:`jaxticket.pruning.random_like`), on the rewind point's weights.
+
+Branches are baselines run from a lineage's masks at chosen levels
+(:meth:`ImpRun.branch`); their kinds live in their own registry
+(:func:`register_branch`): ``"reinit"`` (the mask on a fresh initialisation, init seed
+``init_seed + REINIT_SEED_STRIDE * level``), ``"random_mask"`` (a random mask with the
+same per-layer survivor counts, on the rewind point's weights), ``"finetune"`` and
+``"rewind"`` (a re-run of the IMP level).
 
 Seeds are a leading axis: ``seeds=S`` replicas (init / data order / augmentation seeds
 ``+ i`` for the streams in ``vary``) train in one vmapped program, each with its own
 masks, and the pruner is vmapped over them.
 
-Run directory (``workdir``)::
+With ``workdir`` the run lives in a run directory (:mod:`jaxticket.rundir`) and running
+the same thing again continues where it stopped: finished levels are read back, an
+interrupted level resumes from its last checkpoint, and the results equal those of an
+uninterrupted run (bitwise on CPU). The directory records the run's identity and its
+data's fingerprint, and refuses a different run or other data. Without ``workdir``
+everything stays in memory.
 
-    config.json           the full resolved config and its hash (a different config is refused)
-    rewind/               the rewind point at step k (orbax, never garbage-collected)
-    levels/level_LL/      one per level: mask.npz, checkpoints/ (resume), metrics.jsonl,
-                          final_params.npz, final_batch_stats.npz, test_logits.npy,
-                          summary.json (written last: the level is done)
-    branches/MODE/level_LL/   the same for baselines run from this IMP run
-    results.json, results.csv one row per (kind, level, seed)
+Presets and the command line come in through :func:`run_imp` (a :class:`LotteryConfig`,
+plain data, turned into objects by :func:`objects_from_config`).
 
-Running the same thing again continues where it stopped: finished levels are read back,
-an interrupted level resumes from its last checkpoint, and the results equal those of an
-uninterrupted run (bitwise on CPU).
-
-Example::
-
-    from jaxticket import lottery, train
-
-    config = lottery.LotteryConfig(
-        train=train.TrainConfig(model="lenet_300_100", dataset="mnist", optimizer="adam",
-                                lr=1.2e-3, batch_size=60, steps=50_000, eval_every=100),
-        levels=10, pruner={"method": "partition", "rules": [
-            ["^output/kernel", {"method": "magnitude", "fraction": 0.1}],
-            ["kernel$", {"method": "magnitude", "fraction": 0.2}]]},
-        rewind_step=0, validation_size=5000)
-    rows = lottery.run_imp(config, "runs/lenet")
+Example:
+    >>> import numpy as np, optax, flax.linen as nn
+    >>> import jaxticket as jt
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(600, 20)).astype(np.float32); y = (x[:, :5].argmax(1)).astype(np.int32)
+    >>> data = jt.data.from_arrays(train=(x[:500], y[:500]), test=(x[500:], y[500:]))
+    >>> class MLP(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         return nn.Dense(5)(nn.relu(nn.Dense(64)(x)))
+    >>> task = jt.Task(MLP(), input_shape=(20,), tx=optax.adam(3e-3))
+    >>> run = jt.imp(task, data, jt.magnitude(0.5, "global"), levels=2, steps=100, batch_size=50,
+    ...              seeds=2, log=None)
+    >>> [round(float(l.density[0]), 3) for l in run.levels]
+    [1.0, 0.5, 0.25]
+    >>> run.levels[2].test_accuracy.shape, run.levels[2].mask.keep["Dense_0"]["kernel"].shape
+    ((2,), (2, 20, 64))
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
+import functools
 import json
-import os
 import pathlib
 import shutil
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxticket import checkpoints as ckpt_lib
+from jaxticket import data as data_lib
 from jaxticket import masks as masks_lib
+from jaxticket import models as models_lib
 from jaxticket import pruning
+from jaxticket import rundir as rundir_lib
 from jaxticket import train as train_lib
 from jaxticket.masks import Mask
 
 __all__ = [
-    "RESETS",
-    "REWIND_PARTS",
+    "BranchContext",
+    "ImpRun",
+    "ImpSettings",
+    "LevelResult",
     "LotteryConfig",
-    "load_level",
+    "REWIND_PARTS",
+    "RESETS",
+    "branch_kinds",
+    "imp",
     "load_results",
-    "prune_level",
+    "objects_from_config",
+    "open_run",
+    "register_branch",
     "run_branch",
     "run_imp",
-    "start_state",
+    "settings_from_config",
 ]
 
-RESETS = ("rewind", "finetune", "reinit", "random_mask")
+RESETS = ("rewind", "finetune")
 REWIND_PARTS = ("params", "batch_stats", "opt_state")
 REINIT_SEED_STRIDE = 100_003
-RESULT_FIELDS = (
-    "kind", "level", "seed", "density", "final_test_accuracy", "final_test_loss",
-    "best_test_accuracy", "final_val_accuracy", "final_val_loss", "early_stop_step",
-    "early_stop_val_loss", "early_stop_test_accuracy", "start_step", "end_step",
-)
+RESULT_FIELDS = rundir_lib.RESULT_FIELDS
 
 
-# ============================================================================ config
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+# ============================================================================ settings
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpSettings:
+    """Everything :func:`imp` takes besides the task, data and pruner (plain data).
+
+    Attributes:
+      levels: pruning levels after the dense level 0 (so ``levels + 1`` trainings).
+      steps: training steps per level (T). ``batch_size``: per replica.
+      rewind_step: k, the step rewound to (0 = reset to initialisation).
+      seeds: replicas trained together (vmapped), each with its own masks.
+      vary: which random streams differ across replicas (``init``, ``data``, ``aug``,
+        ``dropout``).
+      reset: the lineage's reset mode, one of :data:`RESETS`.
+      rewind_restores: what a rewind restores (see the module docstring).
+      eval_every, eval_batch_size: evaluation of validation and test splits.
+      augment: ``True`` (CIFAR crop + flip on the device) or ``False``.
+      chunk_size: training steps per compiled call.
+      checkpoint_every: periodic checkpoints of a level (run directory only; 0: at the end).
+      init_seed, data_seed, aug_seed, dropout_seed: the random streams of replica 0.
+      pruning_seed: the key of random pruners and random masks.
+      prunable: which leaves may be pruned: ``None``/``"kernels"`` (``ndim >= 2``),
+        ``"all"`` (biases and normalisation parameters too), or a regex over leaf paths.
+      allow_empty_layers: let a pruner remove a layer's last weight (default: an error).
+    """
+
+    levels: int
+    steps: int
+    batch_size: int
+    rewind_step: int = 0
+    seeds: int = 1
+    vary: tuple = ("init", "data", "aug")
+    reset: str = "rewind"
+    rewind_restores: tuple = ("params", "batch_stats")
+    eval_every: int = 0
+    eval_batch_size: int = 1000
+    augment: bool = False
+    chunk_size: int = 100
+    checkpoint_every: int = 0
+    init_seed: int = 0
+    data_seed: int = 0
+    aug_seed: int = 0
+    dropout_seed: int = 0
+    pruning_seed: int = 0
+    prunable: Optional[str] = None
+    allow_empty_layers: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "vary", tuple(self.vary))
+        object.__setattr__(self, "rewind_restores", tuple(self.rewind_restores))
+
+        def bad(msg):
+            raise ValueError(f"imp: {msg}")
+
+        for name in ("levels", "rewind_step", "eval_every", "checkpoint_every", "init_seed", "data_seed",
+                     "aug_seed", "dropout_seed", "pruning_seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                bad(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("steps", "batch_size", "seeds", "eval_batch_size", "chunk_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                bad(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.rewind_step > self.steps:
+            bad(f"rewind_step must be in [0, steps={self.steps}], got {self.rewind_step}")
+        if self.reset not in RESETS:
+            bad(f"reset must be one of {RESETS}, got {self.reset!r} (reinit and random_mask are "
+                "branches: run.branch('reinit'))")
+        unknown = sorted(set(self.rewind_restores) - set(REWIND_PARTS))
+        if unknown or "params" not in self.rewind_restores:
+            bad(f"rewind_restores must be a subset of {REWIND_PARTS} containing 'params', got {self.rewind_restores!r}")
+        unknown = sorted(set(self.vary) - set(train_lib.VARY_STREAMS))
+        if unknown:
+            bad(f"vary: unknown streams {unknown}; valid: {train_lib.VARY_STREAMS}")
+        for name in ("augment", "allow_empty_layers"):
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.prunable is not None and not isinstance(self.prunable, str):
+            bad(f"prunable must be None, 'kernels', 'all' or a regex string, got {self.prunable!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def seed_streams(self) -> dict:
+        return {"init_seed": self.init_seed, "data_seed": self.data_seed, "aug_seed": self.aug_seed,
+                "dropout_seed": self.dropout_seed}
+
+
+# ============================================================================ results
+
+
+@dataclasses.dataclass
+class LevelResult:
+    """One trained level (of the lineage or of a branch): per-seed values, lazily its weights.
+
+    Attributes:
+      kind: ``"imp"`` or a branch kind. ``level``: the level.
+      mask: the level's :class:`~jaxticket.masks.Mask`, leaves ``[S, ...]``.
+      rows: one dict per seed (:data:`RESULT_FIELDS`).
+      history: the evaluation records of its training.
+    """
+
+    kind: str
+    level: int
+    mask: Mask
+    rows: list
+    history: list
+    _weights: Callable = dataclasses.field(repr=False, default=None)
+    _logits: Callable = dataclasses.field(repr=False, default=None)
+
+    def _column(self, name) -> np.ndarray:
+        return np.asarray([np.nan if r[name] is None else r[name] for r in self.rows], np.float64)
+
+    @property
+    def density(self) -> np.ndarray:
+        """Fraction of prunable weights kept, per seed ``[S]``."""
+        return self._column("density")
+
+    @property
+    def test_accuracy(self) -> np.ndarray:
+        """Final test accuracy per seed ``[S]``."""
+        return self._column("final_test_accuracy")
+
+    @property
+    def early_stop_step(self) -> np.ndarray:
+        """Iteration of minimum validation loss per seed (NaN without a validation split)."""
+        return self._column("early_stop_step")
+
+    @property
+    def params(self):
+        """The final params, leaves ``[S, ...]``."""
+        return self._weights()[0]
+
+    @property
+    def batch_stats(self):
+        return self._weights()[1]
+
+    @property
+    def test_logits(self) -> np.ndarray:
+        """float32 ``[S, N, C]`` outputs on the test split."""
+        return self._logits()
+
+
+class BranchContext:
+    """What a branch kind builds its start state from (see :func:`register_branch`).
+
+    Attributes:
+      run: the :class:`ImpRun`. ``level``: the level branched from (>= 1).
+      mask: the lineage's mask at ``level`` (leaves ``[S, ...]``).
+      keys: one random key per seed, ``[S]``, for this branch kind and level.
+    """
+
+    def __init__(self, run: "ImpRun", kind: str, level: int):
+        self.run, self.kind, self.level = run, kind, level
+        self.mask = run.levels[level].mask
+        base = jax.random.fold_in(jax.random.key(run.settings.pruning_seed + 1), level)
+        if kind != "random_mask":  # random_mask keeps the keys it always had
+            base = jax.random.fold_in(base, _stable_id(kind))
+        self.keys = jax.random.split(base, run.settings.seeds)
+
+    def rewound(self, mask: Mask):
+        """The rewind point with ``mask`` (as the lineage's ``"rewind"`` reset)."""
+        return self.run._engine.rewound(self.run.rewind_state, mask)
+
+    def finetuned(self, mask: Mask):
+        """The previous level's final weights under ``mask``, from step ``k``."""
+        return self.run._engine.finetuned(self.run.rewind_state, self.run._final_state(self.level - 1), mask)
+
+    def fresh(self, mask: Mask, init_offset: int = 0):
+        """A fresh initialisation (init seed ``+ init_offset``) under ``mask``, at step 0."""
+        return self.run._engine.initial(mask, init_offset)
+
+
+def _stable_id(name: str) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+_BRANCHES: dict[str, Callable] = {}
+
+
+def register_branch(name: str, *, overwrite: bool = False) -> Callable:
+    """Decorator: a branch kind, ``fn(ctx: BranchContext) -> TrainState`` (the start state,
+    its mask set), usable as ``run.branch(name)`` and ``jaxticket branch --kind name``.
+
+    Example::
+
+        @register_branch("rewind_half_mask")
+        def rewind_half(ctx):
+            return ctx.rewound(jax.vmap(jaxticket.pruning.random_like)(ctx.mask, ctx.keys))
+    """
+    def decorate(fn):
+        if name in _BRANCHES and not overwrite and _BRANCHES[name] is not fn:
+            raise ValueError(f"branch kind {name!r} is already registered; pass overwrite=True to replace it")
+        if name == rundir_lib.IMP_KIND:
+            raise ValueError(f"{name!r} is the lineage itself, not a branch kind")
+        _BRANCHES[name] = fn
+        return fn
+
+    return decorate
+
+
+def branch_kinds() -> tuple[str, ...]:
+    """The registered branch kinds."""
+    return tuple(sorted(_BRANCHES))
+
+
+@register_branch("rewind")
+def _rewind_branch(ctx: BranchContext):
+    return ctx.rewound(ctx.mask)
+
+
+@register_branch("finetune")
+def _finetune_branch(ctx: BranchContext):
+    return ctx.finetuned(ctx.mask)
+
+
+@register_branch("reinit")
+def _reinit_branch(ctx: BranchContext):
+    return ctx.fresh(ctx.mask, REINIT_SEED_STRIDE * ctx.level)
+
+
+@register_branch("random_mask")
+def _random_mask_branch(ctx: BranchContext):
+    return ctx.rewound(jax.vmap(lambda m, k: pruning.random_like(m, k, "layer"))(ctx.mask, ctx.keys))
+
+
+# ============================================================================ the engine
+
+
+@functools.lru_cache(maxsize=64)
+def _vmapped_pruner(pruner):
+    return jax.jit(jax.vmap(pruner))
+
+
+class _Engine:
+    """The state-building pieces of IMP for one task and settings."""
+
+    def __init__(self, task: train_lib.Task, settings: ImpSettings):
+        self.task, self.settings = task, settings
+        self.ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
+
+    def initial(self, mask: Optional[Mask] = None, init_offset: int = 0):
+        s = self.settings
+        streams = {**s.seed_streams, "init_seed": s.init_seed + init_offset}
+        return train_lib.init_state(self.task, mask=self.ones if mask is None else mask, seeds=s.seeds,
+                                    vary=s.vary, **streams)
+
+    def fresh_opt_state(self, params):
+        return jax.vmap(self.task.tx.init)(params)
+
+    def rewound(self, rewind_state, mask: Mask):
+        state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
+        if "opt_state" not in self.settings.rewind_restores:
+            state = state.replace(opt_state=self.fresh_opt_state(state.params))
+        if "batch_stats" not in self.settings.rewind_restores:
+            state = state.replace(batch_stats=self.initial(mask).batch_stats)
+        return state
+
+    def finetuned(self, rewind_state, previous_final, mask: Mask):
+        trained = rewind_state.replace(params=previous_final.params, batch_stats=previous_final.batch_stats)
+        state = train_lib.with_mask(trained, mask)
+        return state.replace(opt_state=self.fresh_opt_state(state.params))
+
+    def prune(self, pruner, level: int, params, mask: Mask) -> Mask:
+        """The mask of ``level`` from the previous level's final ``params`` and ``mask``,
+        vmapped over seeds; random pruners get ``fold_in(key(pruning_seed), level)``, split
+        per replica. Refuses to empty a layer unless allowed."""
+        s = self.settings
+        step_pruner = pruning.for_level(pruner, level)
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(s.pruning_seed), level), s.seeds)
+        new = _vmapped_pruner(step_pruner)(params, mask, keys)
+        if not (s.allow_empty_layers or step_pruner.allows_empty):
+            emptied = masks_lib.emptied_leaves(mask, new, batch_dims=1)
+            if emptied:
+                raise pruning.PruningError(
+                    f"level {level}: the pruner would remove the last weight of {emptied}, disconnecting "
+                    "the network; prune less per level, use rounding='half_even', protect the layer, or "
+                    "allow it (allow_empty_layers=True)")
+        return new
+
+
+def _per_seed(value, seeds: int) -> list:
+    if value is None:
+        return [None] * seeds
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    return arr.tolist() if arr.size == seeds else [float(arr[0])] * seeds
+
+
+def level_rows(kind: str, level: int, seeds: int, density, final: dict, history: list[dict],
+               start_step: int, end_step: int) -> list[dict]:
+    """One row per seed (:data:`RESULT_FIELDS`): final accuracies, the best test accuracy,
+    and Frankle & Carbin's early stopping (the iteration of minimum validation loss after
+    the level's start, and the test accuracy there)."""
+    rows = []
+    for s in range(seeds):
+        test_acc = [(r["step"], _per_seed(r.get("test_accuracy"), seeds)[s]) for r in history
+                    if r.get("test_accuracy") is not None]
+        val_loss = [(r["step"], _per_seed(r.get("val_loss"), seeds)[s]) for r in history
+                    if r.get("val_loss") is not None and r["step"] > start_step]
+        row = {
+            "kind": kind, "level": level, "seed": s, "density": float(density[s]),
+            "final_test_accuracy": final["test_accuracy"][s], "final_test_loss": final["test_loss"][s],
+            "best_test_accuracy": max((a for _, a in test_acc), default=final["test_accuracy"][s]),
+            "final_val_accuracy": final.get("val_accuracy", [None] * seeds)[s],
+            "final_val_loss": final.get("val_loss", [None] * seeds)[s],
+            "early_stop_step": None, "early_stop_val_loss": None, "early_stop_test_accuracy": None,
+            "start_step": start_step, "end_step": end_step,
+        }
+        if val_loss:
+            step, loss = min(val_loss, key=lambda t: (t[1], t[0]))
+            row["early_stop_step"], row["early_stop_val_loss"] = step, loss
+            row["early_stop_test_accuracy"] = dict(test_acc).get(step)
+        rows.append(row)
+    return rows
+
+
+# ============================================================================ the run
+
+
+class ImpRun:
+    """The handle of an IMP run: its levels, branches and rewind point.
+
+    ``run.levels[i]`` is a :class:`LevelResult` (``.mask``, ``.density``,
+    ``.test_accuracy`` one value per seed, ``.params`` the final params); ``run.branch(kind)``
+    trains a baseline at chosen levels (:func:`register_branch`), kept in
+    ``run.branches[kind][level]``; ``run.rows()`` gives every row.
+    """
+
+    def __init__(self, task, data, pruner, settings: ImpSettings, workdir=None, identity: Optional[dict] = None,
+                 *, overwrite: bool = False, progress=None, log: Optional[Callable] = print):
+        self.task, self.data, self.pruner, self.settings = task, data, pruner, settings
+        self.progress, self.log = progress, (log or (lambda *_: None))
+        self._engine = _Engine(task, settings)
+        self.levels: list[LevelResult] = []
+        self.branches: dict[str, dict[int, LevelResult]] = {}
+        self._rewind_state = None
+        self._finals: dict[int, Any] = {}
+        self.workdir = None if workdir is None else pathlib.Path(workdir)
+        self._dir = None if workdir is None else rundir_lib.RunDir(workdir)
+        self._run = None
+        if self._dir is not None:
+            self._open(identity, overwrite)
+
+    def __repr__(self) -> str:
+        where = f", workdir={str(self.workdir)!r}" if self.workdir else ""
+        return f"ImpRun({self.task.name}, levels done {len(self.levels)}/{self.settings.levels + 1}{where})"
+
+    # ------------------------------------------------------------------ directory
+
+    def _open(self, identity, overwrite):
+        root = self._dir.root
+        if overwrite:
+            for sub in ("levels", "branches"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            for name in (rundir_lib.RESULTS_JSON, rundir_lib.RESULTS_CSV):
+                (root / name).unlink(missing_ok=True)
+        stored = None if overwrite else self._dir.identity()
+        if stored is not None and "data" in stored.get("config", {}) and stored["config"]["data"] != identity["data"]:
+            raise ckpt_lib.DataMismatchError(
+                f"run directory {root} was trained on {_describe_data(stored['config']['data'])}, not on "
+                f"{_describe_data(identity['data'])} given now; use another directory, or overwrite to start over")
+        self._run = ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite)
+        test = self.data.test
+        if hasattr(test, "labels") and not (root / rundir_lib.TEST_LABELS_FILE).exists():
+            self._dir.save_test_labels(test.labels)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.close()
+            self._run = None
+
+    @property
+    def rewind_state(self):
+        """The (seeds-batched) state at the rewind step ``k``."""
+        if self._rewind_state is None and self._run is not None:
+            k = self.settings.rewind_step
+            if k not in self._run.rewind_steps():
+                raise RuntimeError(f"the rewind point at step {k} is missing from {self.workdir}; "
+                                   "rerun with overwrite to start this experiment again.")
+            self._rewind_state = self._run.restore_rewind_point(k, train_lib.abstract(self._engine.initial()))
+        return self._rewind_state
+
+    def _final_state(self, level: int):
+        if level in self._finals:
+            return self._finals[level]
+        result = self.levels[level]
+        like = self._engine.initial()
+        state = like.replace(params=result.params, batch_stats=result.batch_stats, mask=result.mask)
+        return state
+
+    def _read_level(self, level: int, kind: str) -> Optional[LevelResult]:
+        summary = self._dir.summary(level, kind) if self._dir is not None else None
+        if summary is None:
+            return None
+        like = self._engine.initial()
+        d = self._dir
+
+        @functools.lru_cache(maxsize=1)
+        def weights():
+            return (d.load_params(level, kind, like.params), d.load_batch_stats(level, kind, like.batch_stats))
+
+        mask = d.load_mask(level, kind, like.mask)
+        return LevelResult(kind, level, mask, summary["rows"], d.history(level, kind), weights,
+                           lambda: d.load_logits(level, kind))
+
+    # ------------------------------------------------------------------ training a level
+
+    def _train(self, state, kind: str, level: int, rewind_step: Optional[int] = None):
+        s, data = self.settings, self.data
+        t0 = time.perf_counter()
+        start_step = train_lib.host_step(state)
+        fit_kw = dict(steps=s.steps, batch_size=s.batch_size, val=data.validation, test=data.test,
+                      eval_every=s.eval_every, eval_batch_size=s.eval_batch_size, augment=s.augment,
+                      chunk_size=s.chunk_size, rewind_step=rewind_step, progress=self.progress)
+        if self._dir is not None:
+            self._dir.save_mask(level, kind, state.mask)
+            level_dir = self._dir.level_dir(level, kind)
+            level_identity = {"run": self._run.config_hash, "kind": kind, "level": level}
+            with ckpt_lib.RunCheckpoints(level_dir, level_identity) as ckpts:
+                result = train_lib.fit(self.task, state, data.train, checkpoints=ckpts,
+                                       checkpoint_every=s.checkpoint_every,
+                                       metrics_path=level_dir / rundir_lib.METRICS_FILE, **fit_kw)
+            history = self._dir.history(level, kind)
+        else:
+            result = train_lib.fit(self.task, state, data.train, **fit_kw)
+            history = result.history
+        final, logits = {}, None
+        for name, ds in (("test", data.test), ("val", data.validation)):
+            if ds is None:
+                continue
+            ev = jax.device_get(train_lib.evaluate(self.task, result.state, ds, batch_size=s.eval_batch_size,
+                                                   logits=name == "test"))
+            final[f"{name}_accuracy"] = _per_seed(ev.get("accuracy"), s.seeds)
+            final[f"{name}_loss"] = _per_seed(ev["loss"], s.seeds)
+            if name == "test":
+                logits = np.asarray(ev["logits"], np.float32)
+        density = np.asarray(jax.vmap(masks_lib.density)(result.state.mask)).tolist()
+        rows = level_rows(kind, level, s.seeds, density, final, history, start_step, s.steps)
+        elapsed = round(time.perf_counter() - t0, 3)
+        if self._dir is not None:
+            self._dir.save_level(level, kind, params=result.state.params, batch_stats=result.state.batch_stats,
+                                 test_logits=logits,
+                                 summary={"kind": kind, "level": level, "density": density, "rows": rows,
+                                          "elapsed_s": elapsed})
+        accs = ", ".join("-" if a is None else f"{a:.4f}" for a in final["test_accuracy"])
+        self.log(f"[{kind}] level {level:2d}  density {np.mean(density):7.4f}  test accuracy {accs}  ({elapsed:.1f} s)")
+        state = result.state
+        out = LevelResult(kind, level, state.mask, rows, history,
+                          lambda: (state.params, state.batch_stats), lambda: logits)
+        return out, result
+
+    # ------------------------------------------------------------------ the lineage
+
+    def run(self) -> "ImpRun":
+        """Trains (or reads back) every level of the lineage; returns ``self``."""
+        s = self.settings
+        previous_mask = self._engine.ones
+        try:
+            for level in range(s.levels + 1):
+                done = self._read_level(level, rundir_lib.IMP_KIND)
+                if done is not None and (level > 0 or s.rewind_step in self._run.rewind_steps()):
+                    self.log(f"[imp] level {level:2d}  done, read back from {self._dir.level_dir(level)}")
+                    self.levels.append(done)
+                    previous_mask = done.mask
+                    continue
+                if level == 0:
+                    state = self._engine.initial()
+                else:
+                    previous = self._final_state(level - 1)
+                    mask = self._engine.prune(self.pruner, level, previous.params, previous_mask)
+                    if s.reset == "rewind":
+                        state = self._engine.rewound(self.rewind_state, mask)
+                    else:
+                        state = self._engine.finetuned(self.rewind_state, previous, mask)
+                result, fitted = self._train(state, rundir_lib.IMP_KIND, level,
+                                             rewind_step=s.rewind_step if level == 0 else None)
+                if level == 0:
+                    self._rewind_state = fitted.rewind_state
+                    if self._run is not None and s.rewind_step not in self._run.rewind_steps():
+                        self._run.save_rewind_point(s.rewind_step, fitted.rewind_state)
+                self._finals = {level: fitted.state}  # the previous level's final state, on the device
+                self.levels.append(result)
+                previous_mask = result.mask
+                if self._dir is not None:
+                    self._dir.write_results()
+        finally:
+            if self._dir is not None and self._run is not None:
+                self._dir.write_results()
+        return self
+
+    def branch(self, kind: str, levels: Optional[Sequence[int]] = None) -> list[LevelResult]:
+        """Trains branch ``kind`` (:func:`branch_kinds`) at ``levels`` (default: every IMP
+        level >= 1), from this lineage's masks; finished ones are read back."""
+        if kind not in _BRANCHES:
+            raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
+        finished = [l.level for l in self.levels]
+        levels = [l for l in finished if l >= 1] if levels is None else [int(l) for l in levels]
+        missing = [l for l in levels if l not in finished or l < 1]
+        if missing:
+            raise ValueError(f"branch levels {missing} are not finished IMP levels >= 1; finished: {finished}")
+        out = []
+        for level in levels:
+            result = self._read_level(level, kind)
+            if result is not None:
+                self.log(f"[{kind}] level {level:2d}  done, read back from {self._dir.level_dir(level, kind)}")
+            else:
+                state = _BRANCHES[kind](BranchContext(self, kind, level))
+                result, _ = self._train(state, kind, level)
+            self.branches.setdefault(kind, {})[level] = result
+            out.append(result)
+        if self._dir is not None:
+            self._dir.write_results()
+        return out
+
+    def prune(self, level: int) -> Mask:
+        """The mask the pruner gives ``level`` (>= 1) from level ``level - 1``'s final weights
+        and mask (what the lineage trained at ``level``; recomputed, deterministic)."""
+        previous = self._final_state(level - 1)
+        return self._engine.prune(self.pruner, level, previous.params, self.levels[level - 1].mask)
+
+    def branch_state(self, kind: str, level: int):
+        """The start state branch ``kind`` would train at ``level`` (e.g. the rewound
+        level-``L`` subnetwork, ``branch_state("rewind", L)``), without training it."""
+        if kind not in _BRANCHES:
+            raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
+        return _BRANCHES[kind](BranchContext(self, kind, level))
+
+    def rows(self) -> list[dict]:
+        """Every row: the lineage's levels, then the branches by kind."""
+        out = [r for l in self.levels for r in l.rows]
+        for kind in sorted(self.branches):
+            out += [r for level in sorted(self.branches[kind]) for r in self.branches[kind][level].rows]
+        return out
+
+
+def _describe_data(fingerprint: dict) -> str:
+    if "dataset" in fingerprint:
+        d = fingerprint["dataset"]
+        return f"dataset {d.get('dataset')} {d.get('version')} (validation {d.get('validation_size')})"
+    splits = fingerprint.get("splits", {})
+    sizes = ", ".join(f"{k} {splits[k].get('n')}" for k in data_lib.SPLITS if k in splits)
+    return f"arrays sha256:{fingerprint.get('sha256')} ({sizes})"
+
+
+def imp(task: train_lib.Task, data, pruner, *, levels: int, steps: int, batch_size: int, rewind_step: int = 0,
+        seeds: int = 1, workdir=None, overwrite: bool = False, progress=None, log: Optional[Callable] = print,
+        identity: Optional[dict] = None, **settings) -> ImpRun:
+    """Iterative magnitude pruning on objects: trains (or resumes) the lineage, returns its handle.
+
+    Args:
+      task: the :class:`~jaxticket.train.Task` (model, input shape, loss, optimizer, metrics).
+      data: :class:`~jaxticket.data.Data` (``from_arrays`` or ``data.splits``); IMP
+        trains on ``train``, evaluates ``validation`` (early stopping) and ``test``.
+      pruner: any pruner callable ``(params, mask, key) -> mask``, a pruner config dict,
+        or a level schedule (:func:`jaxticket.pruning.per_level`, ``to_density``).
+      levels, steps, batch_size, rewind_step, seeds: see :class:`ImpSettings`.
+      workdir: ``None``: in memory. A directory: on disk and resumable (see the module
+        docstring); ``overwrite`` discards what it holds.
+      progress: per-level progress bars (``None``: automatic). ``log``: called with a line
+        per level (``None``: quiet).
+      identity: what the run directory records as the run's identity (default: the
+        task's description, the pruner, the settings); the data fingerprint is added.
+      **settings: the other fields of :class:`ImpSettings` (``eval_every``, ``reset``,
+        ``prunable``, ``vary``, ``init_seed``, ``augment``, ...).
+
+    Returns:
+      :class:`ImpRun`: ``run.levels[i].mask / .density / .test_accuracy / .params``,
+      ``run.branch("reinit")``, ``run.rows()``.
+    """
+    data = data_lib.as_data(data)
+    if data.train is None or data.test is None:
+        raise ValueError("imp needs data with a train and a test split")
+    pruner = pruning.from_config(pruner) if isinstance(pruner, dict) else pruner
+    if not hasattr(pruner, "at_level"):
+        pruner = pruning.as_pruner(pruner)
+    s = ImpSettings(levels=levels, steps=steps, batch_size=batch_size, rewind_step=rewind_step, seeds=seeds,
+                    **settings)
+    if s.augment and not data_lib.is_image_data(data.train):
+        raise ValueError("augment=True is the CIFAR crop + flip of images [N, H, W, C]; the data's inputs are "
+                         f"{data.train.inputs.dtype}{list(data.train.example_shape)}")
+    if workdir is not None:
+        base = identity if identity is not None else {
+            "task": task.describe(), "pruner": pruning.describe(pruner), "settings": s.to_dict()}
+        identity = {**base, "data": data.fingerprint()}
+    run = ImpRun(task, data, pruner, s, workdir, identity, overwrite=overwrite, progress=progress, log=log)
+    try:
+        return run.run()
+    finally:
+        run.close()
+
+
+# ============================================================================ the config edge
 
 
 @dataclasses.dataclass(frozen=True)
 class LotteryConfig:
-    """An IMP experiment: the training run of every level, and how levels follow.
+    """An IMP experiment as plain data (presets, JSON, the command line).
 
     Attributes:
       train: the :class:`jaxticket.train.TrainConfig` of every level (``steps`` = T).
       levels: pruning levels after the dense level 0 (so ``levels + 1`` trainings).
-      pruner: the pruner as plain data (:func:`jaxticket.pruning.from_config`), e.g.
-        ``{"method": "magnitude", "fraction": 0.2, "scope": "global"}``.
-      prunable: regex over leaf paths of the prunable leaves; ``None`` = all kernels
-        (leaves with ndim >= 2).
+      pruner: the pruner (or level schedule) as plain data
+        (:func:`jaxticket.pruning.from_config`), e.g.
+        ``{"method": "magnitude", "fraction": 0.2, "scope": "global"}``; registered
+        methods of your own too.
+      prunable: ``None``/``"kernels"``, ``"all"``, or a regex over leaf paths.
       rewind_step: k, the step rewound to (0 = reset to initialisation).
-      reset: one of :data:`RESETS` (see the module docstring).
+      reset: the lineage's reset mode, one of :data:`RESETS`.
       rewind_restores: what a rewind restores, a subset of :data:`REWIND_PARTS`
         containing ``"params"``; the default is open_lth's (weights and BN statistics;
         optimizer state fresh; the schedule resumes at k in every case).
       seeds: replicas trained together (vmapped), each with its own masks.
-      vary: which random streams differ across replicas (``init``, ``data``, ``aug``,
-        ``dropout``).
+      vary: which random streams differ across replicas.
       pruning_seed: the key of random pruners and random masks.
       validation_size: training examples held out for validation/early stopping
         (``None`` = the dataset's default; 0 = none).
+      allow_empty_layers: let the pruner remove a layer's last weight.
     """
 
     train: train_lib.TrainConfig = dataclasses.field(default_factory=train_lib.TrainConfig)
@@ -140,12 +747,15 @@ class LotteryConfig:
     vary: tuple = ("init", "data", "aug")
     pruning_seed: int = 0
     validation_size: Optional[int] = None
+    allow_empty_layers: bool = False
 
     def __post_init__(self):
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", train_lib.TrainConfig(**self.train))
-        object.__setattr__(self, "rewind_restores", tuple(self.rewind_restores))
-        object.__setattr__(self, "vary", tuple(self.vary))
+        if isinstance(self.rewind_restores, list):
+            object.__setattr__(self, "rewind_restores", tuple(self.rewind_restores))
+        if isinstance(self.vary, list):
+            object.__setattr__(self, "vary", tuple(self.vary))
         if not isinstance(self.pruner, dict):
             object.__setattr__(self, "pruner", pruning.to_config(self.pruner))
         validate_config(self)
@@ -163,432 +773,130 @@ class LotteryConfig:
             d["train"] = train_lib.TrainConfig(**d["train"])
         return cls(**d)
 
-    def make_pruner(self) -> pruning.Pruner:
+    def make_pruner(self):
         return pruning.from_config(self.pruner)
 
 
 def validate_config(config: LotteryConfig) -> None:
     """Raises ``ValueError`` naming the bad field and what is allowed."""
-    def bad(msg):
-        raise ValueError(f"LotteryConfig: {msg}")
-
-    if not isinstance(config.levels, int) or config.levels < 0:
-        bad(f"levels must be an int >= 0 (pruning levels after the dense one), got {config.levels!r}")
-    if not isinstance(config.rewind_step, int) or not 0 <= config.rewind_step <= config.train.steps:
-        bad(f"rewind_step must be an int in [0, train.steps={config.train.steps}], got {config.rewind_step!r}")
-    if config.reset not in RESETS:
-        bad(f"reset must be one of {RESETS}, got {config.reset!r}")
-    unknown = sorted(set(config.rewind_restores) - set(REWIND_PARTS))
-    if unknown or "params" not in config.rewind_restores:
-        bad(f"rewind_restores must be a subset of {REWIND_PARTS} containing 'params', got {config.rewind_restores!r}")
-    if not isinstance(config.seeds, int) or config.seeds < 1:
-        bad(f"seeds must be an int >= 1, got {config.seeds!r}")
-    unknown = sorted(set(config.vary) - set(train_lib.VARY_STREAMS))
-    if unknown:
-        bad(f"vary: unknown streams {unknown}; valid: {train_lib.VARY_STREAMS}")
-    if config.validation_size is not None and (not isinstance(config.validation_size, int) or config.validation_size < 0):
-        bad(f"validation_size must be None or an int >= 0, got {config.validation_size!r}")
+    if not isinstance(config.train, train_lib.TrainConfig):
+        raise ValueError(f"LotteryConfig: train must be a TrainConfig, got {type(config.train).__name__}")
+    if config.validation_size is not None and (not _is_int(config.validation_size) or config.validation_size < 0):
+        raise ValueError(f"LotteryConfig: validation_size must be None or an int >= 0, got {config.validation_size!r}")
+    try:
+        settings_from_config(config)
+    except ValueError as e:
+        raise ValueError(str(e).replace("imp: ", "LotteryConfig: ", 1)) from None
     pruning.from_config(config.pruner)  # raises with the valid methods/settings
 
 
-# ============================================================================ files
+def settings_from_config(config: LotteryConfig) -> ImpSettings:
+    """The :class:`ImpSettings` of a LotteryConfig."""
+    tc = config.train
+    return ImpSettings(
+        levels=config.levels, steps=tc.steps, batch_size=tc.batch_size, rewind_step=config.rewind_step,
+        seeds=config.seeds, vary=config.vary, reset=config.reset, rewind_restores=config.rewind_restores,
+        eval_every=tc.eval_every, eval_batch_size=tc.eval_batch_size, augment=tc.augment,
+        chunk_size=tc.chunk_size, checkpoint_every=tc.checkpoint_every, pruning_seed=config.pruning_seed,
+        prunable=config.prunable, allow_empty_layers=config.allow_empty_layers, **tc.seeds)
 
 
-def _write_bytes_atomic(path: pathlib.Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    _write_bytes_atomic(path, lambda f: f.write(text.encode()))
-
-
-def _save_tree(path: pathlib.Path, tree, extra: Optional[dict] = None) -> None:
-    arrays = {p: np.asarray(jax.device_get(x)) for p, x in zip(masks_lib.leaf_paths(tree), jax.tree.leaves(tree))}
-    arrays.update(extra or {})
-    _write_bytes_atomic(path, lambda f: np.savez(f, **arrays))
-
-
-def _load_tree(path: pathlib.Path, like):
-    with np.load(path) as stored:
-        paths = masks_lib.leaf_paths(like)
-        missing = [p for p in paths if p not in stored.files]
-        if missing:
-            raise ValueError(f"{path} does not hold {missing[:3]}...: it was written for another model.")
-        leaves = [jnp.asarray(stored[p]) for p in paths]
-    return jax.tree.unflatten(jax.tree.structure(like), leaves)
-
-
-def save_mask(path, mask: Mask) -> None:
-    """Writes a (possibly seeds-batched) mask as ``.npz``: one bool array per leaf path."""
-    _save_tree(pathlib.Path(path), mask.keep, {"__prunable__": np.asarray(mask.prunable, bool)})
-
-
-def load_mask(path, like: Mask) -> Mask:
-    """Reads a mask written by :func:`save_mask` into the structure of ``like``."""
-    with np.load(path) as stored:
-        prunable = tuple(bool(x) for x in stored["__prunable__"])
-    return Mask(_load_tree(pathlib.Path(path), like.keep), prunable)
-
-
-def _level_dir(workdir, level: int, branch: Optional[str] = None) -> pathlib.Path:
-    root = pathlib.Path(workdir)
-    base = root / "levels" if branch is None else root / "branches" / branch
-    return base / f"level_{level:02d}"
-
-
-# ============================================================================ state building
-
-
-def _datasets(config: LotteryConfig, data_dir=None, manual_dir=None) -> dict:
-    """The run's splits: device-resident (``data.splits``), or for a streaming dataset
-    (ImageNet) ``jaxticket.train.HostStream`` objects over ``data.make_stream``: train
-    batches of ``batch_size`` shuffled and augmented with seed ``data_seed``, evaluation
-    batches of ``eval_batch_size``, images of the model's input size."""
-    from jaxticket import data as data_lib
-
+def load_data(config: LotteryConfig, data_dir=None, manual_dir=None) -> data_lib.Data:
+    """The run's data: device-resident splits, or for a streaming dataset (ImageNet)
+    :class:`~jaxticket.train.HostStream` splits over ``data.make_stream``: train batches
+    of ``batch_size`` shuffled and augmented with seed ``data_seed``, evaluation batches
+    of ``eval_batch_size``, images of the model's input size."""
     tc = config.train
     spec = data_lib.get_spec(tc.dataset)
-    if spec.streaming:
-        validation_size = config.validation_size
-        if validation_size is None:
-            validation_size = spec.default_validation_size
-        kw = dict(image_size=int(train_lib._input_shape(tc)[0]), validation_size=validation_size,
-                  data_dir=data_dir, manual_dir=manual_dir)
+    if not spec.streaming:
+        return data_lib.splits(tc.dataset, validation_size=config.validation_size, data_dir=data_dir,
+                               manual_dir=manual_dir)
+    validation_size = spec.default_validation_size if config.validation_size is None else config.validation_size
+    image_size = int((tc.input_shape or models_lib.input_shape(tc.model))[0])
+    kw = dict(image_size=image_size, validation_size=validation_size, data_dir=data_dir, manual_dir=manual_dir)
 
-        def stream(split, **extra):
-            return data_lib.make_stream(tc.dataset, split, **extra, **kw)
+    def stream(split, **extra):
+        return data_lib.make_stream(tc.dataset, split, **extra, **kw)
 
-        steps_per_epoch = len(stream("train", batch_size=tc.batch_size, seed=tc.data_seed, num_epochs=1))
-        def host(s, **extra):
-            return train_lib.HostStream(s, name=tc.dataset, **extra)
-
-        return {"train": host(stream("train", batch_size=tc.batch_size, seed=tc.data_seed),
-                              steps_per_epoch=steps_per_epoch),
-                "validation": (host(stream("validation", batch_size=tc.eval_batch_size))
-                               if validation_size else None),
-                "test": host(stream("test", batch_size=tc.eval_batch_size))}
-    return data_lib.splits(config.train.dataset, validation_size=config.validation_size,
-                           data_dir=data_dir, manual_dir=manual_dir)
+    steps_per_epoch = len(stream("train", batch_size=tc.batch_size, seed=tc.data_seed, num_epochs=1))
+    host = functools.partial(train_lib.HostStream, name=tc.dataset)
+    return data_lib.Data(
+        train=host(stream("train", batch_size=tc.batch_size, seed=tc.data_seed), steps_per_epoch=steps_per_epoch),
+        validation=host(stream("validation", batch_size=tc.eval_batch_size)) if validation_size else None,
+        test=host(stream("test", batch_size=tc.eval_batch_size)),
+        source={"dataset": tc.dataset, "version": spec.tfds_version, "validation_size": int(validation_size)})
 
 
-def _initial_state(config: LotteryConfig, train_config: Optional[train_lib.TrainConfig] = None,
-                   mask: Any = None):
-    tc = train_config or config.train
-    if mask is None:
-        mask = masks_lib.ones_like(train_lib._abstract_params(tc), config.prunable)
-    return train_lib.init_state(tc, mask=mask, seeds=config.seeds, vary=config.vary)
+def objects_from_config(config: LotteryConfig, *, data=None, data_dir=None, manual_dir=None):
+    """``(task, data, pruner, settings)`` of a LotteryConfig: the edge where names become
+    objects. ``data`` (a :class:`~jaxticket.data.Data`) skips loading the dataset."""
+    data = data_lib.as_data(data) if data is not None else load_data(config, data_dir, manual_dir)
+    steps_per_epoch = train_lib.steps_per_epoch(data.train, config.train.batch_size)
+    task = train_lib.task_from_config(config.train, steps_per_epoch=steps_per_epoch)
+    return task, data, config.make_pruner(), settings_from_config(config)
 
 
-def _fresh_opt_state(config: LotteryConfig, params):
-    tx = train_lib.make_optimizer(config.train, steps_per_epoch=1)
-    return jax.vmap(tx.init)(params)
+def _config_run(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None, **kw) -> ImpRun:
+    task, data, pruner, settings = objects_from_config(config, data=datasets, data_dir=data_dir, manual_dir=manual_dir)
+    identity = {"config": config.to_dict(), "data": data.fingerprint()}
+    return ImpRun(task, data, pruner, settings, workdir, identity, **kw)
 
 
-def prune_level(config: LotteryConfig, params, mask: Mask, level: int, *, reset: Optional[str] = None) -> Mask:
-    """The mask of ``level`` from the previous level's final ``params`` and ``mask``.
+def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None,
+            overwrite: bool = False, progress=None, log: Callable = print) -> list[dict]:
+    """Runs (or resumes) the IMP experiment of a LotteryConfig in ``workdir``.
 
-    Vmapped over the seeds axis (each replica prunes its own weights). For
-    ``reset="random_mask"`` the result is a random mask with the pruner's per-layer
-    survivor counts. Random pruners get ``fold_in(key(pruning_seed), level)``, split per
-    replica.
+    The dataset is loaded (``data_dir``/``manual_dir`` for TFDS; or pass ``datasets``, a
+    :class:`~jaxticket.data.Data`) before anything is written. Returns one row per
+    (level, seed), also in ``results.json`` / ``results.csv``.
     """
-    pruner = config.make_pruner()
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(config.pruning_seed), level), config.seeds)
-    new = jax.vmap(pruner)(params, mask, keys)
-    if (reset or config.reset) == "random_mask":
-        random_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-        new = jax.vmap(lambda m, k: pruning.random_like(m, k, "layer"))(new, random_keys)
-    return new
-
-
-def start_state(config: LotteryConfig, mode: str, level: int, mask: Mask, *, rewind_state, previous_final=None):
-    """The state a level starts from, for reset ``mode`` (see the module docstring).
-
-    ``rewind_state``: the (seeds-batched) state at step ``k``; ``previous_final``: the
-    previous level's final state (for ``"finetune"``).
-    """
-    if mode not in RESETS:
-        raise ValueError(f"unknown reset mode {mode!r}; valid: {RESETS}")
-    if mode == "reinit":
-        tc = config.train.replace(init_seed=config.train.init_seed + REINIT_SEED_STRIDE * level)
-        return _initial_state(config, tc, mask)
-    if mode == "finetune":
-        if previous_final is None:
-            raise ValueError("finetune needs the previous level's final state")
-        trained = rewind_state.replace(params=previous_final.params, batch_stats=previous_final.batch_stats)
-        state = train_lib.with_mask(trained, mask)
-        return state.replace(opt_state=_fresh_opt_state(config, state.params))
-    state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
-    if "opt_state" not in config.rewind_restores:
-        state = state.replace(opt_state=_fresh_opt_state(config, state.params))
-    if "batch_stats" not in config.rewind_restores:
-        state = state.replace(batch_stats=_initial_state(config, mask=mask).batch_stats)
-    return state
-
-
-# ============================================================================ one level
-
-
-def _read_history(path: pathlib.Path) -> list[dict]:
-    """Metrics records by step; after a resume the later record of a step wins."""
-    if not path.exists():
-        return []
-    by_step = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            by_step[rec["step"]] = rec
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def _per_seed(value, seeds: int) -> list:
-    if value is None:
-        return [None] * seeds
-    arr = np.asarray(value, dtype=float).reshape(-1)
-    return arr.tolist() if arr.size == seeds else [float(arr[0])] * seeds
-
-
-def _level_rows(kind: str, level: int, seeds: int, density, final: dict, history: list[dict],
-                start_step: int, end_step: int) -> list[dict]:
-    rows = []
-    for s in range(seeds):
-        test_acc = [(r["step"], _per_seed(r.get("test_accuracy"), seeds)[s]) for r in history
-                    if r.get("test_accuracy") is not None]
-        val_loss = [(r["step"], _per_seed(r.get("val_loss"), seeds)[s]) for r in history
-                    if r.get("val_loss") is not None and r["step"] > start_step]
-        row = {
-            "kind": kind, "level": level, "seed": s, "density": float(density[s]),
-            "final_test_accuracy": final["test_accuracy"][s], "final_test_loss": final["test_loss"][s],
-            "best_test_accuracy": max((a for _, a in test_acc), default=final["test_accuracy"][s]),
-            "final_val_accuracy": final.get("val_accuracy", [None] * seeds)[s],
-            "final_val_loss": final.get("val_loss", [None] * seeds)[s],
-            "early_stop_step": None, "early_stop_val_loss": None, "early_stop_test_accuracy": None,
-            "start_step": start_step, "end_step": end_step,
-        }
-        if val_loss:  # Frankle & Carbin: the iteration of minimum validation loss
-            step, loss = min(val_loss, key=lambda t: (t[1], t[0]))
-            row["early_stop_step"], row["early_stop_val_loss"] = step, loss
-            row["early_stop_test_accuracy"] = dict(test_acc).get(step)
-        rows.append(row)
-    return rows
-
-
-def _train_level(config: LotteryConfig, datasets: dict, level_dir: pathlib.Path, state, *, kind: str,
-                 level: int, run_hash: str, rewind_step: Optional[int] = None, progress=None, log=print):
-    """Trains one level (resuming if interrupted); writes its files; returns (final, rewind, rows)."""
-    tc = config.train
-    level_dir.mkdir(parents=True, exist_ok=True)
-    save_mask(level_dir / "mask.npz", state.mask)
-    level_config = {"run": run_hash, "kind": kind, "level": level}
-    start_step = int(np.ravel(jax.device_get(state.step))[0])
-    t0 = time.perf_counter()
-    with ckpt_lib.RunCheckpoints(level_dir, level_config) as ckpts:
-        result = train_lib.fit(tc, state, datasets["train"], val_ds=datasets.get("validation"),
-                               test_ds=datasets["test"], rewind_step=rewind_step,
-                               metrics_path=level_dir / "metrics.jsonl", checkpoints=ckpts,
-                               progress=progress)
-    final = {}
-    for name, ds in (("test", datasets["test"]), ("val", datasets.get("validation"))):
-        if ds is None:
-            continue
-        ev = jax.device_get(train_lib.evaluate(tc, result.state, ds))
-        final[f"{name}_accuracy"] = _per_seed(ev["accuracy"], config.seeds)
-        final[f"{name}_loss"] = _per_seed(ev["loss"], config.seeds)
-        if name == "test":
-            _write_bytes_atomic(level_dir / "test_logits.npy",
-                                lambda f, x=np.asarray(ev["logits"]): np.save(f, x))
-    density = np.asarray(jax.vmap(masks_lib.density)(result.state.mask)).tolist()
-    rows = _level_rows(kind, level, config.seeds, density, final, _read_history(level_dir / "metrics.jsonl"),
-                       start_step, tc.steps)
-    _save_tree(level_dir / "final_params.npz", result.state.params)
-    _save_tree(level_dir / "final_batch_stats.npz", result.state.batch_stats)
-    summary = {"kind": kind, "level": level, "density": density, "rows": rows,
-               "elapsed_s": round(time.perf_counter() - t0, 3)}
-    _write_text_atomic(level_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    accs = ", ".join(f"{a:.4f}" for a in final["test_accuracy"])
-    log(f"[{kind}] level {level:2d}  density {np.mean(density):7.4f}  test accuracy {accs}  "
-        f"({summary['elapsed_s']:.1f} s)")
-    return result.state, result.rewind_state, rows
-
-
-def load_level(config: LotteryConfig, level_dir, like_state):
-    """A finished level's final state (params, BN stats, mask) read back from its files."""
-    level_dir = pathlib.Path(level_dir)
-    mask = load_mask(level_dir / "mask.npz", like_state.mask)
-    params = _load_tree(level_dir / "final_params.npz", like_state.params)
-    stats = like_state.batch_stats
-    if jax.tree.leaves(stats):
-        stats = _load_tree(level_dir / "final_batch_stats.npz", stats)
-    return like_state.replace(params=params, batch_stats=stats, mask=mask)
-
-
-def _level_done(level_dir: pathlib.Path) -> Optional[list[dict]]:
-    path = level_dir / "summary.json"
-    return json.loads(path.read_text())["rows"] if path.exists() else None
-
-
-# ============================================================================ IMP
-
-
-def _open_run(config: LotteryConfig, workdir, overwrite: bool) -> ckpt_lib.RunCheckpoints:
-    workdir = pathlib.Path(workdir)
-    if overwrite:
-        for sub in ("levels", "branches"):
-            shutil.rmtree(workdir / sub, ignore_errors=True)
-        for name in ("results.json", "results.csv"):
-            (workdir / name).unlink(missing_ok=True)
-    return ckpt_lib.RunCheckpoints(workdir, config.to_dict(), overwrite=overwrite)
-
-
-def _rewind_point(config, run, initial, result_rewind):
-    k = config.rewind_step
-    if result_rewind is not None:
-        if k not in run.rewind_steps():
-            run.save_rewind_point(k, result_rewind)
-        return result_rewind
-    if k not in run.rewind_steps():
-        raise RuntimeError(f"the rewind point at step {k} is missing from {run.directory}; "
-                           "rerun with --overwrite to start this experiment again.")
-    return run.restore_rewind_point(k, train_lib._abstract(initial))
-
-
-def run_imp(config: LotteryConfig, workdir, *, datasets: Optional[dict] = None, data_dir=None,
-            manual_dir=None, overwrite: bool = False, progress=None, log: Callable = print) -> list[dict]:
-    """Runs (or resumes) IMP: level 0 dense, then ``config.levels`` pruned levels.
-
-    Args:
-      config: the experiment.
-      workdir: the run directory (see the module docstring); refused if it was made by a
-        different config, unless ``overwrite``.
-      datasets: ``{"train", "validation", "test"}`` device datasets; default: loaded with
-        :func:`jaxticket.data.splits` (``data_dir``/``manual_dir`` for TFDS).
-      progress: per-level progress bars (``None``: automatic).
-      log: called with a one-line summary per level.
-
-    Returns:
-      One row per (level, seed), also written to ``results.json`` / ``results.csv``.
-    """
-    workdir = pathlib.Path(workdir)
-    datasets = datasets or _datasets(config, data_dir, manual_dir)  # before anything is written
-    run = _open_run(config, workdir, overwrite)
-    rows: list[dict] = []
+    run = _config_run(config, workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir,
+                      overwrite=overwrite, progress=progress, log=log)
     try:
-        initial = _initial_state(config)
-        rewind_state = None
-        previous = None
-        mask = initial.mask
-        for level in range(config.levels + 1):
-            level_dir = _level_dir(workdir, level)
-            done = _level_done(level_dir)
-            if done is not None and (level > 0 or config.rewind_step in run.rewind_steps()):
-                log(f"[imp] level {level:2d}  done, read back from {level_dir}")
-                rows += done
-                previous = load_level(config, level_dir, initial)
-                mask = previous.mask
-                continue
-            if level == 0:
-                state = initial
-            else:
-                if rewind_state is None:
-                    rewind_state = _rewind_point(config, run, initial, None)
-                mask = prune_level(config, previous.params, mask, level)
-                state = start_state(config, config.reset, level, mask, rewind_state=rewind_state,
-                                    previous_final=previous)
-            final, rewound, level_rows = _train_level(
-                config, datasets, level_dir, state, kind="imp", level=level, run_hash=run.config_hash,
-                rewind_step=config.rewind_step if level == 0 else None, progress=progress, log=log)
-            if level == 0:
-                rewind_state = _rewind_point(config, run, initial, rewound)
-            previous, mask = final, final.mask
-            rows += level_rows
-            _write_results(workdir, rows)
+        return [r for level in run.run().levels for r in level.rows]
     finally:
         run.close()
-    _write_results(workdir, _all_rows(workdir))
-    return rows
 
 
-# ============================================================================ branches
-
-
-def run_branch(workdir, mode: str, levels: Optional[Sequence[int]] = None, *, datasets: Optional[dict] = None,
-               data_dir=None, manual_dir=None, progress=None, log: Callable = print) -> list[dict]:
-    """Runs a baseline from an existing IMP run at chosen levels, reusing its masks.
-
-    ``mode``: ``"reinit"`` (the IMP mask at level L on a fresh init), ``"random_mask"``
-    (a random mask with level L's per-layer counts, rewound weights), ``"finetune"`` (the
-    IMP level L-1 final weights under level L's mask) or ``"rewind"`` (a re-run of the
-    IMP level, e.g. with more seeds of the data order). ``levels``: default all finished
-    IMP levels >= 1. Results go to ``branches/MODE/level_LL`` and the run's results files.
-    """
+def open_run(workdir, *, datasets=None, data_dir=None, manual_dir=None, progress=None,
+             log: Callable = print) -> ImpRun:
+    """The handle of a run directory made by :func:`run_imp` (or ``jaxticket imp``): its
+    finished levels read back, nothing trained. Close it with ``run.close()``."""
     workdir = pathlib.Path(workdir)
-    if mode not in RESETS:
-        raise ValueError(f"unknown branch {mode!r}; valid: {RESETS}")
-    config_path = workdir / ckpt_lib.CONFIG_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"{workdir} holds no IMP run (no {ckpt_lib.CONFIG_FILE}); run `jaxticket imp` first.")
-    config = LotteryConfig.from_dict(json.loads(config_path.read_text())["config"])
-    finished = sorted(int(p.parent.name.split("_")[1]) for p in (workdir / "levels").glob("level_*/summary.json"))
-    levels = [l for l in finished if l >= 1] if levels is None else list(levels)
-    missing = [l for l in levels if l not in finished or l < 1]
-    if missing:
-        raise ValueError(f"branch levels {missing} are not finished IMP levels >= 1; finished: {finished}")
-    run = ckpt_lib.RunCheckpoints(workdir, config.to_dict())
-    datasets = datasets or _datasets(config, data_dir, manual_dir)
-    rows: list[dict] = []
+    stored = rundir_lib.RunDir(workdir).identity()
+    if stored is None:
+        raise FileNotFoundError(f"{workdir} holds no IMP run (no {rundir_lib.CONFIG_FILE}); run `jaxticket imp` first.")
+    if "config" not in stored.get("config", {}):
+        raise ValueError(f"{workdir} was made by jaxticket.imp on objects; reopen it by calling jaxticket.imp "
+                         "with the same task, data and pruner")
+    config = LotteryConfig.from_dict(stored["config"]["config"])
+    run = _config_run(config, workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir,
+                      progress=progress, log=log)
+    for level in range(config.levels + 1):
+        result = run._read_level(level, rundir_lib.IMP_KIND)
+        if result is None:
+            break
+        run.levels.append(result)
+    return run
+
+
+def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, datasets=None, data_dir=None,
+               manual_dir=None, progress=None, log: Callable = print) -> list[dict]:
+    """Runs a baseline from a run directory made by :func:`run_imp` at chosen levels.
+
+    ``kind``: a registered branch kind (:func:`branch_kinds`). ``levels``: default all
+    finished IMP levels >= 1. Results go to ``branches/KIND/level_LL`` and the run's
+    results files; returns the branch's rows.
+    """
+    if kind not in _BRANCHES:
+        raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
+    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log)
     try:
-        initial = _initial_state(config)
-        rewind_state = _rewind_point(config, run, initial, None)
-        for level in levels:
-            level_dir = _level_dir(workdir, level, mode)
-            done = _level_done(level_dir)
-            if done is not None:
-                log(f"[{mode}] level {level:2d}  done, read back from {level_dir}")
-                rows += done
-                continue
-            imp_mask = load_mask(_level_dir(workdir, level) / "mask.npz", initial.mask)
-            previous = load_level(config, _level_dir(workdir, level - 1), initial)
-            mask = imp_mask
-            if mode == "random_mask":
-                keys = jax.random.split(jax.random.fold_in(jax.random.key(config.pruning_seed + 1), level), config.seeds)
-                mask = jax.vmap(lambda m, k: pruning.random_like(m, k, "layer"))(imp_mask, keys)
-            state = start_state(config, mode, level, mask, rewind_state=rewind_state, previous_final=previous)
-            _, _, level_rows = _train_level(config, datasets, level_dir, state, kind=mode, level=level,
-                                            run_hash=run.config_hash, progress=progress, log=log)
-            rows += level_rows
+        return [r for result in run.branch(kind, levels) for r in result.rows]
     finally:
         run.close()
-    _write_results(workdir, _all_rows(workdir))
-    return rows
-
-
-# ============================================================================ results
-
-
-def _all_rows(workdir) -> list[dict]:
-    workdir = pathlib.Path(workdir)
-    rows = []
-    for path in sorted(workdir.glob("levels/level_*/summary.json")) + sorted(workdir.glob("branches/*/level_*/summary.json")):
-        rows += json.loads(path.read_text())["rows"]
-    return rows
-
-
-def _write_results(workdir, rows: list[dict]) -> None:
-    workdir = pathlib.Path(workdir)
-    _write_text_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    _write_text_atomic(workdir / "results.csv", out.getvalue())
 
 
 def load_results(workdir) -> list[dict]:
     """All rows (IMP levels and branches) of a run directory, from the level summaries."""
-    return _all_rows(workdir)
+    return rundir_lib.RunDir(workdir).rows()

@@ -51,12 +51,10 @@ __all__ = [
     "Mask",
     "MaskSummary",
     "apply",
-    "apply_to_updates",
     "count",
     "density",
+    "emptied_leaves",
     "from_tree",
-    "intersect",
-    "keep_tree",
     "leaf_paths",
     "ones_like",
     "path_predicate",
@@ -158,11 +156,6 @@ class Mask:
         return f"Mask({n} leaves, {sum(self.prunable)} prunable)"
 
 
-def keep_tree(mask: Mask) -> PyTree:
-    """The params-shaped tree of bool leaves of ``mask`` (``mask.keep``)."""
-    return mask.keep
-
-
 # ----------------------------------------------------------------------------- creation
 
 
@@ -184,12 +177,27 @@ def path_predicate(selector) -> Optional[Callable[[str, Any], bool]]:
     return None
 
 
+def _everything(path: str, leaf) -> bool:
+    return True
+
+
+#: The reserved ``prunable`` words: ``"kernels"`` (the default: leaves with ``ndim >= 2``,
+#: the "weights" of the papers) and ``"all"`` (every leaf, biases and normalisation
+#: scales/offsets included).
+PRUNABLE_WORDS = {"kernels": _default_prunable, "all": _everything}
+
+
 def _prunable_predicate(prunable: PrunableSpec) -> Callable[[str, Any], bool]:
-    predicate = _default_prunable if prunable is None else path_predicate(prunable)
+    if prunable is None:
+        return _default_prunable
+    if isinstance(prunable, str) and prunable in PRUNABLE_WORDS:
+        return PRUNABLE_WORDS[prunable]
+    predicate = path_predicate(prunable)
     if predicate is None:
         raise TypeError(
-            "prunable must be None (kernels: leaves with ndim >= 2), a regex string over leaf "
-            f"paths such as 'Dense_2/kernel', or a predicate (path, leaf) -> bool; got {prunable!r}."
+            "prunable must be None or 'kernels' (leaves with ndim >= 2), 'all' (every leaf), a "
+            "regex string over leaf paths such as 'Dense_2/kernel', or a predicate "
+            f"(path, leaf) -> bool; got {prunable!r}."
         )
     return predicate
 
@@ -199,19 +207,24 @@ def ones_like(params: PyTree, prunable: PrunableSpec = None) -> Mask:
 
     Args:
       params: any pytree of arrays (e.g. Flax ``variables["params"]``).
-      prunable: which leaves may be pruned. ``None`` (default): the weight kernels,
-        leaves with ``ndim >= 2`` (Dense ``(in, out)``, Conv ``(h, w, in, out)``);
-        biases and normalisation scales/offsets never. A string: a regex searched in
-        each leaf's path string (``re.search``), e.g. ``"Dense_2/kernel"`` or
+      prunable: which leaves may be pruned. ``None`` or ``"kernels"`` (default): the
+        weight kernels, leaves with ``ndim >= 2`` (Dense ``(in, out)``, Conv
+        ``(h, w, in, out)``); biases and normalisation scales/offsets never (the
+        Frankle & Carbin convention). ``"all"``: every leaf. Any other string: a regex
+        searched in each leaf's path string (``re.search``), e.g. ``"Dense_2/kernel"`` or
         ``"conv.*/kernel"``. A callable: ``predicate(path_string, leaf) -> bool``.
 
     Returns:
       A :class:`Mask` whose ``keep`` has ``params``' structure, all leaves ``True``.
 
-    Example::
-
-        mask = ones_like(params)                           # kernels only
-        mask = ones_like(params, prunable=r"^(?!output)")  # everything but `output/...`
+    Example:
+        >>> params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
+        >>> ones_like(params).prunable                     # kernels only
+        (False, True)
+        >>> ones_like(params, "all").prunable              # biases too
+        (True, True)
+        >>> ones_like(params, r"^(?!dense/kernel)").prunable   # a regex over paths
+        (True, False)
     """
     predicate = _prunable_predicate(prunable)
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -319,23 +332,6 @@ def apply(params: PyTree, mask: Mask) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
-def apply_to_updates(updates: PyTree, mask: Mask) -> PyTree:
-    """Same as :func:`apply`, for gradient/optimizer updates (a params-shaped tree).
-
-    Zeroing the updates of pruned weights keeps them exactly 0 through any optimizer,
-    momentum, Adam moments and weight decay included, when applied after the optimizer.
-    """
-    return apply(updates, mask)
-
-
-def intersect(a: Mask, b: Mask) -> Mask:
-    """Entries kept by both masks (``a.keep & b.keep``); prunable flags must agree."""
-    if a.prunable != b.prunable:
-        raise ValueError("intersect: the two masks disagree on which leaves are prunable.")
-    validate(a.keep, b)
-    return a.replace(keep=jax.tree.map(jnp.logical_and, a.keep, b.keep))
-
-
 # ----------------------------------------------------------------------------- counting
 
 
@@ -351,6 +347,31 @@ def count(mask: Mask) -> tuple[jax.Array, int]:
             kept = kept + jnp.sum(leaf, dtype=jnp.int32)
             total += int(np.prod(np.shape(leaf)))
     return kept, total
+
+
+def emptied_leaves(before: Mask, after: Mask, *, batch_dims: int = 0) -> list[str]:
+    """Paths of the prunable leaves that had survivors in ``before`` and none in ``after``.
+
+    Host values (not for jit). With ``batch_dims`` leading seed axes a leaf counts as
+    emptied when it is emptied for any seed. Removing a layer's last weight disconnects
+    the network, so the IMP engine refuses it unless asked (``allow_empty_layers``).
+
+    Example:
+        >>> m = ones_like({"w": jnp.ones((2, 2))})
+        >>> emptied_leaves(m, m.replace(keep={"w": jnp.zeros((2, 2), bool)}))
+        ['w']
+    """
+    out = []
+    for path, b, a, flag in zip(before.paths(), before.leaves(), after.leaves(), before.prunable):
+        if not flag:
+            continue
+        b, a = np.asarray(jax.device_get(b)), np.asarray(jax.device_get(a))
+        lead = b.shape[:batch_dims]
+        had = b.reshape(*lead, -1).any(-1)
+        has = a.reshape(*lead, -1).any(-1)
+        if np.any(had & ~has):
+            out.append(path)
+    return out
 
 
 def density(mask: Mask) -> jax.Array:

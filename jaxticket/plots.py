@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import os
-import uuid
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,6 +28,7 @@ __all__ = [
     "plot_error_curve",
     "plot_heatmap",
     "plot_instability_vs_k",
+    "plot_series_vs_density",
     "plot_trajectories",
     "save_figure",
 ]
@@ -41,20 +41,11 @@ def _figure(figsize=(5.0, 3.6)) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> str:
-    """Writes ``fig`` as a PNG to ``path`` atomically (temp file + ``os.replace``)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex}.png")
-    try:
-        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
-            fig.savefig(f, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Writes ``fig`` as a PNG to ``path`` atomically (:func:`jaxticket.rundir.write_atomic`)."""
+    from jaxticket.rundir import write_atomic
+
+    write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+    return os.fspath(path)
 
 
 def _np(x) -> np.ndarray:
@@ -207,6 +198,38 @@ def plot_density_accuracy(
         ax.set_title(title)
     if pooled:
         ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, path)
+
+
+def plot_series_vs_density(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    ylabel: str,
+    title: str | None = None,
+) -> str:
+    """Any quantity vs percent of weights remaining (log x, reversed), one line per label.
+
+    Args:
+      series: ``{label: (densities, means, stds)}`` (densities as fractions).
+
+    Example::
+
+        plot_series_vs_density({"imp": ([1, .5, .25], [2500, 2100, 1900], [200, 150, 90])},
+                               "early_stop.png", ylabel="early-stop iteration")
+    """
+    fig = _figure((5.5, 3.8))
+    ax = fig.add_subplot()
+    for label, (d, m, sd) in series.items():
+        ax.errorbar(100.0 * _np(d), _np(m), yerr=_np(sd), marker="o", markersize=3, capsize=2, label=str(label))
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
 

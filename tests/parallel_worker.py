@@ -23,17 +23,17 @@ def setup(steps=12, batch_size=16):
     import numpy as np
 
     from jaxticket import train
-    from jaxticket.data import ArrayDataset
+    from jaxticket.data import ArrayDataset, Normalize
 
     rng = np.random.default_rng(0)
     n = 128
     images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
     labels = (images.reshape(n, -1)[:, :4].argmax(1)).astype(np.int32)
-    ds = ArrayDataset(jnp.asarray(images), jnp.asarray(labels), "mnist", 10, (0.5,), (0.25,))
-    config = train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.05, momentum=0.9,
-                               weight_decay=1e-4, batch_size=batch_size, steps=steps,
-                               eval_batch_size=32, chunk_size=5)
-    return config, ds, images, labels
+    ds = ArrayDataset(jnp.asarray(images), jnp.asarray(labels), "toy", 10, Normalize((0.5,), (0.25,)))
+    task = train.task_from_config(train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.05,
+                                                    momentum=0.9, weight_decay=1e-4))
+    fit_kw = dict(steps=steps, batch_size=batch_size, eval_batch_size=32, chunk_size=5)
+    return task, fit_kw, ds, images, labels
 
 
 def _maxdiff(a, b):
@@ -51,21 +51,23 @@ def sharded(out_path):
     from jaxticket import parallel, train
 
     assert jax.device_count() == 8, jax.devices()
-    config, ds, _, _ = setup()
+    task, fit_kw, ds, _, _ = setup()
+    from jaxticket.train import sources, step as step_lib
+
     result = {}
     cases = {"data_1x8": (None, 1, 8), "replicas_8x1": (8, 8, 1), "both_4x2": (4, 4, 2)}
     for name, (seeds, r, d) in cases.items():
-        state = train.init_state(config, seeds=seeds)
-        ref = train.fit(config, state, ds, val_ds=ds, progress=False)
-        ref_eval = train.evaluate(config, ref.state, ds)
+        state = train.init_state(task, seeds=seeds)
+        ref = train.fit(task, state, ds, val=ds, **fit_kw)
+        ref_eval = train.evaluate(task, ref.state, ds)
         mesh = parallel.make_mesh(r, d)
         sstate = parallel.shard_state(state, mesh)
         sds = parallel.replicate(ds, mesh)
-        out = train.fit(config, sstate, sds, val_ds=sds, mesh=mesh, progress=False)
-        out_eval = train.evaluate(config, out.state, sds, mesh)
+        out = train.fit(task, sstate, sds, val=sds, mesh=mesh, **fit_kw)
+        out_eval = train.evaluate(task, out.state, sds, mesh=mesh)
         leaf = jax.tree.leaves(out.state.params)[0]
-        hlo = train._train_chunk_jit_impl.lower(
-            train._step_config(config), sstate, sds, np.int32(3), mesh).compile().as_text()
+        feed = sources.DeviceFeed(fit_kw["batch_size"])
+        hlo = step_lib._run_steps.lower(task, feed, mesh, 5, sstate, sds, np.int32(3)).compile().as_text()
         result[name] = {
             "params": _maxdiff(parallel.to_host(out.state.params), ref.state.params),
             "eval_loss": _maxdiff(parallel.to_host(out_eval["loss"]), ref_eval["loss"]),
@@ -91,12 +93,12 @@ def distributed(process_id, port, out_path):
     from jaxticket import parallel, train
 
     assert jax.device_count() == 4 and jax.local_device_count() == 2
-    config, ds, images, labels = setup()
-    state = train.init_state(config, seeds=2)
+    task, fit_kw, ds, images, labels = setup()
+    state = train.init_state(task, seeds=2)
     mesh = parallel.make_mesh(2, 2)
     sstate = parallel.shard_state(state, mesh)
     sds = parallel.replicate(ds, mesh)
-    out = train.fit(config, sstate, sds, val_ds=sds, mesh=mesh, progress=False)
+    out = train.fit(task, sstate, sds, val=sds, mesh=mesh, **fit_kw)
     params = parallel.to_host(out.state.params)
     flat = {f"p{i}": x for i, x in enumerate(jax.tree.leaves(params))}
     flat["val_loss"] = np.asarray(out.history[-1]["val_loss"])

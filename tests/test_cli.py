@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxticket import cli, configs, lottery, train
+from jaxticket import cli, configs, lottery, report, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config", "demo", "--steps", "50", "--seeds", "2", "--no-progress", "--set", "eval_every=10"]
@@ -70,10 +70,10 @@ def test_set_unknown_key_lists_the_valid_keys():
 def test_resolved_config_applies_preset_then_set_then_flags():
     args = cli.build_parser().parse_args(
         ["imp", "--config", "demo", "--set", "steps=99", "--steps", "40", "--levels", "1",
-         "--set", "train.lr=0.02", "--rewind-step", "5", "--batch-size", "30", "--set", "reset=reinit"])
+         "--set", "train.lr=0.02", "--rewind-step", "5", "--batch-size", "30", "--set", "reset=finetune"])
     config = cli.resolve_config(args)
     assert (config.train.steps, config.train.lr, config.train.batch_size) == (40, 0.02, 30)
-    assert (config.levels, config.rewind_step, config.reset) == (1, 5, "reinit")
+    assert (config.levels, config.rewind_step, config.reset) == (1, 5, "finetune")
     assert config.train.dataset == configs.get("demo").train.dataset
 
 
@@ -84,7 +84,12 @@ def test_resolved_config_applies_preset_then_set_then_flags():
     (["imp", "--config", "lenet_300_100_mnst"], ["did you mean 'lenet_300_100_mnist'", "conv6_cifar10"]),
     (["imp", "--config", "demo", "--set", "lrr=1"], ["'lrr'", "valid keys"]),
     (["imp", "--config", "demo", "--set", "lr=-1"], ["lr must be"]),
-    (["imp", "--config", "demo", "--set", "reset=bogus"], ["'rewind', 'finetune', 'reinit', 'random_mask'"]),
+    (["imp", "--config", "demo", "--set", "reset=bogus"], ["'rewind', 'finetune'"]),
+    (["imp", "--config", "demo", "--set", "lr=true"], ["lr must be a finite number > 0, got True"]),
+    (["imp", "--config", "demo", "--set", 'pruner={"method": "magnitude", "fraction": "0.2"}'],
+     ["fraction must be a number"]),
+    (["imp", "--config", "demo", "--import", "no_such_module_xyz"], ["--import no_such_module_xyz"]),
+    (["instability", "--config", "demo", "--ks", "0", "100000"], ["--ks [100000] are outside [0, steps=300]"]),
     (["imp", "--config", "demo", "--set", "model=lenet_bogus"], ["bad config value"]),
     (["imp", "--config", "demo", "--set", "dataset=nope"], ["Valid names", "digits"]),
     (["imp", "--config", "demo", "--levels", "x"], ["invalid int value"]),
@@ -183,9 +188,10 @@ def test_imp_branch_report(tiny_run, capsys):
     for col in ("weights %", "imp acc %", "imp stop", "reinit acc %", "random_mask acc %"):
         assert col in header
     assert "| 2 | 25.00 |" in out and " ± " in out  # two levels of global 50%
-    report = (tiny_run / "report.md").read_text()
-    assert header in report and "mean ± std over 2 seed(s)" in report
-    for name in (cli.ACCURACY_PLOT, cli.EARLY_STOP_PLOT):
+    text = (tiny_run / "report.md").read_text()
+    assert header in text and "mean ± std over 2 seed(s)" in text
+    assert str(tiny_run.parent) not in text and "# jaxticket report: run" in text  # no machine paths
+    for name in (report.ACCURACY_PLOT, report.EARLY_STOP_PLOT):
         assert (tiny_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -265,7 +271,7 @@ def test_demo_end_to_end(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     assert "random_mask acc %" in out and "demo finished" in out
-    for name in ("results.csv", "results.json", cli.REPORT_FILE, cli.ACCURACY_PLOT, cli.EARLY_STOP_PLOT):
+    for name in ("results.csv", "results.json", report.REPORT_FILE, report.ACCURACY_PLOT, report.EARLY_STOP_PLOT):
         assert (workdir / name).exists() and f"{cli.DEMO_WORKDIR}/{name}" in out
     config = configs.get("demo")
     rows = lottery.load_results(workdir)

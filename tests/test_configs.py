@@ -33,7 +33,7 @@ def _stand_in(abstract):
 def _one_level_densities(config: lottery.LotteryConfig):
     """Per-leaf density (``None`` for unprunable leaves) and overall density after one
     pruning level of the preset's pruner, on stand-in weights of its model."""
-    params = _stand_in(train._abstract_params(config.train))
+    params = _stand_in(train.task_from_config(config.train, steps_per_epoch=1).abstract_params())
     mask = masks.ones_like(params, config.prunable)
     new = pruning.from_config(config.pruner)(params, mask, jax.random.key(1))
     out = {}
@@ -44,7 +44,7 @@ def _one_level_densities(config: lottery.LotteryConfig):
 
 def _prunable(config) -> set:
     """The leaf paths the preset may prune."""
-    mask = masks.ones_like(train._abstract_params(config.train), config.prunable)
+    mask = masks.ones_like(train.task_from_config(config.train, steps_per_epoch=1).abstract_params(), config.prunable)
     return {p for p, f in zip(masks.leaf_paths(mask.keep), mask.prunable) if f}
 
 
@@ -170,9 +170,10 @@ def test_resnet50_imagenet_open_lth():
     t = c.train
     assert (t.model, t.dataset, t.lr, t.momentum, t.weight_decay, t.batch_size) == (
         "resnet50", "imagenet2012", 0.4, 0.9, 1e-4, 1024)
-    assert 1_281_167 // 1024 == 1251
-    assert (t.steps, t.warmup_steps, t.milestones, t.milestone_unit) == (90 * 1251, 5 * 1251, (30, 60, 80), "epochs")
-    assert data.get_spec(t.dataset).streaming  # why `jaxticket imp` refuses it
+    epoch = data.get_spec(t.dataset).split_sizes["train"] // t.batch_size  # ImageNet's 1,281,167 images
+    assert epoch == 1251
+    assert (t.steps, t.warmup_steps, t.milestones, t.milestone_unit) == (90 * epoch, 5 * epoch, (30, 60, 80), "epochs")
+    assert data.get_spec(t.dataset).streaming  # streamed from the host
 
 
 def test_demo_is_offline_and_small():

@@ -146,16 +146,18 @@ def test_digits_embedded():
 def test_load_digits_splits_on_device():
     parts = data.splits("digits", validation_size=137)
     assert [len(parts[k]) for k in ("train", "validation", "test")] == [1300, 137, 360]
-    assert isinstance(parts["train"].images, jax.Array)
+    assert isinstance(parts["train"].inputs, jax.Array)
     train = data.load("digits", "train", validation_size=137)
-    np.testing.assert_array_equal(train.images, parts["train"].images)
+    np.testing.assert_array_equal(train.inputs, parts["train"].inputs)
     assert data.splits("digits")["validation"] is None  # default: no validation for digits
     with pytest.raises(ValueError, match="validation_size"):
         data.load("digits", "validation")
     with pytest.raises(ValueError, match="split"):
         data.load("digits", "dev")
     ds = data.load("digits", "test")
-    assert ds.name == "digits" and ds.num_classes == 10 and ds.image_shape == (8, 8, 1)
+    assert ds.name == "digits" and ds.num_classes == 10 and ds.example_shape == (8, 8, 1)
+    assert ds.preprocess == data.Normalize(data.get_spec("digits").mean, data.get_spec("digits").std)
+    assert parts.source == {"dataset": "digits", "version": None, "validation_size": 137}
 
 
 def test_imagenet_refuses_to_materialise(tmp_path):
@@ -223,8 +225,9 @@ def test_batch_indices_differ_across_seeds_and_vmap_matches():
 
 def _tiny_dataset(n=40, shape=(6, 6, 3)):
     images, labels = _arrays(n, shape)
+    spec = data.get_spec("cifar10")
     return data.ArrayDataset(jnp.asarray(images), jnp.asarray(labels), "cifar10", 10,
-                             data.get_spec("cifar10").mean, data.get_spec("cifar10").std)
+                             data.Normalize(spec.mean, spec.std))
 
 
 def test_make_batch_jit_vmap_and_resume():
@@ -236,7 +239,7 @@ def test_make_batch_jit_vmap_and_resume():
     idx = np.asarray(jax.jit(data.batch_indices, static_argnames=("batch_size", "num_examples"))(
         dk, 5, batch_size=8, num_examples=40))
     np.testing.assert_array_equal(y, np.asarray(ds.labels)[idx])
-    ref = (np.asarray(ds.images)[idx] / 255.0 - np.array(ds.mean)) / np.array(ds.std)
+    ref = (np.asarray(ds.inputs)[idx] / 255.0 - np.array(ds.preprocess.mean)) / np.array(ds.preprocess.std)
     np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-5)
     # resume: the same step gives the same batch, with augmentation too
     xa, _ = mb(ds, dk, ak, 5, 8, augment=True)
@@ -327,3 +330,50 @@ def test_normalize():
                                np.array([0.2470, 0.2435, 0.2616]), rtol=1e-5)
     with pytest.raises(ValueError, match="Valid names"):
         data.normalize(x, "nope")
+
+
+# ----------------------------------------------------------------------------- your own arrays
+
+
+def test_from_arrays_keeps_shape_dtype_and_values():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 40)).astype(np.float32) * 7
+    y = rng.integers(0, 3, 50).astype(np.int32)
+    d = data.from_arrays(train=(x[:40], y[:40]), test=(x[40:], y[40:]))
+    assert d.train.example_shape == (40,) and d.train.inputs.dtype == jnp.float32 and d.train.num_classes == 3
+    xb, yb = data.make_batch(d.train, jax.random.key(0), jax.random.key(0), 0, 8)
+    idx = np.asarray(data.batch_indices(jax.random.key(0), 0, batch_size=8, num_examples=40))
+    np.testing.assert_array_equal(np.asarray(xb), x[:40][idx])  # not divided by 255, not normalised
+    tokens = data.from_arrays(train=(rng.integers(0, 100, (20, 5)), rng.random((20, 3))))
+    assert tokens.train.inputs.dtype == jnp.int64 or tokens.train.inputs.dtype == jnp.int32
+    assert tokens.train.num_classes is None and tokens.test is None  # soft labels: no class count
+    norm = data.from_arrays(train=(x[:40], y[:40]), normalize=(x.mean(0), x.std(0)))
+    xn, _ = data.make_batch(norm.train, jax.random.key(0), jax.random.key(0), 0, 8)
+    np.testing.assert_allclose(np.asarray(xn), (x[:40][idx] - x.mean(0)) / x.std(0), rtol=1e-5, atol=1e-5)
+
+
+def test_from_arrays_validation_and_errors():
+    x, y = np.zeros((30, 4), np.float32), np.arange(30) % 2
+    d = data.from_arrays(train=(x, y), validation_size=10)
+    assert (len(d.train), len(d.validation)) == (20, 10)
+    with pytest.raises(ValueError, match="must share their leading"):
+        data.from_arrays(train=(x, y[:5]))
+    with pytest.raises(ValueError, match=r"test inputs are float32\[5\] per example but train inputs are float32\[4\]"):
+        data.from_arrays(train=(x, y), test=(np.zeros((3, 5), np.float32), y[:3]))
+    with pytest.raises(ValueError, match="pair"):
+        data.from_arrays(train=x)
+    with pytest.raises(ValueError, match="not both"):
+        data.from_arrays(train=(x, y), normalize=(0, 1), preprocess=abs)
+
+
+def test_fingerprints_tell_data_apart():
+    x, y = np.ones((30, 4), np.float32), np.arange(30) % 2
+    a = data.from_arrays(train=(x, y)).fingerprint()
+    assert a == data.from_arrays(train=(x.copy(), y.copy())).fingerprint()
+    x2 = x.copy()
+    x2[3, 2] = 0.5
+    assert a["sha256"] != data.from_arrays(train=(x2, y)).fingerprint()["sha256"]
+    assert a["splits"]["train"] == {"n": 30, "inputs": [[4], "float32"], "labels": [[], "int32"], "preprocess": None}  # JAX keeps 32 bits
+    registered = data.splits("digits", validation_size=100).fingerprint()
+    assert registered["dataset"] == {"dataset": "digits", "version": None, "validation_size": 100}
+    assert "sha256" not in registered

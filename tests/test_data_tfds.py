@@ -70,8 +70,8 @@ def test_tfds_splits_env_vars_and_device(tmp_path, monkeypatch, no_network):
     assert data.is_cached(data.cache_path(tmp_path / "data", "mnist", "3.0.1", "test"))
     full, _ = data.load_arrays("mnist", "train", validation_size=0)  # from the cache
     tr, va = data.validation_split_indices(12, 3)
-    np.testing.assert_array_equal(parts["train"].images, full[tr])
-    np.testing.assert_array_equal(parts["validation"].images, full[va])
+    np.testing.assert_array_equal(parts["train"].inputs, full[tr])
+    np.testing.assert_array_equal(parts["validation"].inputs, full[va])
     assert parts["train"].name == "mnist" and parts["train"].num_classes == 10
 
 

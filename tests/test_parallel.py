@@ -71,8 +71,8 @@ def test_two_processes_match_single_process(tmp_path):
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
 
-    config, ds, _, _ = parallel_worker.setup()
-    ref = train.fit(config, train.init_state(config, seeds=2), ds, val_ds=ds, progress=False)
+    task, fit_kw, ds, _, _ = parallel_worker.setup()
+    ref = train.fit(task, train.init_state(task, seeds=2), ds, val=ds, **fit_kw)
     want = jax.tree.leaves(ref.state.params)
     for out in outs:
         got = np.load(out)
@@ -86,7 +86,8 @@ def test_mesh_helpers_errors():
         parallel.make_mesh(replicas=len(jax.devices()) + 1, data=1)
     mesh = parallel.make_mesh(1, 1)
     assert mesh.axis_names == (parallel.REPLICA, parallel.DATA)
-    state = train.init_state(train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1)), seeds=3)
+    state = train.init_state(train.task_from_config(train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1))),
+                             seeds=3)
 
     class TwoReplicaMesh:  # only the axis sizes are read before the check
         shape = {parallel.REPLICA: 2, parallel.DATA: 1}

@@ -23,6 +23,12 @@ def round_half_up(fraction, n):
     return math.floor(ratio * n + Fraction(1, 2))
 
 
+def reference_count(fraction, n, rounding):
+    """round(fraction * n) by each documented rule, with exact rationals and Python's round."""
+    x = Fraction(float(fraction)).limit_denominator(2**15) * n
+    return {"half_up": math.floor(x + Fraction(1, 2)), "half_even": round(x), "ceil": math.ceil(x)}[rounding]
+
+
 @st.composite
 def trees(draw, min_leaves=1, max_leaves=4):
     """A dict of kernels (ndim >= 2, distinct |w|) plus a bias, and a random prior mask."""
@@ -111,7 +117,7 @@ fractions = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 0.3333])
 @given(trees(), fractions, st.sampled_from(["layer", "global"]))
 def test_magnitude_matches_numpy_reference(tree, fraction, scope):
     params, mask = tree
-    new = pruning.magnitude(fraction, scope)(params, mask)
+    new = pruning.magnitude(fraction, scope, allow_empty=True)(params, mask)
     assert_subset_and_fixed(mask, new)
     for got, want in zip(np_leaves(new.keep), reference_unstructured(params, mask, fraction, scope)):
         np.testing.assert_array_equal(got, want)
@@ -121,7 +127,7 @@ def test_magnitude_matches_numpy_reference(tree, fraction, scope):
 @given(trees(), fractions, st.sampled_from([1, 2, math.inf, -math.inf]))
 def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, n):
     params, mask = tree
-    new = pruning.ln_structured(fraction, n=n)(params, mask)
+    new = pruning.ln_structured(fraction, n=n, allow_empty=True)(params, mask)
     assert_subset_and_fixed(mask, new)
     expected = reference_structured(params, mask, fraction, n)
     for old, got, want, flag in zip(np_leaves(mask.keep), np_leaves(new.keep), expected, mask.prunable):
@@ -137,7 +143,7 @@ def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, 
 @given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(0, 2**31 - 1))
 def test_random_unstructured_exact_counts(tree, fraction, scope, seed):
     params, mask = tree
-    new = pruning.random(fraction, scope)(params, mask, jax.random.key(seed))
+    new = pruning.random(fraction, scope, allow_empty=True)(params, mask, jax.random.key(seed))
     assert_subset_and_fixed(mask, new)
     old_k = [k for k, f in zip(np_leaves(mask.keep), mask.prunable) if f]
     new_k = [k for k, f in zip(np_leaves(new.keep), mask.prunable) if f]
@@ -153,7 +159,7 @@ def test_random_unstructured_exact_counts(tree, fraction, scope, seed):
 @given(trees(), fractions, st.integers(0, 2**31 - 1))
 def test_random_structured_exact_channel_counts(tree, fraction, seed):
     params, mask = tree
-    new = pruning.random_structured(fraction)(params, mask, jax.random.key(seed))
+    new = pruning.random_structured(fraction, allow_empty=True)(params, mask, jax.random.key(seed))
     assert_subset_and_fixed(mask, new)
     for o, nk, f in zip(np_leaves(mask.keep), np_leaves(new.keep), mask.prunable):
         if f:
@@ -372,8 +378,10 @@ def test_bad_settings_raise_clear_errors():
         pruning.random_like(masks.ones_like({"k": jnp.ones((2, 2))}), jax.random.key(0), scope="x")
     with pytest.raises(ValueError, match="rule must be a"):
         pruning.partition(["kernel"])
-    with pytest.raises(ValueError, match="must be a jaxticket pruner or None"):
-        pruning.partition([("kernel", lambda p, m: m)])
+    with pytest.raises(ValueError, match="must be a pruner"):
+        pruning.partition([("kernel", 0.2)])
+    with pytest.raises(ValueError, match="fraction must be a number"):
+        pruning.magnitude(True)
 
 
 def test_bad_calls_raise_clear_errors():
@@ -407,11 +415,134 @@ def test_pruners_round_trip_through_plain_data():
     for p in pruners:
         data = json.loads(json.dumps(pruning.to_config(p)))
         assert pruning.from_config(data) == p
-    with pytest.raises(ValueError, match=r"unknown pruning method 'l1'; valid methods: \('magnitude'"):
+    with pytest.raises(ValueError, match=r"unknown pruning method 'l1'; valid methods: \(.*'magnitude'"):
         pruning.from_config({"method": "l1", "fraction": 0.2})
-    with pytest.raises(ValueError, match=r"unknown settings \['scop'\]; valid: \['fraction', 'scope'\]"):
+    with pytest.raises(ValueError, match=r"unknown settings \['scop'\]; valid: \['allow_empty', 'fraction', 'rounding', 'scope'\]"):
         pruning.from_config({"method": "magnitude", "fraction": 0.2, "scop": "global"})
     with pytest.raises(ValueError, match="missing setting 'fraction'"):
         pruning.from_config({"method": "magnitude"})
     with pytest.raises(ValueError, match="a dict with a 'method'"):
         pruning.from_config("magnitude")
+
+
+# ----------------------------------------------------------------------------- count rules
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 0.9, 0.3333, 0.0001]), st.integers(0, 3_000_000),
+       st.sampled_from(["half_up", "half_even", "ceil"]))
+def test_count_rules_match_exact_rationals(fraction, n, rounding):
+    assert int(pruning.removal_count(fraction, n, rounding)) == reference_count(fraction, n, rounding)
+
+
+def test_count_rules_differ_only_where_documented():
+    # PyTorch (round half to even) keeps the last of 1 channel at 0.5, half-up removes it
+    assert [int(pruning.removal_count(0.5, n, "half_even")) for n in (1, 2, 3, 5)] == [0, 1, 2, 2]
+    assert [int(pruning.removal_count(0.5, n, "half_up")) for n in (1, 2, 3, 5)] == [1, 1, 2, 3]
+    assert int(pruning.removal_count(0.2, 11, "ceil")) == 3 and int(pruning.removal_count(0.2, 11)) == 2
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        pruning.magnitude(0.2, rounding="banker")
+
+
+def test_structured_pruning_never_silently_empties_a_layer():
+    # LeNet-5's conv1 has 6 channels: at 0.5 per level half-up goes 6 -> 3 -> 1 -> 0
+    params = {"conv1": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 1, 6))}}
+    mask = masks.ones_like(params)
+    up, even = pruning.ln_structured(0.5, n=1), pruning.ln_structured(0.5, n=1, rounding="half_even")
+    m_up = m_even = mask
+    for _ in range(2):
+        m_up, m_even = up(params, m_up), even(params, m_even)
+    channels = lambda m: int(np.asarray(m.keep["conv1"]["kernel"]).any(axis=(0, 1, 2)).sum())  # noqa: E731
+    assert channels(m_up) == 1 and channels(m_even) == 1  # 6 -> 3 -> 1 both (1.5 -> 2 removed either way)
+    with pytest.raises(pruning.PruningError, match=r"last weight of \['conv1/kernel'\].*allow_empty=True"):
+        up(params, m_up)  # round(0.5) = 1: the last channel would go
+    assert channels(even(params, even(params, m_even))) == 1  # round-half-even(0.5) = 0: PyTorch keeps it
+    emptied = pruning.ln_structured(0.5, n=1, allow_empty=True)(params, m_up)
+    assert channels(emptied) == 0
+    # under jit the pruner cannot raise; the IMP engine checks (masks.emptied_leaves)
+    assert masks.emptied_leaves(m_up, jax.jit(up)(params, m_up)) == ["conv1/kernel"]
+
+
+# ----------------------------------------------------------------------------- registry, callables
+
+
+def test_registered_pruner_works_by_name_and_round_trips():
+    @pruning.register("test_smallest_rows", overwrite=True)
+    def smallest_rows(fraction=0.5):
+        def prune(params, mask, key=None):
+            return pruning.by_score(lambda w, k: jnp.abs(w).sum(-1, keepdims=True) + 0 * w, fraction)(
+                params, mask, key)
+        return prune
+
+    assert "test_smallest_rows" in pruning.methods()
+    p = pruning.from_config({"method": "test_smallest_rows", "fraction": 0.25})
+    assert pruning.to_config(p) == {"method": "test_smallest_rows", "fraction": 0.25}
+    assert pruning.to_config(smallest_rows()) == {"method": "test_smallest_rows", "fraction": 0.5}
+    params = lenet()
+    mask = p(params, masks.ones_like(params))
+    assert int(np.asarray(mask.keep["fc2"]["kernel"]).sum()) == 30_000 - 7_500
+    inside = pruning.partition([("fc", {"method": "test_smallest_rows", "fraction": 0.5}), ("output", None)])
+    assert pruning.from_config(pruning.to_config(inside)) == inside
+    with pytest.raises(ValueError, match="already registered"):
+        pruning.register("magnitude")(smallest_rows)
+    with pytest.raises(ValueError, match=r"unknown settings \['frac'\]; valid: \['fraction'\]"):
+        pruning.get("test_smallest_rows", frac=0.1)
+
+
+def test_any_callable_is_held_to_the_pruner_contract():
+    params = lenet()
+    mask = pruning.magnitude(0.5)(params, masks.ones_like(params))
+
+    def unruly(params, mask, key):  # returns a plain tree that revives weights and prunes biases
+        return jax.tree.map(lambda w: w > 0, params)
+
+    new = pruning.as_pruner(unruly)(params, mask)
+    assert_subset_and_fixed(mask, new)
+    for o, n, w, flag in zip(np_leaves(mask.keep), np_leaves(new.keep), np_leaves(params), mask.prunable):
+        np.testing.assert_array_equal(n, (o & (w > 0)) if flag else o)
+    with pytest.raises(ValueError, match="not a mask of these params"):
+        pruning.as_pruner(lambda p, m, k: {"x": True})(params, mask)
+    with pytest.raises(ValueError, match="level schedule, not a pruner"):
+        pruning.as_pruner(pruning.per_level([pruning.magnitude(0.2)]))
+
+
+def test_partition_rule_matching_nothing_lists_the_paths():
+    params = lenet()
+    with pytest.raises(ValueError, match=r"rule 0 \('\^conv'\) matches no parameter.*'fc1/bias', 'fc1/kernel'"):
+        pruning.partition([("^conv", pruning.magnitude(0.2)), ("kernel", pruning.magnitude(0.2))])(
+            params, masks.ones_like(params))
+    with pytest.raises(ValueError, match="rule 1 .* earlier rule took"):
+        pruning.partition([("kernel", pruning.magnitude(0.2)), ("fc1/kernel", None)])(params, masks.ones_like(params))
+    with pytest.raises(ValueError, match="not prunable"):
+        pruning.partition([("bias", pruning.magnitude(0.2))])(params, masks.ones_like(params))
+    every = masks.ones_like(params, "all")  # biases prunable on request
+    pruned = pruning.partition([("bias", pruning.magnitude(0.5))])(params, every)
+    assert int(np.asarray(pruned.keep["fc1"]["bias"]).sum()) == 150 and np.asarray(pruned.keep["fc1"]["kernel"]).all()
+
+
+def test_by_score_shares_the_selection_of_magnitude():
+    params = lenet()
+    mask = masks.ones_like(params)
+    ours = pruning.by_score(lambda w, k: w, 0.3, "global")(params, mask)  # |score| = |w|
+    chex.assert_trees_all_equal(ours.keep, pruning.magnitude(0.3, "global")(params, mask).keep)
+    channels = pruning.by_score(lambda w, k: jnp.abs(w), 0.2, structured=True)(params, mask)
+    chex.assert_trees_all_equal(channels.keep, pruning.ln_structured(0.2, n=1)(params, mask).keep)
+
+
+def test_level_schedules():
+    params = lenet()
+    sched = pruning.to_density(0.1, levels=5)
+    mask = masks.ones_like(params)
+    for level in range(1, 6):
+        mask = pruning.for_level(sched, level)(params, mask)
+    assert abs(float(masks.density(mask)) - 0.1) < 5 / 266_200
+    per = pruning.per_level([pruning.magnitude(0.5), {"method": "magnitude", "fraction": 0.1}])
+    assert pruning.for_level(per, 2).fraction == 0.1
+    with pytest.raises(ValueError, match="level 3 has no pruner"):
+        pruning.for_level(per, 3)
+    for s in (sched, per):
+        assert pruning.from_config(pruning.to_config(s)).at_level(1) == s.at_level(1)
+    with pytest.raises(TypeError, match="level schedule, not a pruner"):
+        sched(params, mask)
+    with pytest.raises(ValueError, match="must not set 'fraction'"):
+        pruning.to_density(0.1, 5, {"method": "magnitude", "fraction": 0.2})

@@ -1,5 +1,8 @@
 """jaxticket.data: datasets for lottery-ticket experiments.
 
+* Your own arrays, any per-example shape and dtype: :func:`from_arrays` returns
+  :class:`Data` (``train`` / ``validation`` / ``test`` :class:`ArrayDataset` s); nothing
+  is rescaled unless asked (``normalize=(mean, std)`` or ``preprocess=fn``).
 * Small datasets (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, and the
   embedded ``digits``) are loaded once as uint8 arrays, cached as ``.npy`` in the data
   dir and put on the device once: :func:`load`, :func:`splits`.
@@ -17,10 +20,11 @@ Quick start, no download::
     from jaxticket import data
 
     parts = data.splits("digits")                     # train 1437 / test 360
-    train = parts["train"]
     step = jax.jit(data.make_batch, static_argnames=("batch_size", "augment"))
-    x, y = step(train, jax.random.key(0), jax.random.key(1), 0, 64)
-    # x: float32 [64, 8, 8, 1], y: int32 [64]
+    x, y = step(parts.train, jax.random.key(0), jax.random.key(1), 0, 64)
+    # x: float32 [64, 8, 8, 1] (normalised pixels), y: int32 [64]
+
+    mine = data.from_arrays(train=(x_train, y_train), test=(x_test, y_test))
 """
 
 from jaxticket.data.augment import (
@@ -46,6 +50,11 @@ from jaxticket.data.cache import cache_path, is_cached, load_cached, save_arrays
 from jaxticket.data.dataset import (
     SPLITS,
     ArrayDataset,
+    Data,
+    as_data,
+    Normalize,
+    from_arrays,
+    is_image_data,
     load,
     load_arrays,
     splits,
@@ -73,9 +82,9 @@ from jaxticket.data.streaming import (
 from jaxticket.data.tfds_source import data_source, prepare, read_arrays
 
 __all__ = [
-    "ArrayDataset", "DATASETS", "DatasetSpec", "DatasetUnavailableError",
+    "ArrayDataset", "DATASETS", "Data", "DatasetSpec", "DatasetUnavailableError", "Normalize",
     "ENV_DATA_DIR", "ENV_DOWNLOAD", "ENV_MANUAL_DIR", "SPLITS",
-    "augment", "batch_indices", "cache_path", "data_source", "default_data_dir",
+    "as_data", "augment", "batch_indices", "cache_path", "data_source", "default_data_dir",
     "digits_arrays", "epoch_batch_indices", "epoch_permutation", "eval_batch",
     "gather_batch", "get_spec", "is_cached", "list_datasets", "load", "load_arrays",
     "load_cached", "make_batch", "make_stream", "normalization_stats", "normalize",

@@ -35,10 +35,9 @@ def normalization_stats(name: str) -> tuple[tuple, tuple]:
 
 def normalize_with(images: jax.Array, mean, std) -> jax.Array:
     """``(images / 255 - mean) / std`` as float32; ``mean``/``std`` per channel (tuples)."""
-    x = jnp.asarray(images).astype(jnp.float32) * (1.0 / 255.0)
-    mean = jnp.asarray(mean, jnp.float32)
-    inv_std = 1.0 / jnp.asarray(std, jnp.float32)
-    return (x - mean) * inv_std
+    from jaxticket.data.dataset import Normalize
+
+    return Normalize(mean, std)(images)
 
 
 def normalize(images: jax.Array, name: str) -> jax.Array:

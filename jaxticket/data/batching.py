@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxticket.data.augment import augment as augment_images
-from jaxticket.data.augment import normalize_with
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -130,28 +129,33 @@ def epoch_batch_indices(data_key: jax.Array, epoch, *, batch_size: int, num_exam
 
 
 def gather_batch(dataset, indices: jax.Array, aug_key: jax.Array | None = None,
-                 *, augment: bool = False):
-    """Gather ``indices`` from ``dataset``, optionally augment, normalise.
+                 *, augment=False):
+    """Gather ``indices`` from ``dataset``, optionally augment, then preprocess.
 
-    Returns ``(x float32 [B, H, W, C], y int32 [B])``.
+    ``augment``: ``False``, ``True`` (the CIFAR crop + flip of
+    :func:`jaxticket.data.augment`, on the stored pixels) or a callable
+    ``(key, inputs [B, ...]) -> inputs``. The dataset's ``preprocess`` (normalisation)
+    runs after it. Returns ``(x [B, ...], y [B, ...])``.
     """
-    images = jnp.take(dataset.images, indices, axis=0)
+    inputs = jnp.take(dataset.inputs, indices, axis=0)
     labels = jnp.take(dataset.labels, indices, axis=0)
     if augment:
         if aug_key is None:
-            raise ValueError("augment=True needs an aug_key")
-        images = augment_images(aug_key, images)
-    return normalize_with(images, dataset.mean, dataset.std), labels
+            raise ValueError("augment needs an aug_key")
+        inputs = (augment_images if augment is True else augment)(aug_key, inputs)
+    if dataset.preprocess is not None:
+        inputs = dataset.preprocess(inputs)
+    return inputs, labels
 
 
 def make_batch(dataset, data_key: jax.Array, aug_key: jax.Array, step, batch_size: int,
-               *, augment: bool = False):
-    """The training batch of ``step``: ``(x float32 [B, H, W, C], y int32 [B])``.
+               *, augment=False):
+    """The training batch of ``step``: ``(x [B, ...], y [B, ...])``.
 
     Gathers ``batch_indices(data_key, step, ...)`` from the device-resident
-    ``dataset`` (an :class:`ArrayDataset`), applies :func:`jaxticket.data.augment`
-    with ``aug_key`` when ``augment`` (random crop with 4-pixel zero padding +
-    horizontal flip), then normalises with the dataset's statistics. Usable inside
+    ``dataset`` (an :class:`ArrayDataset`), augments when ``augment`` (``True``: random
+    crop with 4-pixel zero padding + horizontal flip; or your callable ``(key, x) -> x``),
+    then applies the dataset's ``preprocess``. Usable inside
     ``jit`` (``batch_size`` and ``augment`` static) and under ``vmap`` over
     ``(data_key, aug_key)``. The augmentation key actually used is
     ``fold_in(aug_key, step)``, so one ``aug_key`` per run gives fresh, reproducible
@@ -170,7 +174,7 @@ def num_eval_batches(num_examples: int, batch_size: int) -> int:
 def eval_batch(dataset, batch_index, batch_size: int):
     """Batch ``batch_index`` of the dataset in its stored order, for evaluation.
 
-    Returns ``(x float32 [B, H, W, C], y int32 [B], valid bool [B])``. The last batch is
+    Returns ``(x [B, ...], y [B, ...], valid bool [B])``. The last batch is
     padded by repeating the final example; ``valid`` is False on the padding, so sums
     weighted by ``valid`` over ``num_eval_batches`` batches count every example once.
     """

@@ -1,0 +1,549 @@
+"""The pruner protocol, exact counting and selection, and the registry of pruning methods.
+
+A pruner is any callable ``pruner(params, mask, key) -> mask'`` with ``mask'`` a subset
+of ``mask`` that leaves non-prunable leaves untouched. The built-in ones are frozen
+dataclasses deriving from :class:`Pruner` (hashable, so they are static under ``jit``
+and compiled once); any other callable is accepted wherever a pruner is, and
+:func:`as_pruner` wraps it so that the contract holds even if the callable breaks it.
+
+Counting. A pruner removing a ``fraction`` of the ``n`` weights (or channels) still
+surviving in its scope removes ``k = round(fraction * n)`` of them, computed exactly in
+integers from the fraction as a rational (``Fraction(fraction).limit_denominator(2**15)``,
+exact for every decimal fraction with up to four digits). The rounding rule is a setting
+naming its reference (:data:`ROUNDINGS`).
+
+Selecting the ``k`` smallest of ``N`` scores is an exact radix select on the scores'
+float32 bit patterns (32 counting passes, no sort); ties go to the lower position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+from fractions import Fraction
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxticket import masks as masks_lib
+from jaxticket.masks import Mask
+
+PyTree = Any
+
+__all__ = [
+    "Pruner",
+    "PruningError",
+    "ROUNDINGS",
+    "SCOPES",
+    "as_pruner",
+    "describe",
+    "from_config",
+    "get",
+    "methods",
+    "register",
+    "removal_count",
+    "select_lowest",
+    "to_config",
+]
+
+SCOPES = ("layer", "global")
+#: Count rules: how ``fraction * survivors`` becomes a whole number of weights to remove.
+ROUNDINGS = {
+    "half_up": "floor(x + 1/2): jaxticket's default",
+    "half_even": "round half to even, Python's round(): torch.nn.utils.prune (Paganini & Forde)",
+    "ceil": "ceil(x): open_lth's sparse_global",
+}
+_MAX_DENOMINATOR = 2**15
+_UINT32_MAX = np.uint32(0xFFFFFFFF)
+
+
+class PruningError(ValueError):
+    """A pruning step that would break the network (e.g. empty a layer)."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_fraction(fraction, who: str) -> Fraction:
+    """The fraction as an exact rational; ``ValueError`` for anything but a number in [0, 1]."""
+    if isinstance(fraction, (bool, str, bytes)) or not isinstance(fraction, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{who}: fraction must be a number in [0, 1], got {fraction!r}.")
+    value = float(fraction)
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(
+            f"{who}: fraction must be in [0, 1] (the fraction of the surviving weights to "
+            f"remove at this step, e.g. 0.2), got {fraction!r}."
+        )
+    return Fraction(value).limit_denominator(_MAX_DENOMINATOR)
+
+
+def check_scope(scope, who: str) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"{who}: scope must be one of {SCOPES}, got {scope!r}.")
+    return scope
+
+
+def check_rounding(rounding, who: str) -> str:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"{who}: rounding must be one of {tuple(ROUNDINGS)} "
+                         f"({'; '.join(f'{k}: {v}' for k, v in ROUNDINGS.items())}), got {rounding!r}.")
+    return rounding
+
+
+def check_key(key, who: str):
+    if key is None:
+        raise ValueError(
+            f"{who} is random and needs a key: call it as pruner(params, mask, key) with "
+            "key = jax.random.key(seed) (one per seed under vmap)."
+        )
+    return key
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def removal_count(fraction: float, surviving, rounding: str = "half_up") -> jax.Array:
+    """``round(fraction * surviving)`` exactly, for an int (possibly traced) count.
+
+    Examples:
+        >>> int(removal_count(0.2, 266200))
+        53240
+        >>> [int(removal_count(0.5, 5, r)) for r in ("half_up", "half_even", "ceil")]
+        [3, 2, 3]
+        >>> int(removal_count(0.5, 1, "half_even"))    # PyTorch keeps a last channel
+        0
+    """
+    ratio = check_fraction(fraction, "removal_count")
+    return count_to_remove(ratio, surviving, check_rounding(rounding, "removal_count"))
+
+
+def count_to_remove(ratio: Fraction, surviving, rounding: str) -> jax.Array:
+    """:func:`removal_count` for an already checked rational ``ratio`` (jit-friendly)."""
+    num, den = np.uint32(ratio.numerator), np.uint32(ratio.denominator)
+    n = jnp.asarray(surviving).astype(jnp.uint32)
+    q, r = n // den, n % den
+    # n * num / den = q*num + (r*num) // den + rem/den, every term < 2**32.
+    whole = q * num + (r * num) // den
+    rem2 = np.uint32(2) * ((r * num) % den)
+    if rounding == "half_up":
+        extra = rem2 >= den
+    elif rounding == "half_even":
+        extra = (rem2 > den) | ((rem2 == den) & (whole % np.uint32(2) == 1))
+    else:  # ceil
+        extra = rem2 > 0
+    return (whole + extra.astype(jnp.uint32)).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def score_bits(scores: jax.Array) -> jax.Array:
+    """Order-preserving uint32 view of the absolute values of float scores."""
+    return jax.lax.bitcast_convert_type(jnp.abs(scores.astype(jnp.float32)), jnp.uint32)
+
+
+def lowest_k(bits: jax.Array, alive: jax.Array, k: jax.Array) -> jax.Array:
+    """Flags the ``k`` alive entries with the smallest ``bits`` (1-D), ties by position.
+
+    Radix select: builds the k-th smallest value bit by bit with counting passes.
+    """
+    keys = jnp.where(alive, bits, _UINT32_MAX)
+
+    def refine(i, prefix):
+        candidate = prefix | jnp.left_shift(jnp.uint32(1), jnp.uint32(31) - i.astype(jnp.uint32))
+        below = jnp.sum(keys < candidate, dtype=jnp.int32)
+        return jnp.where(below < k, candidate, prefix)
+
+    # Alive keys are < 2**31 (non-negative floats), so the search starts at bit 30.
+    # Unrolled for mid-sized inputs (LeNet-scale), where the loop's per-iteration overhead
+    # dominates on CPU; tiny ones are cheap either way and compile faster rolled.
+    unroll = 31 if 2**14 <= keys.size <= 2**20 else 1
+    kth = jax.lax.fori_loop(1, 32, refine, jnp.uint32(0), unroll=unroll)  # k-th smallest alive key
+    less = keys < kth
+    still_needed = k - jnp.sum(less, dtype=jnp.int32)
+    equal = keys == kth
+
+    def first_equal():  # ties at the threshold: the first `still_needed` by position
+        return equal & (jnp.cumsum(equal, dtype=jnp.int32) <= still_needed)
+
+    # Without ties at the threshold every equal key goes; skip the (slow on CPU) cumsum.
+    at_threshold = jax.lax.cond(
+        jnp.sum(equal, dtype=jnp.int32) == still_needed, lambda: equal, first_equal
+    )
+    return alive & (less | at_threshold)
+
+
+def select_lowest(scores: list, alive: list, ratio: Fraction, scope: str,
+                  rounding: str = "half_up") -> list:
+    """Removal flags for the ``round(ratio * alive)`` lowest-scoring alive entries.
+
+    ``scores`` and ``alive`` are lists of same-shaped arrays (one per leaf: weights, or
+    channels). ``scope="layer"`` counts and ranks each array on its own; ``"global"``
+    ranks all of them together. Scores are compared by absolute value.
+    """
+    if not scores:
+        return []
+    if scope == "layer":
+        out = []
+        for s, a in zip(scores, alive):
+            k = count_to_remove(ratio, jnp.sum(a, dtype=jnp.int32), rounding)
+            out.append(lowest_k(score_bits(s).ravel(), a.ravel(), k).reshape(a.shape))
+        return out
+    flat_bits = jnp.concatenate([score_bits(s).ravel() for s in scores])
+    flat_alive = jnp.concatenate([a.ravel() for a in alive])
+    k = count_to_remove(ratio, jnp.sum(flat_alive, dtype=jnp.int32), rounding)
+    removed = lowest_k(flat_bits, flat_alive, k)
+    sizes = np.cumsum([a.size for a in alive])[:-1]
+    return [r.reshape(a.shape) for r, a in zip(jnp.split(removed, sizes), alive)]
+
+
+# ----------------------------------------------------------------------------- base
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruner:
+    """Base class of the built-in pruners: ``pruner(params, mask, key=None) -> Mask``.
+
+    Subclasses implement ``_prune(leaves, keeps, paths, key) -> new keeps`` over the
+    prunable leaves only (or override ``_apply`` for the whole tree). ``needs_key`` says
+    whether a key is required; ``allows_empty`` whether the pruner may remove a layer's
+    last weight (checked when it is called outside ``jit``, and by the IMP engine).
+    """
+
+    @property
+    def needs_key(self) -> bool:
+        return False
+
+    @property
+    def allows_empty(self) -> bool:
+        return bool(getattr(self, "allow_empty", False))
+
+    @property
+    def name(self) -> str:
+        """The registered method name (``"magnitude"``, ...), or the class name."""
+        return _METHOD_OF.get(type(self), type(self).__name__)
+
+    def __call__(self, params: PyTree, mask: Mask, key: Optional[jax.Array] = None) -> Mask:
+        masks_lib.validate(params, mask)
+        if self.needs_key:
+            check_key(key, f"pruning.{self.name}")
+        new = _compiled_apply(self, params, mask, key)
+        if not self.allows_empty and not _is_traced((params, mask)):
+            emptied = masks_lib.emptied_leaves(mask, new)
+            if emptied:
+                raise PruningError(
+                    f"pruning.{self.name} would remove the last weight of {emptied}, disconnecting "
+                    "the network; lower the fraction, use rounding='half_even' (PyTorch keeps a "
+                    "last channel), protect the layer with partition(), or pass allow_empty=True")
+        return new
+
+    def _apply(self, params: PyTree, mask: Mask, key) -> Mask:
+        """The pure computation (traced once per pruner, tree structure and shapes)."""
+        leaves = jax.tree.leaves(params)
+        keeps = mask.leaves()
+        paths = mask.paths()
+        idx = [i for i, flag in enumerate(mask.prunable) if flag]
+        new = self._prune([leaves[i] for i in idx], [keeps[i] for i in idx], [paths[i] for i in idx], key)
+        out = list(keeps)
+        for i, keep in zip(idx, new):
+            out[i] = keep
+        return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
+
+    def _prune(self, leaves, keeps, paths, key):  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} is a Pruner subclass without a _prune method; "
+                        "subclasses define _prune(leaves, keeps, paths, key) -> new keeps.")
+
+    def config(self) -> dict:
+        """Plain data for :func:`from_config` (see :func:`to_config`)."""
+        if type(self) not in _METHOD_OF:
+            raise ValueError(f"to_config: {type(self).__name__} is not registered; decorate it with "
+                             "@jaxticket.pruning.register('name') to describe it as plain data.")
+        out = {"method": self.name}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"
+    if callable(value) and not isinstance(value, type):
+        return to_config(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_apply(pruner: Pruner, params, mask, key):
+    # Compiled even when called eagerly: the radix select's loop would otherwise be
+    # re-traced on every call. Inside an outer jit/vmap this simply inlines.
+    return pruner._apply(params, mask, key)
+
+
+def leaf_keys(key, n: int) -> list:
+    """``fold_in(key, i)`` for ``i < n``: the per-leaf keys of the random pruners."""
+    return [jax.random.fold_in(key, i) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- any callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Callable_(Pruner):
+    """Any callable ``(params, mask, key) -> mask`` held to the pruner contract.
+
+    Whatever the callable returns (a :class:`~jaxticket.masks.Mask`, or a params-shaped
+    tree of bools) is intersected with the incoming mask, and non-prunable leaves keep
+    their incoming values, so a custom pruner can never revive a weight or touch a bias.
+    """
+
+    fn: Callable
+    random: bool = True
+
+    @property
+    def needs_key(self) -> bool:
+        return False  # a custom callable gets the key it is given (None when not needed)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", type(self.fn).__name__)
+
+    def _apply(self, params, mask, key):
+        new = self.fn(params, mask, key)
+        keep = new.keep if isinstance(new, Mask) else new
+        try:
+            masks_lib.validate(params, Mask(keep, mask.prunable))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the pruner {self.name} returned something that is not a mask of "
+                             f"these params: {e}") from None
+        out = [jnp.logical_and(o, jnp.asarray(n, bool)) if flag else o
+               for o, n, flag in zip(mask.leaves(), jax.tree.leaves(keep), mask.prunable)]
+        return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
+
+    def config(self) -> dict:
+        return to_config(self.fn)
+
+
+def as_pruner(pruner) -> Pruner:
+    """A :class:`Pruner` for ``pruner``: itself, or any callable ``(params, mask, key) ->
+    mask`` wrapped so that it can only remove surviving prunable weights.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxticket import masks
+        >>> drop_negative = as_pruner(lambda params, mask, key: jax.tree.map(lambda w: w >= 0, params))
+        >>> params = {"w": jnp.array([[1.0, -1.0]]), "b": jnp.array([-1.0])}
+        >>> drop_negative(params, masks.ones_like(params)).keep   # the bias is not prunable
+        {'b': Array([ True], dtype=bool), 'w': Array([[ True, False]], dtype=bool)}
+    """
+    if isinstance(pruner, Pruner):
+        return pruner
+    if isinstance(pruner, dict):
+        return from_config(pruner)
+    if callable(getattr(pruner, "at_level", None)) and not isinstance(pruner, Configured):
+        raise ValueError(f"{pruner!r} is a level schedule, not a pruner: resolve a level with "
+                         "pruning.for_level(schedule, level), or give it to jaxticket.imp")
+    if not callable(pruner):
+        raise ValueError(f"a pruner is a callable (params, mask, key) -> mask, a jaxticket pruner or "
+                         f"a pruner config dict; got {pruner!r}")
+    try:
+        hash(pruner)
+    except TypeError:
+        raise ValueError(f"pruner {pruner!r} is not hashable; use a function or a frozen dataclass") from None
+    return Callable_(pruner)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+_REGISTRY: dict[str, Callable] = {}
+_METHOD_OF: dict[type, str] = {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Configured:
+    """What a registered factory function returns: the pruner, and the settings it was
+    built from (so it can be saved as plain data). Calls go to the pruner."""
+
+    method: str
+    settings: tuple
+    pruner: Any
+
+    def __call__(self, params, mask, key=None):
+        return self.pruner(params, mask, key)
+
+    def __getattr__(self, name):  # at_level, needs_key, ... of the built pruner
+        if name in ("method", "settings", "pruner"):
+            raise AttributeError(name)
+        return getattr(self.pruner, name)
+
+    def __eq__(self, other):
+        return isinstance(other, Configured) and (self.method, self.settings) == (other.method, other.settings)
+
+    def __hash__(self):
+        return hash((self.method, self.settings))
+
+    def config(self) -> dict:
+        return {"method": self.method, **{k: _plain(v) for k, v in self.settings}}
+
+    def __repr__(self):
+        return f"{self.method}({', '.join(f'{k}={v!r}' for k, v in self.settings)})"
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def register(name: str, *, overwrite: bool = False) -> Callable:
+    """Decorator: makes a pruning method usable by name from configs, JSON and the command line.
+
+    Decorate a factory ``(**settings) -> pruner`` (a function returning any pruner
+    callable) or a :class:`Pruner` dataclass. ``from_config({"method": name, **settings})``
+    then builds it, and ``to_config`` writes it back. A factory function called directly
+    returns a pruner that remembers its settings. From the command line, make the module
+    that registers it importable and pass ``--import MODULE``.
+
+    Example:
+        >>> @register("keep_large", overwrite=True)
+        ... def keep_large(threshold=0.5):
+        ...     def prune(params, mask, key=None):
+        ...         return jax.tree.map(lambda w, k: k & (abs(w) > threshold), params, mask.keep)
+        ...     return prune
+        >>> from_config({"method": "keep_large", "threshold": 1.0})
+        keep_large(threshold=1.0)
+        >>> to_config(keep_large(0.25))
+        {'method': 'keep_large', 'threshold': 0.25}
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"register: a method name is an identifier like 'snip', got {name!r}")
+
+    def decorate(factory):
+        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
+            raise ValueError(f"pruning method {name!r} is already registered; pass overwrite=True to replace it")
+        if isinstance(factory, type):
+            _REGISTRY[name] = factory
+            _METHOD_OF[factory] = name
+            return factory
+        signature = inspect.signature(factory)
+
+        @functools.wraps(factory)
+        def build(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            built = factory(*bound.args, **bound.kwargs)
+            if isinstance(built, (Pruner, Configured)) and not isinstance(built, Callable_):
+                try:
+                    built.config()
+                    return built
+                except ValueError:
+                    pass
+            settings = tuple((k, _freeze(v)) for k, v in bound.arguments.items())
+            return Configured(name, settings, as_pruner(built))
+
+        build.__signature__ = signature
+        _REGISTRY[name] = build
+        return build
+
+    return decorate
+
+
+def methods() -> tuple[str, ...]:
+    """The registered method names, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get(name: str, **settings):
+    """The registered method ``name`` built with ``settings``.
+
+    Example: ``get("magnitude", fraction=0.2, scope="global")``.
+    """
+    return from_config({"method": name, **settings})
+
+
+def _settings_of(factory) -> list[str]:
+    if isinstance(factory, type) and dataclasses.is_dataclass(factory):
+        return [f.name for f in dataclasses.fields(factory)]
+    return [p for p in inspect.signature(factory).parameters if p not in ("self",)]
+
+
+def from_config(config: dict):
+    """Builds a pruner (or level schedule) from plain data, the inverse of :func:`to_config`.
+
+    ``{"method": "magnitude", "fraction": 0.2, "scope": "global"}``;
+    ``{"method": "ln_structured", "fraction": 0.2, "n": "inf"}``;
+    ``{"method": "partition", "rules": [["output/kernel", {...}], ["kernel$", {...}],
+    ["bias", None]]}``; ``{"method": "chain", "pruners": [{...}, {...}]}``;
+    ``{"method": "to_density", "target": 0.05, "levels": 10, "pruner": {...}}``. Methods:
+    :func:`methods`, plus any you :func:`register`.
+
+    Example:
+        >>> from_config({"method": "magnitude", "fraction": 0.2})
+        Magnitude(fraction=0.2, scope='layer', rounding='half_up', allow_empty=False)
+    """
+    if isinstance(config, (Pruner, Configured)):
+        return config
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError(
+            f"a pruner config is a dict with a 'method' (one of {methods()}) and its settings, "
+            f"e.g. {{'method': 'magnitude', 'fraction': 0.2, 'scope': 'global'}}; got {config!r}."
+        )
+    method = config["method"]
+    if method not in _REGISTRY:
+        close = difflib.get_close_matches(str(method), methods(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown pruning method {method!r}{hint}; valid methods: {methods()}. "
+                         "Your own: @jaxticket.pruning.register('name').")
+    factory = _REGISTRY[method]
+    valid = _settings_of(factory)
+    settings = {k: v for k, v in config.items() if k != "method"}
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"pruner {method!r}: unknown settings {unknown}; valid: {sorted(valid)}.")
+    try:
+        return factory(**settings)
+    except TypeError as e:
+        missing = [p for p, v in inspect.signature(factory).parameters.items()
+                   if v.default is inspect.Parameter.empty and p not in settings and p != "self"]
+        if missing:
+            raise ValueError(f"pruner {method!r}: missing setting {missing[0]!r}.") from None
+        raise ValueError(f"pruner {method!r}: {e}") from None
+
+
+def describe(pruner) -> Any:
+    """Plain data for a pruner when it can be had (:func:`to_config`), else its name."""
+    try:
+        return to_config(pruner)
+    except ValueError:
+        return getattr(pruner, "__qualname__", type(pruner).__name__)
+
+
+def to_config(pruner) -> dict:
+    """Plain data (JSON-able) for a pruner or schedule, built-in or registered.
+
+    Example:
+        >>> from jaxticket import pruning
+        >>> to_config(pruning.magnitude(0.2, "global"))
+        {'method': 'magnitude', 'fraction': 0.2, 'scope': 'global'}
+    """
+    config = getattr(pruner, "config", None)
+    if callable(config):
+        return config()
+    raise ValueError(f"to_config: cannot describe {pruner!r} as plain data; register its factory "
+                     "with @jaxticket.pruning.register('name') and build it through that.")

@@ -1,0 +1,170 @@
+"""Tables and plots of a run: multi-seed summaries, the density-accuracy table, report.md.
+
+:func:`seed_stats` is the one multi-seed summary of the package (mean, standard
+deviation, 95% confidence interval of the mean from Student's t), used by the reports
+and the experiments alike.
+
+Example:
+    >>> s = seed_stats([0.981, 0.979, 0.983])
+    >>> round(s.mean, 4), s.n, s.ci95[0] < s.mean < s.ci95[1]
+    (0.981, 3, True)
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections import defaultdict
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from jaxticket import rundir as rundir_lib
+
+__all__ = [
+    "ACCURACY_PLOT",
+    "EARLY_STOP_PLOT",
+    "REPORT_FILE",
+    "SeedStats",
+    "format_instability_table",
+    "format_table",
+    "seed_stats",
+    "summarize",
+    "write_report",
+]
+
+REPORT_FILE = "report.md"
+ACCURACY_PLOT = "accuracy_vs_density.png"
+EARLY_STOP_PLOT = "early_stop_vs_density.png"
+
+
+class SeedStats(NamedTuple):
+    """Summary of one quantity over seeds: ``mean``, ``std`` (sample, ``ddof=1``; 0 for one
+    seed), ``ci95`` (the 95% confidence interval of the mean, Student's t; the mean
+    itself for one seed) and ``n``."""
+
+    mean: float
+    std: float
+    ci95: tuple
+    n: int
+
+    def format(self, scale: float = 1.0, digits: int = 2) -> str:
+        """``"mean ± std"`` scaled (e.g. ``scale=100`` for percentages)."""
+        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
+
+
+def seed_stats(values: Sequence) -> Optional[SeedStats]:
+    """Mean, sample std and 95% t-interval of ``values`` (``None`` entries dropped);
+    ``None`` when nothing is left."""
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], np.float64)
+    if x.size == 0:
+        return None
+    mean = float(x.mean())
+    if x.size == 1:
+        return SeedStats(mean, 0.0, (mean, mean), 1)
+    from scipy import stats
+
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, x.size - 1)) * std / math.sqrt(x.size)
+    return SeedStats(mean, std, (mean - half, mean + half), int(x.size))
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """``{(kind, level): {"density", "accuracy", "early_stop", "early_stop_accuracy",
+    "seeds"}}``, each a :class:`SeedStats` over seeds (``None`` where missing). Accuracy is
+    the final test accuracy; early stop is the iteration of minimum validation loss."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["kind"], int(row["level"]))].append(row)
+    return {key: {"density": seed_stats([r["density"] for r in rs]),
+                  "accuracy": seed_stats([r["final_test_accuracy"] for r in rs]),
+                  "early_stop": seed_stats([r["early_stop_step"] for r in rs]),
+                  "early_stop_accuracy": seed_stats([r.get("early_stop_test_accuracy") for r in rs]),
+                  "seeds": len(rs)}
+            for key, rs in groups.items()}
+
+
+def _kinds(summary: dict) -> list[str]:
+    present = {k for k, _ in summary}
+    order = [rundir_lib.IMP_KIND, "rewind", "finetune", "reinit", "random_mask"]
+    return [k for k in order if k in present] + sorted(present - set(order))
+
+
+def _fmt(stats: Optional[SeedStats], scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if stats is None else stats.format(scale, digits)
+
+
+def format_table(summary: dict) -> str:
+    """A markdown table: one row per level, accuracy and early stop per kind side by side."""
+    kinds = _kinds(summary)
+    levels = sorted({level for _, level in summary})
+    header = ["level", "weights %"]
+    for kind in kinds:
+        header += [f"{kind} acc %", f"{kind} stop"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level in levels:
+        ref = next(summary[(k, level)] for k in kinds if (k, level) in summary)
+        cells = [str(level), f"{ref['density'].mean * 100:.2f}"]
+        for kind in kinds:
+            s = summary.get((kind, level))
+            cells += ["", ""] if s is None else [_fmt(s["accuracy"], 100), _fmt(s["early_stop"], 1, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_early_stop(summary: dict, path: pathlib.Path) -> Optional[pathlib.Path]:
+    from jaxticket import plots
+
+    series = {}
+    for kind in _kinds(summary):
+        pts = sorted(((s["density"].mean, s["early_stop"]) for (k, _), s in summary.items()
+                      if k == kind and s["early_stop"] is not None), reverse=True)
+        if pts:
+            series[kind] = pts
+    if not series:
+        return None
+    return pathlib.Path(plots.plot_series_vs_density(
+        {k: ([d for d, _ in pts], [s.mean for _, s in pts], [s.std for _, s in pts]) for k, pts in series.items()},
+        path, ylabel="early-stop iteration"))
+
+
+def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
+    """Writes ``report.md`` and the PNGs into ``run_dir``; returns (table, paths written).
+
+    The report names the run by its directory name only (no machine paths)."""
+    from jaxticket import plots
+
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory {str(run_dir)!r}")
+    rows = rundir_lib.RunDir(run_dir).rows()
+    if not rows:
+        raise ValueError(f"{run_dir} holds no finished levels yet (run `jaxticket imp` first)")
+    summary = summarize(rows)
+    seeds = max(s["seeds"] for s in summary.values())
+    table = format_table(summary)
+    text = (f"# jaxticket report: {run_dir.resolve().name}\n\n{table}\n\n"
+            f"acc: final test accuracy, mean ± std over {seeds} seed(s); stop: the iteration of "
+            "minimum validation loss (Frankle & Carbin's early-stopping criterion), '-' without "
+            "a validation set. weights %: density of the prunable weights.\n")
+    rundir_lib.write_atomic(run_dir / REPORT_FILE, text)
+    paths = [run_dir / REPORT_FILE]
+    paths.append(pathlib.Path(plots.plot_density_accuracy(
+        rows, run_dir / ACCURACY_PLOT, method_key="kind", accuracy_key="final_test_accuracy",
+        title=f"{run_dir.resolve().name}: test accuracy")))
+    early = _plot_early_stop(summary, run_dir / EARLY_STOP_PLOT)
+    if early is not None:
+        paths.append(early)
+    return table, paths
+
+
+def format_instability_table(rows: Sequence[dict]) -> str:
+    """Instability rows as a fixed-width table (percentage points)."""
+    header = f"{'level':>5}  {'density':>8}  {'k':>7}  {'test barrier':>13}  {'train barrier':>14}  {'stable':>6}"
+    lines = [header, "-" * len(header)]
+    for r in sorted(rows, key=lambda r: (r["level"], r["k"])):
+        lines.append(f"{r['level']:>5}  {100 * r['density']:>7.2f}%  {r['k']:>7}  "
+                     f"{100 * r['test_barrier']:>6.2f} ± {100 * r['test_barrier_std']:<4.2f}  "
+                     f"{100 * r['train_barrier']:>7.2f} ± {100 * r['train_barrier_std']:<4.2f}  "
+                     f"{'yes' if r['stable_test'] else 'no':>6}")
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""The masked training step, the one driver every step path shares, and evaluation.
+
+Masking. Params are stored masked; every step masks the gradients before the optimizer
+and the new params after it, so pruned weights, their momentum and their Adam moments
+stay exactly 0 (weight decay included), and the forward pass sees masked weights.
+
+:func:`run_steps` is the only place steps are driven: ``length=None`` runs exactly one
+step (no loop: XLA:CPU compiles convolution gradients inside loops into slow naive
+code), an int runs a traced number ``<= length`` of steps in a ``lax.fori_loop`` with
+the per-step metrics in ``[length]`` buffers. Device-resident data and streamed chunks
+both go through it (their :mod:`feeds <jaxticket.train.sources>` say where batches
+come from); replicas (a seeds axis) are vmapped, optionally sharded over a mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxticket import masks as masks_lib
+from jaxticket import parallel
+from jaxticket.train.state import TrainState, is_batched
+from jaxticket.train.task import Task
+
+__all__ = ["eval_sums", "run_steps", "train_step"]
+
+PyTree = Any
+
+
+def _mask(tree, mask):
+    return tree if mask is None else masks_lib.apply(tree, mask)
+
+
+def _tx_update(tx, grads, opt_state, params, step):
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+        return tx.update(grads, opt_state, params, step=step)
+    return tx.update(grads, opt_state, params)
+
+
+def _batch_metrics(task: Task, outputs, labels) -> dict:
+    return {name: jnp.mean(fn(outputs, labels)).astype(jnp.float32) for name, fn in task.metrics}
+
+
+def train_step(task: Task, state: TrainState, batch, *, mesh=None):
+    """One masked training step on ``batch = (x [B, ...], y [B, ...])``. Pure; jit with
+    ``static_argnums=0``.
+
+    The forward pass uses the stored params, which are masked by
+    :func:`~jaxticket.train.init_state` and by :func:`~jaxticket.train.fit` on entry
+    (a state built by hand should hold ``masks.apply(params, mask)``). Dropout draws
+    from ``fold_in(dropout_key, step)``; the optimizer receives ``step=state.step`` when
+    it accepts extra arguments.
+
+    Returns:
+      ``(new_state, {"loss": f32[], <metric>: f32[]...})``, the metrics of the batch
+      before the update.
+
+    Example::
+
+        step = jax.jit(train_step, static_argnums=0)
+        state, metrics = step(task, state, (x, y))
+    """
+    x, y = batch
+    x, y = parallel.constrain_batch(x, mesh), parallel.constrain_batch(y, mesh)
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
+
+    def loss_fn(params):
+        outputs, new_bs = task.forward(params, state.batch_stats, x, train=True, dropout_key=dropout_key)
+        return task.loss(outputs, y).mean(), (new_bs, _batch_metrics(task, outputs, y))
+
+    (loss, (new_bs, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # masked gradients in: momentum / Adam moments of pruned entries stay 0 (their
+    # weight decay term wd * 0 is 0 too); masked params out: pruned weights stay exactly
+    # 0. Both selects fuse into the optimizer's elementwise update.
+    grads = _mask(grads, state.mask)
+    updates, opt_state = _tx_update(task.tx, grads, state.opt_state, state.params, state.step)
+    params = _mask(optax.apply_updates(state.params, updates), state.mask)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state)
+    return new_state, {"loss": loss, **metrics}
+
+
+def _spmd(mesh):
+    return parallel.REPLICA if mesh is not None else None
+
+
+def _replica_step(task: Task, feed, mesh, batched: bool):
+    def one(state, data, i):
+        return train_step(task, state, feed.batch(data, state, i), mesh=mesh)
+
+    if batched:
+        one = jax.vmap(one, in_axes=(0, None, None), spmd_axis_name=_spmd(mesh))
+    return one
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _run_steps(task: Task, feed, mesh, length: Optional[int], state: TrainState, data, num_steps):
+    batched = is_batched(state)
+    step = _replica_step(task, feed, mesh, batched)
+    if length is None:
+        state, metrics = step(state, data, 0)
+        state = parallel.constrain_state(state, mesh, batched=batched)
+        metrics = jax.tree.map(lambda m: m[None], metrics)
+    else:
+        names = ("loss", *task.metric_names)
+        shape = (length,) + tuple(np.shape(state.step))
+        buf = {k: jnp.zeros(shape, jnp.float32) for k in names}
+
+        def body(i, carry):
+            s, b = carry
+            s, m = step(s, data, i)
+            b = {k: b[k].at[i].set(m[k]) for k in b}
+            return parallel.constrain_state(s, mesh, batched=batched), b
+
+        state, metrics = jax.lax.fori_loop(0, num_steps, body, (state, buf))
+    if mesh is not None:
+        metrics = jax.lax.with_sharding_constraint(metrics, parallel.replicated(mesh))
+    return state, metrics
+
+
+def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
+              length: Optional[int] = None, mesh=None):
+    """``num_steps`` masked steps in one compiled call: the driver of every step path.
+
+    Args:
+      task, feed: static (:class:`~jaxticket.train.sources.DeviceFeed` over an
+        ArrayDataset, or :class:`~jaxticket.train.sources.StreamFeed` over a stacked chunk).
+      state: single run or replicas (vmapped; each its own batch order, mask, keys).
+      data: the ArrayDataset, or the chunk ``{"image": [n, B, ...], "label": [n, B]}``.
+      num_steps: steps to take; with ``length=None`` exactly 1 (no loop), else traced,
+        ``<= length`` (one compiled program serves every chunk length).
+      length: ``None``, or the loop's metric buffer size.
+
+    Returns:
+      ``(state, metrics)``: ``metrics[name]`` is ``f32[length or 1(, S)]``, entries past
+      ``num_steps`` zero.
+    """
+    if length is None and num_steps != 1:
+        raise ValueError("run_steps without a length takes exactly one step")
+    return _run_steps(task, feed, mesh, length, state, data, jnp.int32(num_steps))
+
+
+# ============================================================================ evaluation
+
+
+def eval_sums(task: Task, state: TrainState, x, y, valid, *, logits: bool):
+    """Sums over the valid examples of one evaluation batch (single run): ``loss`` and each
+    metric (int32 for boolean metrics, else float32), and the outputs when ``logits``."""
+    params = _mask(state.params, state.mask)
+    outputs, _ = task.forward(params, state.batch_stats, x, train=False)
+    outputs = outputs.astype(jnp.float32)
+    sums = {"loss": jnp.sum(jnp.where(valid, task.loss(outputs, y), 0.0))}
+    for name, fn in task.metrics:
+        values = fn(outputs, y)
+        if values.dtype == jnp.bool_:
+            sums[name] = jnp.sum(valid & values, dtype=jnp.int32)
+        else:
+            sums[name] = jnp.sum(jnp.where(valid, values.astype(jnp.float32), 0.0))
+    if logits:
+        sums["logits"] = outputs
+    return sums
+
+
+def means(sums: dict, n: int) -> dict:
+    """``sum / n`` as float32 for the loss and metrics (works on arrays and traced values)."""
+    return {k: (v.astype(jnp.float32) if hasattr(v, "astype") else np.float32(v)) / n
+            for k, v in sums.items() if k != "logits"}

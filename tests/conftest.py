@@ -1,0 +1,52 @@
+"""Shared tiny fixtures: toy data, tiny tasks, the embedded digits; the ``slow`` marker.
+
+Everything here is small enough for a 2-core CPU: an 8x8 toy image task whose label is
+the brightest of the first 4 pixels (learnable in tens of steps), LeNet-32-16 on it,
+and the 8x8 scikit-learn digits bundled with the package.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxticket import data as data_lib
+from jaxticket import train
+
+
+def toy_arrays(n=256, shape=(8, 8, 1), seed=0):
+    """Random uint8 images; the label is the brightest of the first 4 pixels (learnable)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    labels = images.reshape(n, -1)[:, :4].argmax(1).astype(np.int32)
+    return images, labels
+
+
+def toy_dataset(n=256, shape=(8, 8, 1), seed=0):
+    """:func:`toy_arrays` on the device, normalised with mean 0.5 / std 0.25."""
+    images, labels = toy_arrays(n, shape, seed)
+    return data_lib.ArrayDataset(jnp.asarray(images), jnp.asarray(labels), "toy", 10,
+                                 data_lib.Normalize((0.5,) * shape[-1], (0.25,) * shape[-1]))
+
+
+TOY_CONFIG = train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.05, momentum=0.9,
+                               batch_size=16, steps=40, eval_batch_size=48, chunk_size=8)
+
+
+def toy_task(**changes):
+    """The Task of :data:`TOY_CONFIG` with ``changes`` (LeNet-32-16, SGD momentum 0.9)."""
+    return train.task_from_config(TOY_CONFIG.replace(**changes))
+
+
+@pytest.fixture(scope="session")
+def toy():
+    return toy_dataset()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded 8x8 digits with 100 validation images (:class:`jaxticket.data.Data`)."""
+    return data_lib.splits("digits", validation_size=100)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes more than ~20 s on 2 CPU cores")
