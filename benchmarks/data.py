@@ -99,7 +99,7 @@ def cached_mnist_load(data_dir):
     t_np = time.perf_counter() - t
     t = time.perf_counter()
     parts = data.splits("mnist", data_dir=data_dir)
-    jax.block_until_ready([parts["train"].images, parts["test"].images])
+    jax.block_until_ready([parts["train"].inputs, parts["test"].inputs])
     t_dev = time.perf_counter() - t
     if tmp is not None:
         tmp.cleanup()
@@ -134,7 +134,7 @@ def main():
         ds = data.to_device(images, labels, name)
         d = device_rate(ds, a.batch_size, a.steps, aug)
         dv = device_rate(ds, a.batch_size, a.steps, aug, seeds=a.seeds)
-        h = host_rate(images, labels, ds.mean, ds.std, a.batch_size, a.steps, aug)
+        h = host_rate(images, labels, ds.preprocess.mean, ds.preprocess.std, a.batch_size, a.steps, aug)
         label = f"{name} {list(shape)}{' +aug' if aug else ''}"
         print(f"{label:28s} {d:12,.0f} {dv:15,.0f} {h:12,.0f} {d / h:9.2f} {dv / h:9.2f}")
         results["batching"].append({"data": label, "device_examples_per_s": d,

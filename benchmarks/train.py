@@ -36,8 +36,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import train  # noqa: E402
+from jaxticket import data, train  # noqa: E402
 from jaxticket.data import ArrayDataset  # noqa: E402
+from jaxticket.train import sources  # noqa: E402
 
 N = 10_000
 
@@ -61,7 +62,7 @@ def dataset(shape) -> ArrayDataset:
     images = rng.integers(0, 256, (N, *shape), dtype=np.uint8)
     labels = rng.integers(0, 10, N).astype(np.int32)
     return ArrayDataset(jax.device_put(images), jax.device_put(labels), "bench", 10,
-                        (0.5,) * shape[-1], (0.25,) * shape[-1])
+                        data.Normalize((0.5,) * shape[-1], (0.25,) * shape[-1]))
 
 
 def timed(fn, repeats: int) -> float:
@@ -75,12 +76,12 @@ def timed(fn, repeats: int) -> float:
     return min(times)
 
 
-def fit_step_time(config, state, ds, k, repeats=1):
+def fit_step_time(task, state, ds, k, batch_size, repeats=1):
     """Seconds per step of ``fit`` over ``k`` steps (one chunk, no evaluation), and the
     first call's time (compilation included). ``fit`` picks its loop as usual: many
     steps per compiled call, or one call per step for conv models on CPU."""
-    config = config.replace(steps=k, chunk_size=k)
-    run = lambda: jax.block_until_ready(train.fit(config, state, ds, progress=False).state)
+    run = lambda: jax.block_until_ready(train.fit(task, state, ds, steps=int(state.step) + k, batch_size=batch_size,  # noqa: E731
+                                                  chunk_size=k, progress=False).state)
     t = time.perf_counter()
     run()
     first = time.perf_counter() - t
@@ -95,21 +96,21 @@ def masked_vs_dense(quick):
         if quick:
             k = max(2, k // 4)
         ds = dataset(shape)
-        config = train.TrainConfig(model=model, input_shape=shape, lr=0.1, momentum=0.9,
-                                   weight_decay=1e-4, batch_size=bs)
+        task = train.task_from_config(train.TrainConfig(model=model, input_shape=shape, lr=0.1, momentum=0.9,
+                                                        weight_decay=1e-4))
         t = time.perf_counter()
-        masked = train.init_state(config)
+        masked = train.init_state(task)
         init_s = time.perf_counter() - t
         dense = masked.replace(mask=None)
         per = {"masked": [], "dense": []}
         first = {}
         for name, st in (("masked", masked), ("dense", dense)):
-            _, first[name] = fit_step_time(config, st, ds, k)
+            _, first[name] = fit_step_time(task, st, ds, k, bs)
         for _ in range(3 if quick else 5):  # interleaved, so drift hits both alike
             for name, st in (("masked", masked), ("dense", dense)):
-                per[name].append(fit_step_time(config, st, ds, k)[0])
+                per[name].append(fit_step_time(task, st, ds, k, bs)[0])
         m, d = min(per["masked"]), min(per["dense"])
-        loop = train._resolve_loop("auto", masked)
+        loop = train.resolve_loop("auto", masked)
         out[model] = {"batch_size": bs, "steps_per_call": k if loop == "device" else 1,
                       "loop": loop, "masked_ms_per_step": 1e3 * m,
                       "dense_ms_per_step": 1e3 * d, "ratio_masked_over_dense": m / d,
@@ -122,18 +123,25 @@ def masked_vs_dense(quick):
 def fit_vs_scan(quick):
     steps, chunk = (300 if quick else 1000), 100
     ds = dataset((28, 28, 1))
-    config = train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9, batch_size=60,
-                               steps=steps, chunk_size=chunk)
-    state = train.init_state(config)
+    task = train.task_from_config(train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9))
+    state = train.init_state(task)
+    feed = sources.DeviceFeed(60)
+
+    @jax.jit
+    def scan(s):  # the bare loop: the same masked step, nothing else
+        def body(s, _):
+            return train.train_step(task, s, feed.batch(ds, s, 0))
+        return jax.lax.scan(body, s, None, length=chunk)
 
     def bare():
         s = state
         for _ in range(steps // chunk):
-            s, m = train.train_steps(config, s, ds, chunk)
+            s, m = scan(s)
         jax.block_until_ready(s)
 
     def loop():
-        jax.block_until_ready(train.fit(config, state, ds, progress=False).state)
+        jax.block_until_ready(train.fit(task, state, ds, steps=steps, batch_size=60, chunk_size=chunk,
+                                        progress=False).state)
 
     bare(), loop()  # compile both
     tb, tf = [], []
@@ -151,21 +159,23 @@ def seeds_axis(quick):
     k = 50 if quick else 100
     bs = 60
     ds = dataset((28, 28, 1))
-    config = train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9, batch_size=bs)
-    single = train.init_state(config)
-    jax.block_until_ready(train.train_steps(config, single, ds, k))
+    task = train.task_from_config(train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9))
+    feed = sources.DeviceFeed(bs)
+    steps = lambda s: train.run_steps(task, feed, s, ds, k, length=k)  # noqa: E731
+    single = train.init_state(task)
+    jax.block_until_ready(steps(single))
     out = {}
     for S in (1, 2, 4, 8):
-        states = train.init_state(config, seeds=S)
-        jax.block_until_ready(train.train_steps(config, states, ds, k))  # compile
+        states = train.init_state(task, seeds=S)
+        jax.block_until_ready(steps(states))  # compile
         singles = [train.replica(states, i) for i in range(S)]
 
         def vmapped():
-            jax.block_until_ready(train.train_steps(config, states, ds, k))
+            jax.block_until_ready(steps(states))
 
         def sequential():
             for s in singles:
-                jax.block_until_ready(train.train_steps(config, s, ds, k))
+                jax.block_until_ready(steps(s))
 
         tv, ts = [], []
         for _ in range(3 if quick else 5):  # interleaved

@@ -19,7 +19,7 @@ Example:
     >>> import jax, jaxticket as jt
     >>> params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (784, 300))}}
     >>> mask = jt.magnitude(0.2, scope="global")(params, jt.ones_like(params))
-    >>> float(jt.density(mask))
+    >>> round(float(jt.density(mask)), 6)
     0.8
 """
 
@@ -35,6 +35,7 @@ from jaxticket import (
     masks,
     models,
     parallel,
+    plots,
     pruning,
     report,
     rundir,
@@ -87,7 +88,7 @@ __all__ = [
     "agreement", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
-    "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "parallel", "partition",
+    "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "parallel", "partition", "plots",
     "per_level", "pruning", "random_like", "random_structured", "random_unstructured", "register_branch",
     "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "sparsity", "stability",
     "task_from_config", "to_density", "train", "train_copies", "with_mask",

@@ -52,13 +52,13 @@ Example:
     >>> class MLP(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(5)(nn.relu(nn.Dense(64)(x)))
+    ...         return nn.Dense(5, name="out")(nn.relu(nn.Dense(64, name="hidden")(x)))
     >>> task = jt.Task(MLP(), input_shape=(20,), tx=optax.adam(3e-3))
     >>> run = jt.imp(task, data, jt.magnitude(0.5, "global"), levels=2, steps=100, batch_size=50,
     ...              seeds=2, log=None)
     >>> [round(float(l.density[0]), 3) for l in run.levels]
     [1.0, 0.5, 0.25]
-    >>> run.levels[2].test_accuracy.shape, run.levels[2].mask.keep["Dense_0"]["kernel"].shape
+    >>> run.levels[2].test_accuracy.shape, run.levels[2].mask.keep["hidden"]["kernel"].shape
     ((2,), (2, 20, 64))
 """
 

@@ -1,4 +1,4 @@
-"""Shared tiny fixtures: toy data, tiny tasks, the embedded digits; the ``slow`` marker.
+"""Shared tiny fixtures: toy data, tiny tasks, the embedded digits.
 
 Everything here is small enough for a 2-core CPU: an 8x8 toy image task whose label is
 the brightest of the first 4 pixels (learnable in tens of steps), LeNet-32-16 on it,
@@ -47,6 +47,3 @@ def digits():
     """The embedded 8x8 digits with 100 validation images (:class:`jaxticket.data.Data`)."""
     return data_lib.splits("digits", validation_size=100)
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a test that takes more than ~20 s on 2 CPU cores")

@@ -222,6 +222,7 @@ def _checkpoint_steps(level_dir):
         return []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_level_then_resume_equals_uninterrupted_run(tmp_path):
     """SIGKILL while level 1 trains (a checkpoint exists, its summary does not), run again:
     results.json and every level's final params equal a straight run's, bitwise."""
@@ -261,6 +262,7 @@ def test_sigkill_mid_level_then_resume_equals_uninterrupted_run(tmp_path):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     """`jaxticket demo` from a clean directory: table, CSV and plots, within 2 minutes."""
     workdir = tmp_path / "jaxticket_demo"

@@ -96,6 +96,7 @@ def test_sweep_from_a_config(full_digits, tmp_path):
     assert stored["lottery"]["train"]["steps"] == 20 and stored["sweep"]["ks"] == [5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["interpolate", "recompute"])
 def test_batchnorm_models_choose_how_statistics_follow(full_digits, mode):
     task = train.task_from_config(CONFIG.replace(model="resnet20"))

@@ -35,6 +35,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_sharded_training_matches_single_device(tmp_path):
     out = tmp_path / "sharded.json"
     proc = subprocess.run([sys.executable, WORKER, "sharded", str(out)], env=_env(),
@@ -52,6 +53,7 @@ def test_sharded_training_matches_single_device(tmp_path):
     assert res["both_4x2"]["shard_shape"] == [1, 32] and res["both_4x2"]["all_reduce"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_single_process(tmp_path):
     sys.path.insert(0, HERE)
     import parallel_worker

@@ -1,7 +1,7 @@
 """ResNet-20 and VGG-16 on CIFAR-10: open_lth's defaults, and the learning-rate variants
 of Frankle & Carbin 2019 Section 4 ("Stabilizing the LTH" / rewinding)."""
 
-from jaxticket.configs._registry import preset
+from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
 from jaxticket.train import TrainConfig
 

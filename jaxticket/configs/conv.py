@@ -1,6 +1,6 @@
 """Conv-2/4/6 on CIFAR-10 (Frankle & Carbin 2019)."""
 
-from jaxticket.configs._registry import preset
+from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
 from jaxticket.train import TrainConfig
 

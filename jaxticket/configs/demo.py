@@ -1,6 +1,6 @@
 """The offline quick start: IMP on the embedded 8x8 ``digits`` (no download)."""
 
-from jaxticket.configs._registry import preset
+from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
 from jaxticket.train import TrainConfig
 

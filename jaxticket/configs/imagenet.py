@@ -1,6 +1,6 @@
 """ResNet-50 on ImageNet (open_lth's defaults)."""
 
-from jaxticket.configs._registry import preset
+from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
 from jaxticket.train import TrainConfig
 

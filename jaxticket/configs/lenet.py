@@ -1,6 +1,6 @@
 """LeNet-300-100 on MNIST: Frankle & Carbin (2019) and open_lth's defaults."""
 
-from jaxticket.configs._registry import preset
+from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
 from jaxticket.train import TrainConfig
 

@@ -92,7 +92,7 @@ class Partition(Pruner):
                 owners[i] = j if mask.prunable[i] else None
         return owners
 
-    def _apply(self, params, mask, key):
+    def compute(self, params, mask, key):
         owners = self.assignment(mask)
         keep = mask.keep
         for j, (_, pruner) in enumerate(self.rules):
@@ -100,7 +100,7 @@ class Partition(Pruner):
                 continue
             sub = Mask(keep, [o == j for o in owners])
             sub_key = None if key is None else jax.random.fold_in(key, j)
-            keep = pruner._apply(params, sub, sub_key).keep
+            keep = pruner.compute(params, sub, sub_key).keep
         return mask.replace(keep=keep)
 
     def config(self) -> dict:
@@ -167,9 +167,9 @@ class Chain(Pruner):
     def allows_empty(self) -> bool:
         return all(p.allows_empty for p in self.pruners)
 
-    def _apply(self, params, mask, key):
+    def compute(self, params, mask, key):
         for i, pruner in enumerate(self.pruners):
-            mask = pruner._apply(params, mask, None if key is None else jax.random.fold_in(key, i))
+            mask = pruner.compute(params, mask, None if key is None else jax.random.fold_in(key, i))
         return mask
 
     def config(self) -> dict:

@@ -214,7 +214,7 @@ class Pruner:
     """Base class of the built-in pruners: ``pruner(params, mask, key=None) -> Mask``.
 
     Subclasses implement ``_prune(leaves, keeps, paths, key) -> new keeps`` over the
-    prunable leaves only (or override ``_apply`` for the whole tree). ``needs_key`` says
+    prunable leaves only (or override :meth:`compute` for the whole tree). ``needs_key`` says
     whether a key is required; ``allows_empty`` whether the pruner may remove a layer's
     last weight (checked when it is called outside ``jit``, and by the IMP engine).
     """
@@ -246,8 +246,9 @@ class Pruner:
                     "last channel), protect the layer with partition(), or pass allow_empty=True")
         return new
 
-    def _apply(self, params: PyTree, mask: Mask, key) -> Mask:
-        """The pure computation (traced once per pruner, tree structure and shapes)."""
+    def compute(self, params: PyTree, mask: Mask, key) -> Mask:
+        """The pure computation, without the checks and the ``jit`` of ``__call__``: what
+        combinators call on the pruners they compose (traced once per pruner and shapes)."""
         leaves = jax.tree.leaves(params)
         keeps = mask.leaves()
         paths = mask.paths()
@@ -290,7 +291,7 @@ def _plain(value):
 def _compiled_apply(pruner: Pruner, params, mask, key):
     # Compiled even when called eagerly: the radix select's loop would otherwise be
     # re-traced on every call. Inside an outer jit/vmap this simply inlines.
-    return pruner._apply(params, mask, key)
+    return pruner.compute(params, mask, key)
 
 
 def leaf_keys(key, n: int) -> list:
@@ -321,7 +322,7 @@ class Callable_(Pruner):
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", type(self.fn).__name__)
 
-    def _apply(self, params, mask, key):
+    def compute(self, params, mask, key):
         new = self.fn(params, mask, key)
         keep = new.keep if isinstance(new, Mask) else new
         try:

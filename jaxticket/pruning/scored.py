@@ -164,7 +164,7 @@ def magnitude(fraction: float, scope: str = "layer", *, rounding: str = "half_up
         >>> from jaxticket import masks
         >>> params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (30, 10))}}
         >>> mask = magnitude(0.2, scope="global")(params, masks.ones_like(params))
-        >>> float(masks.density(mask))      # 80% of survivors remain
+        >>> round(float(masks.density(mask)), 6)      # 80% of survivors remain
         0.8
     """
     return Magnitude(fraction, scope, rounding, allow_empty)

@@ -20,7 +20,7 @@ Example:
     >>> import numpy as np, optax, flax.linen as nn
     >>> from jaxticket import data, train
     >>> x = np.random.default_rng(0).normal(size=(256, 40)).astype(np.float32)
-    >>> y = (x[:, :10].argmax(1)).astype(np.int32)
+    >>> y = (x[:, :4].argmax(1)).astype(np.int32)
     >>> d = data.from_arrays(train=(x[:200], y[:200]), test=(x[200:], y[200:]))
     >>> class MLP(nn.Module):
     ...     @nn.compact
@@ -71,6 +71,7 @@ from jaxticket.train.loop import (
     evaluate,
     fit,
     host_step,
+    resolve_loop,
 )
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
     "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "Task", "TrainConfig",
     "TrainState", "VARY_STREAMS", "abstract", "accuracy", "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",
-    "optimizer_fingerprint", "replica", "replica_seeds", "run_steps", "scale_by_step_schedule",
+    "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "run_steps", "scale_by_step_schedule",
     "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "train_step", "validate_config",
     "with_mask",
 ]

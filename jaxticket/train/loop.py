@@ -41,6 +41,7 @@ __all__ = [
     "evaluate",
     "fit",
     "host_step",
+    "resolve_loop",
 ]
 
 LOOPS = ("auto", "device", "host")
@@ -328,7 +329,7 @@ class ProgressBar(Hook):
 # ============================================================================ fit
 
 
-def _resolve_loop(loop: str, state) -> str:
+def resolve_loop(loop: str, state) -> str:
     """``"auto"``: ``"host"`` for conv models on the CPU backend, else ``"device"``.
 
     XLA:CPU emits the kernel-gradient convolution inside a while loop (``lax.scan`` /
@@ -473,7 +474,7 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
                      test=data.test, eval_every=100, rewind_step=50)
         result.state, result.rewind_state, result.history[-1]["test_accuracy"]
     """
-    loop = _resolve_loop(loop, state)
+    loop = resolve_loop(loop, state)
     train, val, test = (sources.as_source(d) for d in (train, val, test))
     if not sources.is_streamed(train):
         _check_inputs(task, train)

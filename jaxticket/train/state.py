@@ -186,9 +186,19 @@ def with_mask(state: TrainState, mask: Mask) -> TrainState:
     The IMP step "rewind the survivors to step k": ``with_mask(state_at_k, new_mask)``.
     Works with a seeds axis (mask leaves ``[S, ...]`` like the params).
 
-    Example::
-
-        level_state = with_mask(result.rewind_state, pruner(result.state.params, mask))
+    Example:
+        >>> import jax, numpy as np
+        >>> from jaxticket import masks, pruning, train
+        >>> task = train.task_from_config(train.TrainConfig(model="lenet_16", input_shape=(4, 4, 1), lr=0.1))
+        >>> rewind_state = train.init_state(task)             # the rewind point (step 0)
+        >>> x, y = np.zeros((8, 4, 4, 1), np.float32), np.zeros(8, np.int32)
+        >>> state, _ = jax.jit(train.train_step, static_argnums=0)(task, rewind_state, (x, y))
+        >>> pruner, mask = pruning.magnitude(0.5), rewind_state.mask
+        >>> level_state = with_mask(rewind_state, pruner(state.params, mask))
+        >>> int(level_state.step), float(masks.density(level_state.mask))
+        (0, 0.5)
+        >>> int((level_state.params["fc1"]["kernel"] == 0).sum())     # of 16 x 16
+        128
     """
     params_def = jax.tree.structure(state.params)
     is_params_like = lambda x: jax.tree.structure(x) == params_def  # noqa: E731

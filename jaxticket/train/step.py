@@ -60,10 +60,21 @@ def train_step(task: Task, state: TrainState, batch, *, mesh=None):
       ``(new_state, {"loss": f32[], <metric>: f32[]...})``, the metrics of the batch
       before the update.
 
-    Example::
-
-        step = jax.jit(train_step, static_argnums=0)
-        state, metrics = step(task, state, (x, y))
+    Example:
+        >>> import jax, numpy as np
+        >>> from jaxticket import train
+        >>> task = train.task_from_config(train.TrainConfig(model="lenet_16", input_shape=(4, 4, 1), lr=0.1))
+        >>> state = train.init_state(task)
+        >>> x, y = np.zeros((8, 4, 4, 1), np.float32), np.zeros(8, np.int32)
+        >>> step = jax.jit(train_step, static_argnums=0)
+        >>> state, metrics = step(task, state, (x, y))
+        >>> int(state.step), sorted(metrics)
+        (1, ['accuracy', 'loss'])
+        >>> round(float(metrics["loss"]), 4)    # log(10): zero inputs, zero-initialised biases
+        2.3026
+        >>> state, metrics2 = step(task, state, (x, y))
+        >>> bool(metrics2["loss"] < metrics["loss"])
+        True
     """
     x, y = batch
     x, y = parallel.constrain_batch(x, mesh), parallel.constrain_batch(y, mesh)

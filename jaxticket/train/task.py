@@ -25,9 +25,9 @@ Example:
     >>> class MLP(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(10)(nn.relu(nn.Dense(32)(x)))
+    ...         return nn.Dense(10, name="out")(nn.relu(nn.Dense(32, name="hidden")(x)))
     >>> task = Task(MLP(), input_shape=(40,), tx=optax.adamw(1e-3))
-    >>> jax.tree.map(jnp.shape, task.abstract_params())["Dense_0"]["kernel"]
+    >>> task.abstract_params()["hidden"]["kernel"].shape
     (40, 32)
 """
 
