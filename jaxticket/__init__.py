@@ -25,6 +25,10 @@ Example:
 
 __version__ = "0.2.0"
 
+from jaxticket import compilation_cache
+
+compilation_cache.enable_default()  # JAX's persistent cache, unless JAXTICKET_COMPILATION_CACHE=off
+
 from jaxticket import (
     analysis,
     checkpoints,
@@ -86,6 +90,7 @@ from jaxticket.report import seed_stats
 __all__ = [
     "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
     "agreement", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
+    "compilation_cache",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
     "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "parallel", "partition", "plots",

@@ -16,13 +16,25 @@ different pruning techniques find different subnetworks that make different mist
 
 All functions are pure; the ones returning arrays are jit-able unless noted.
 
-Example::
-
-    from jaxticket import analysis, masks
-    m1 = masks.ones_like(params)
-    analysis.jaccard(m1, m1)                        # 1.0
-    analysis.similarity_matrix([m1, m2, m3])        # [3, 3]
-    analysis.ensemble_accuracy(logits, labels, members=[0, 2], method="vote")
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxticket import analysis, masks
+    >>> params = {"fc1": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
+    >>> m1 = masks.ones_like(params)                 # kernel prunable, bias not
+    >>> k = jnp.array([[True, True, False], [True, False, False]])
+    >>> m2 = m1.replace(keep={"fc1": {"kernel": k, "bias": jnp.ones(3, bool)}})
+    >>> m3 = m1.replace(keep={"fc1": {"kernel": ~k, "bias": jnp.ones(3, bool)}})
+    >>> float(analysis.jaccard(m1, m1))
+    1.0
+    >>> analysis.similarity_matrix([m1, m2, m3]).shape
+    (3, 3)
+    >>> # logits [3 models, 4 examples, 2 classes]; each model alone is 75% accurate
+    >>> logits = jnp.array([[[3., 0.], [0., 1.], [1., 0.], [1., 0.]],
+    ...                     [[1., 0.], [1., 0.], [0., 1.], [1., 0.]],
+    ...                     [[0., 1.], [0., 1.], [0., 3.], [1., 0.]]])
+    >>> labels = jnp.array([0, 1, 1, 0])
+    >>> float(analysis.ensemble_accuracy(logits, labels, members=[0, 2], method="vote"))
+    1.0
 """
 
 from __future__ import annotations
@@ -289,9 +301,9 @@ def agreement(predictions) -> Agreement:
       :class:`Agreement`: symmetric matrices with ``n_examples`` (fraction 1) on the
       diagonal. Jit-able.
 
-    Example::
-
-        agreement(jnp.array([[0, 1, 2], [0, 1, 1]])).counts   # [[3, 2], [2, 3]]
+    Example:
+        >>> agreement(jnp.array([[0, 1, 2], [0, 1, 1]])).counts.tolist()
+        [[3, 2], [2, 3]]
     """
     p = _labels_from(predictions, "agreement")
     counts = jnp.sum(p[:, None, :] == p[None, :, :], axis=-1, dtype=jnp.int32)
@@ -393,10 +405,18 @@ def ensemble_accuracy(
 ) -> jax.Array:
     """Accuracy (float32 scalar) of an ensemble; see :func:`ensemble_predictions`.
 
-    Example::
-
-        ensemble_accuracy(logits, y)                                   # all members
-        ensemble_accuracy(logits, y, ["l1", "random"], "vote", names=names)
+    Example:
+        >>> logits = jnp.array([[[3., 0.], [0., 1.], [1., 0.], [1., 0.]],
+        ...                     [[1., 0.], [1., 0.], [0., 1.], [1., 0.]],
+        ...                     [[0., 1.], [0., 1.], [0., 3.], [1., 0.]]])
+        >>> y = jnp.array([0, 1, 1, 0])
+        >>> names = ["l1", "l2", "random"]
+        >>> float(ensemble_accuracy(logits, y))                               # all members
+        1.0
+        >>> float(ensemble_accuracy(logits, y, ["l1", "random"], "vote", names=names))
+        1.0
+        >>> float(ensemble_accuracy(logits, y, ["l2"], names=names))          # one member
+        0.75
     """
     pred = ensemble_predictions(logits, members, method, names=names)
     labels = jnp.asarray(labels)
@@ -419,9 +439,14 @@ def ensemble_table(
       Rows (host floats) ``{"subset", "members", "mean_softmax", "vote", "best_single",
       "best_member"}``, in ``subsets`` order.
 
-    Example::
-
-        rows = ensemble_table(logits, y, ["l1", "l2", "rand"], {"all": ["l1", "l2", "rand"]})
+    Example:
+        >>> logits = jnp.array([[[3., 0.], [0., 1.], [1., 0.], [1., 0.]],
+        ...                     [[1., 0.], [1., 0.], [0., 1.], [1., 0.]],
+        ...                     [[0., 1.], [0., 1.], [0., 3.], [1., 0.]]])
+        >>> y = jnp.array([0, 1, 1, 0])
+        >>> rows = ensemble_table(logits, y, ["l1", "l2", "rand"], {"all": ["l1", "l2", "rand"]})
+        >>> rows[0]["members"], rows[0]["vote"], rows[0]["best_single"], rows[0]["best_member"]
+        (['l1', 'l2', 'rand'], 1.0, 0.75, 'l1')
     """
     logits = jnp.asarray(logits)
     names = list(names)
@@ -477,9 +502,18 @@ def weight_trajectories(params_per_level: Sequence[PyTree], masks_per_level: Seq
       ``[n_levels, n_surviving]`` NumPy array (entries in row-major order of the leaf).
       Host function (the number of survivors is data dependent).
 
-    Example::
-
-        traj = weight_trajectories([p0, p1, p2], [m0, m1, m2], "fc1/kernel")   # [3, S]
+    Example:
+        >>> from jaxticket import masks
+        >>> p0 = {"fc1": {"kernel": jnp.array([[1., 2.], [3., 4.]])}}
+        >>> p1, p2 = jax.tree.map(lambda w: 2 * w, p0), jax.tree.map(lambda w: 3 * w, p0)
+        >>> m0 = masks.ones_like(p0)
+        >>> m1 = m0.replace(keep={"fc1": {"kernel": jnp.array([[False, True], [True, True]])}})
+        >>> m2 = m0.replace(keep={"fc1": {"kernel": jnp.array([[False, True], [False, True]])}})
+        >>> traj = weight_trajectories([p0, p1, p2], [m0, m1, m2], "fc1/kernel")   # [3, S]
+        >>> traj.shape
+        (3, 2)
+        >>> traj.tolist()
+        [[2.0, 4.0], [4.0, 8.0], [6.0, 12.0]]
     """
     params_list = _per_level(params_per_level, "weight_trajectories", "params_per_level")
     masks_list = _per_level(masks_per_level, "weight_trajectories", "masks_per_level")
@@ -579,11 +613,16 @@ def connectivity(mask: Mask | PyTree, path: str) -> Connectivity:
       mask: a Mask (or a params-shaped tree of bools).
       path: e.g. ``"conv1/kernel"``.
 
-    Example::
-
-        c = connectivity(mask, "fc1/kernel")
-        c.per_output            # [out] inputs left per hidden unit
-        float(c.empty_outputs)  # fraction of dead hidden units
+    Example:
+        >>> from jaxticket import masks
+        >>> mask = masks.ones_like({"fc1": {"kernel": jnp.ones((2, 3))}})
+        >>> mask = mask.replace(keep={"fc1": {"kernel": jnp.array([[True, True, False],
+        ...                                                         [True, False, False]])}})
+        >>> c = connectivity(mask, "fc1/kernel")
+        >>> c.per_output.tolist()                  # [out] inputs left per hidden unit
+        [2, 1, 0]
+        >>> round(float(c.empty_outputs), 4)       # fraction of dead hidden units
+        0.3333
     """
     tree = mask.keep if isinstance(mask, Mask) else mask
     keep = _leaf_at(tree, path, "connectivity")
@@ -600,10 +639,14 @@ def connectivity_summary(mask: Mask) -> dict[str, dict]:
     Returns:
       ``{path: {"shape", "density", "empty_inputs", "empty_outputs", "empty_pairs"}}``.
 
-    Example::
-
-        for path, row in connectivity_summary(mask).items():
-            print(path, row["empty_outputs"])
+    Example:
+        >>> from jaxticket import masks
+        >>> mask = masks.ones_like({"fc1": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}})
+        >>> keep = {"fc1": {"kernel": jnp.array([[True, True, False], [True, False, False]]),
+        ...                 "bias": jnp.ones(3, bool)}}
+        >>> for path, row in connectivity_summary(mask.replace(keep=keep)).items():
+        ...     print(path, row["shape"], row["density"], round(row["empty_outputs"], 4))
+        fc1/kernel (2, 3) 0.5 0.3333
     """
     if not isinstance(mask, Mask):
         raise TypeError(f"connectivity_summary: expected a jaxticket Mask, got {type(mask).__name__}.")

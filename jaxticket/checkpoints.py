@@ -22,15 +22,26 @@ Saves are synchronous and atomic (orbax writes a temporary directory and renames
 when complete), so a process killed mid-save leaves the previous checkpoint intact and
 :meth:`RunCheckpoints.latest_step` only ever reports complete checkpoints.
 
-Example::
-
-    with RunCheckpoints("runs/lenet_s0", config, keep_last=2) as ckpt:
-        step = ckpt.latest_step()
-        if step is not None:
-            state = ckpt.restore(step, state)      # state: a like-shaped template
-        ...
-        ckpt.save_rewind_point(0, state)
-        ckpt.save(1000, state)
+Example:
+    >>> import os, shutil, tempfile
+    >>> import jax.numpy as jnp
+    >>> from jaxticket.checkpoints import RunCheckpoints
+    >>> d = tempfile.mkdtemp()
+    >>> config = {"model": "lenet", "seed": 0}
+    >>> state = {"params": {"w": jnp.ones(3)}, "step": jnp.array(0)}
+    >>> with RunCheckpoints(os.path.join(d, "runs", "lenet_s0"), config, keep_last=2) as ckpt:
+    ...     step = ckpt.latest_step()
+    ...     if step is not None:
+    ...         state = ckpt.restore(step, state)      # state: a like-shaped template
+    ...     # ... train ...
+    ...     ckpt.save_rewind_point(0, state)
+    ...     ckpt.save(1000, state)
+    >>> step is None                                   # a fresh run directory
+    True
+    >>> with RunCheckpoints(os.path.join(d, "runs", "lenet_s0"), config, keep_last=2) as ckpt:
+    ...     ckpt.latest_step(), ckpt.rewind_steps()    # the same config resumes
+    (1000, [0])
+    >>> shutil.rmtree(d)
 """
 
 from __future__ import annotations
@@ -355,13 +366,20 @@ class RunCheckpoints:
         the same config resumes.
       keep_last: how many periodic checkpoints to keep (rewind points are all kept).
 
-    Example::
-
-        ckpt = RunCheckpoints(tmp_dir, {"lr": 0.1})
-        ckpt.save(10, state)
-        ckpt.latest_step()               # 10
-        state = ckpt.restore(10, state)  # same structure, dtypes, shardings
-        ckpt.close()
+    Example:
+        >>> import shutil, tempfile
+        >>> import jax.numpy as jnp
+        >>> tmp_dir = tempfile.mkdtemp()
+        >>> state = {"w": jnp.arange(3.0), "step": jnp.array(10)}
+        >>> ckpt = RunCheckpoints(tmp_dir, {"lr": 0.1})
+        >>> ckpt.save(10, state)
+        >>> ckpt.latest_step()
+        10
+        >>> state = ckpt.restore(10, state)  # same structure, dtypes, shardings
+        >>> state["w"].tolist(), state["w"].dtype
+        ([0.0, 1.0, 2.0], dtype('float32'))
+        >>> ckpt.close()
+        >>> shutil.rmtree(tmp_dir)
     """
 
     def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2):

@@ -18,7 +18,8 @@ Flags of ``train`` / ``imp``: ``--config NAME``, ``--workdir DIR``, ``--levels N
 ``--set key=value`` (repeatable: any :class:`~jaxticket.lottery.LotteryConfig` field, or
 a :class:`~jaxticket.train.TrainConfig` field as ``lr=0.01`` or ``train.lr=0.01``;
 values are JSON when they parse as JSON, else strings; JSON lists become tuples) and
-``--debug`` (tracebacks). The preset is applied first, then ``--set``, then the named
+``--debug`` (tracebacks). ``--no-compilation-cache`` runs without JAX's persistent
+compilation cache (on by default, see :mod:`jaxticket.compilation_cache`). The preset is applied first, then ``--set``, then the named
 flags. ``--import MODULE`` (any command, repeatable) imports a module first, e.g. one that
 registers a pruner of your own (``@jaxticket.pruning.register("mine")``) so that
 ``--set 'pruner={"method": "mine", ...}'`` finds it.
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--import", action="append", default=[], metavar="MODULE", dest="imports",
                         help="import a module first (one that registers pruners or branch kinds); repeatable")
+    parser.add_argument("--no-compilation-cache", action="store_true",
+                        help="do not use JAX's persistent compilation cache (also JAXTICKET_COMPILATION_CACHE=off)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("configs", help="list the presets, or print one in full")
@@ -159,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         command.add_argument("--import", action="append", default=argparse.SUPPRESS, metavar="MODULE",
                              dest="imports", help="import a module first (your pruners); repeatable")
+        command.add_argument("--no-compilation-cache", action="store_true", default=argparse.SUPPRESS,
+                             help="do not use JAX's persistent compilation cache")
     return parser
 
 
@@ -481,6 +486,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import_plugins(argv)
         args = build_parser().parse_args(argv)
+        if getattr(args, "no_compilation_cache", False):
+            from jaxticket import compilation_cache
+
+            compilation_cache.disable()
         _quiet_logs()
         return COMMANDS[args.command](args)
     except UsageError as e:

@@ -268,10 +268,9 @@ class BranchContext:
     def __init__(self, run: "ImpRun", kind: str, level: int):
         self.run, self.kind, self.level = run, kind, level
         self.mask = run.levels[level].mask
-        base = jax.random.fold_in(jax.random.key(run.settings.pruning_seed + 1), level)
-        if kind != "random_mask":  # random_mask keeps the keys it always had
-            base = jax.random.fold_in(base, _stable_id(kind))
-        self.keys = jax.random.split(base, run.settings.seeds)
+        # random_mask keeps the keys it always had; other kinds get their own
+        self.keys = _branch_keys(run.settings.pruning_seed + 1, level, run.settings.seeds,
+                                 None if kind == "random_mask" else _stable_id(kind))
 
     def rewound(self, mask: Mask):
         """The rewind point with ``mask`` (as the lineage's ``"rewind"`` reset)."""
@@ -284,6 +283,14 @@ class BranchContext:
     def fresh(self, mask: Mask, init_offset: int = 0):
         """A fresh initialisation (init seed ``+ init_offset``) under ``mask``, at step 0."""
         return self.run._engine.initial(mask, init_offset)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _branch_keys(seed, level, seeds: int, kind_id):
+    base = jax.random.fold_in(jax.random.key(seed), level)
+    if kind_id is not None:
+        base = jax.random.fold_in(base, kind_id)
+    return jax.random.split(base, seeds)
 
 
 def _stable_id(name: str) -> int:
@@ -344,13 +351,38 @@ def _random_mask_branch(ctx: BranchContext):
 # ============================================================================ the engine
 
 
-@functools.lru_cache(maxsize=64)
-def _vmapped_pruner(pruner):
-    return jax.jit(jax.vmap(pruner))
+def _level_keys(seed, level, seeds: int, salt=None):
+    """``split(fold_in(key(seed), level), seeds)`` (then ``fold_in(., salt)`` per key)."""
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), level), seeds)
+    return keys if salt is None else jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prune(pruner, params, mask: Mask, seed, level) -> Mask:
+    """The pruner vmapped over the seeds axis, its keys derived inside: one program for
+    every level of a lineage."""
+    keys = _level_keys(seed, level, jax.tree.leaves(mask.keep)[0].shape[0])
+    return jax.vmap(pruner)(params, mask, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _rewound(task: train_lib.Task, restores: tuple, rewind_state, mask: Mask, fresh_batch_stats):
+    state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
+    if "opt_state" not in restores:
+        state = state.replace(opt_state=jax.vmap(task.tx.init)(state.params))
+    if "batch_stats" not in restores:
+        state = state.replace(batch_stats=fresh_batch_stats)
+    return state
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _finetuned(task: train_lib.Task, rewind_state, params, batch_stats, mask: Mask):
+    state = train_lib.with_mask(rewind_state.replace(params=params, batch_stats=batch_stats), mask)
+    return state.replace(opt_state=jax.vmap(task.tx.init)(state.params))
 
 
 class _Engine:
-    """The state-building pieces of IMP for one task and settings."""
+    """The state-building pieces of IMP for one task and settings (each one compiled program)."""
 
     def __init__(self, task: train_lib.Task, settings: ImpSettings):
         self.task, self.settings = task, settings
@@ -362,21 +394,13 @@ class _Engine:
         return train_lib.init_state(self.task, mask=self.ones if mask is None else mask, seeds=s.seeds,
                                     vary=s.vary, **streams)
 
-    def fresh_opt_state(self, params):
-        return jax.vmap(self.task.tx.init)(params)
-
     def rewound(self, rewind_state, mask: Mask):
-        state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
-        if "opt_state" not in self.settings.rewind_restores:
-            state = state.replace(opt_state=self.fresh_opt_state(state.params))
-        if "batch_stats" not in self.settings.rewind_restores:
-            state = state.replace(batch_stats=self.initial(mask).batch_stats)
-        return state
+        restores = self.settings.rewind_restores
+        fresh = rewind_state.batch_stats if "batch_stats" in restores else self.initial(mask).batch_stats
+        return _rewound(self.task, tuple(sorted(restores)), rewind_state, mask, fresh)
 
     def finetuned(self, rewind_state, previous_final, mask: Mask):
-        trained = rewind_state.replace(params=previous_final.params, batch_stats=previous_final.batch_stats)
-        state = train_lib.with_mask(trained, mask)
-        return state.replace(opt_state=self.fresh_opt_state(state.params))
+        return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
 
     def prune(self, pruner, level: int, params, mask: Mask) -> Mask:
         """The mask of ``level`` from the previous level's final ``params`` and ``mask``,
@@ -384,8 +408,7 @@ class _Engine:
         per replica. Refuses to empty a layer unless allowed."""
         s = self.settings
         step_pruner = pruning.for_level(pruner, level)
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(s.pruning_seed), level), s.seeds)
-        new = _vmapped_pruner(step_pruner)(params, mask, keys)
+        new = _prune(step_pruner, params, mask, np.int32(s.pruning_seed), np.int32(level))
         if not (s.allow_empty_layers or step_pruner.allows_empty):
             emptied = masks_lib.emptied_leaves(mask, new, batch_dims=1)
             if emptied:
@@ -551,7 +574,7 @@ class ImpRun:
             final[f"{name}_loss"] = _per_seed(ev["loss"], s.seeds)
             if name == "test":
                 logits = np.asarray(ev["logits"], np.float32)
-        density = np.asarray(jax.vmap(masks_lib.density)(result.state.mask)).tolist()
+        density = masks_lib.host_density(result.state.mask, batch_dims=1).tolist()
         rows = level_rows(kind, level, s.seeds, density, final, history, start_step, s.steps)
         elapsed = round(time.perf_counter() - t0, 3)
         if self._dir is not None:

@@ -22,16 +22,21 @@ as integers, dataclass attributes by name. For Flax Linen params
 submodules, ``"block1/conv1/kernel"``. If you pass the full ``variables`` dict instead,
 paths start with ``"params/"``.
 
-Example::
-
-    import jax, jax.numpy as jnp
-    from jaxticket import masks
-
-    params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
-    mask = masks.ones_like(params)          # kernels prunable, biases not
-    masks.density(mask)                     # 1.0
-    pruned = masks.apply(params, mask)      # params with pruned entries exactly 0
-    print(masks.summary(mask))
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxticket import masks
+    >>> params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
+    >>> mask = masks.ones_like(params)          # kernels prunable, biases not
+    >>> float(masks.density(mask))
+    1.0
+    >>> pruned = masks.apply(params, mask)      # params with pruned entries exactly 0
+    >>> print(masks.summary(mask))  # doctest: +NORMALIZE_WHITESPACE
+    leaf              shape  kept  total  density  prunable
+    ----------------  -----  ----  -----  -------  --------
+    dense/bias        3         3      3   1.0000  no
+    dense/kernel      4x3      12     12   1.0000  yes
+    ----------------  -----  ----  -----  -------  --------
+    total (prunable)           12     12   1.0000
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ __all__ = [
     "density",
     "emptied_leaves",
     "from_tree",
+    "host_density",
     "leaf_paths",
     "ones_like",
     "path_predicate",
@@ -232,8 +238,9 @@ def ones_like(params: PyTree, prunable: PrunableSpec = None) -> Mask:
     keeps = []
     for path, leaf in leaves_with_paths:
         flags.append(bool(predicate(path_string(path), leaf)))
-        keeps.append(jnp.ones(np.shape(leaf), dtype=bool))
-    return Mask(jax.tree.unflatten(treedef, keeps), flags)
+        keeps.append(np.ones(np.shape(leaf), dtype=bool))
+    # a transfer, not a device program (jnp.ones would compile one per leaf shape)
+    return Mask(jax.device_put(jax.tree.unflatten(treedef, keeps)), flags)
 
 
 def from_tree(keep: PyTree, prunable: PrunableSpec | Sequence[bool] = None) -> Mask:
@@ -248,14 +255,14 @@ def from_tree(keep: PyTree, prunable: PrunableSpec | Sequence[bool] = None) -> M
         flags = tuple(bool(p) for p in prunable)
     else:
         flags = ones_like(keep, prunable).prunable
-    keep = jax.tree.map(lambda k: jnp.asarray(k, dtype=bool), keep)
+    keep = jax.tree.map(lambda k: np.asarray(jax.device_get(k), dtype=bool), keep)
     for flag, leaf, path in zip(flags, jax.tree.leaves(keep), leaf_paths(keep)):
-        if not flag and not bool(jnp.all(leaf)):
+        if not flag and not leaf.all():  # checked on the host
             raise ValueError(
                 f"from_tree: leaf '{path}' is not prunable but has pruned (False) entries; "
                 "non-prunable leaves must be all-True (pass prunable= to include it)."
             )
-    return Mask(keep, flags)
+    return Mask(jax.device_put(keep), flags)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -319,9 +326,11 @@ def apply(params: PyTree, mask: Mask) -> PyTree:
     Non-prunable leaves are returned as they are (they are all-True by construction).
     Works under ``jit`` and ``vmap``.
 
-    Example::
-
-        masked = apply({"k": jnp.array([[1.0, 2.0]])}, mask)  # same tree, zeros where pruned
+    Example:
+        >>> mask = ones_like({"k": jnp.ones((1, 2))}).replace(keep={"k": jnp.array([[True, False]])})
+        >>> masked = apply({"k": jnp.array([[1.0, 2.0]])}, mask)  # same tree, zeros where pruned
+        >>> masked["k"].tolist()
+        [[1.0, 0.0]]
     """
     validate(params, mask)
     p_leaves, treedef = jax.tree.flatten(params)
@@ -372,6 +381,25 @@ def emptied_leaves(before: Mask, after: Mask, *, batch_dims: int = 0) -> list[st
         if np.any(had & ~has):
             out.append(path)
     return out
+
+
+def host_density(mask: Mask, *, batch_dims: int = 0) -> np.ndarray:
+    """:func:`density` on the host with NumPy (no device program), per leading seed axis:
+    a float32 array of shape ``[*batch]`` (a scalar array for ``batch_dims=0``), bitwise
+    equal to :func:`density`.
+
+    Example:
+        >>> m = ones_like({"w": jnp.ones((3, 2, 2))})
+        >>> host_density(m.replace(keep={"w": np.tril(np.ones((3, 2, 2), bool))}), batch_dims=1)
+        array([0.75, 0.75, 0.75], dtype=float32)
+    """
+    leaves = [np.asarray(jax.device_get(leaf)) for leaf, flag in zip(mask.leaves(), mask.prunable) if flag]
+    if not leaves:
+        return np.ones(np.shape(mask.leaves()[0])[:batch_dims] if mask.leaves() else (), np.float32)
+    lead = leaves[0].shape[:batch_dims]
+    kept = sum(leaf.reshape(*lead, -1).sum(-1, dtype=np.int64) for leaf in leaves)
+    total = sum(int(np.prod(leaf.shape[batch_dims:])) for leaf in leaves)
+    return np.asarray(np.asarray(kept, np.int32).astype(np.float32) / np.float32(total), np.float32)
 
 
 def density(mask: Mask) -> jax.Array:
@@ -454,12 +482,15 @@ class MaskSummary:
 def summary(mask: Mask) -> MaskSummary:
     """Per-leaf kept and total counts of a (non-vmapped) mask, printable as a table.
 
-    Example::
-
-        print(summary(mask))
-        # leaf          shape    kept  total  density  prunable
-        # Dense_0/bias  300       300    300   1.0000  no
-        # ...
+    Example:
+        >>> mask = ones_like({"Dense_0": {"kernel": jnp.ones((784, 300)), "bias": jnp.ones(300)}})
+        >>> print(summary(mask))  # doctest: +NORMALIZE_WHITESPACE
+        leaf              shape       kept    total  density  prunable
+        ----------------  -------  -------  -------  -------  --------
+        Dense_0/bias      300          300      300   1.0000  no
+        Dense_0/kernel    784x300  235,200  235,200   1.0000  yes
+        ----------------  -------  -------  -------  -------  --------
+        total (prunable)           235,200  235,200   1.0000
     """
     rows = []
     for path, leaf, flag in zip(mask.paths(), mask.leaves(), mask.prunable):

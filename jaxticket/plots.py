@@ -5,11 +5,20 @@ pyplot, no global backend change, safe in notebooks and threads), writes a PNG
 atomically (a temporary file in the same folder, then ``os.replace``), creates missing
 parent folders and returns the path.
 
-Example::
-
-    from jaxticket import plots, stability
-    a = stability.alphas()
-    plots.plot_error_curve(a, {"k=0 test": errs0, "k=500 test": errs500}, "runs/curve.png")
+Example:
+    >>> import os, shutil, tempfile
+    >>> import numpy as np
+    >>> from jaxticket import plots, stability
+    >>> a = stability.alphas()
+    >>> errs0 = 0.1 + 0.2 * np.sin(np.pi * np.asarray(a))     # a barrier of about 0.2
+    >>> errs500 = np.full(30, 0.1)                            # stable
+    >>> d = tempfile.mkdtemp()
+    >>> path = plots.plot_error_curve(a, {"k=0 test": errs0, "k=500 test": errs500},
+    ...                               os.path.join(d, "runs", "curve.png"))
+    >>> with open(path, "rb") as f:                           # the PNG signature
+    ...     f.read(4)[1:]
+    b'PNG'
+    >>> shutil.rmtree(d)
 """
 
 from __future__ import annotations
@@ -109,9 +118,15 @@ def plot_instability_vs_k(
       ks: ``[n_k]`` steps (or epochs; set ``xlabel``).
       barriers: ``{label: (mean [n_k], std [n_k])}`` (fractions), e.g. test/train.
 
-    Example::
-
-        plot_instability_vs_k([0, 100, 500, 2000], {"test": (m, s)}, "instability.png")
+    Example:
+        >>> import os, shutil, tempfile
+        >>> m, s = [0.15, 0.08, 0.01, 0.005], [0.02, 0.01, 0.005, 0.002]
+        >>> d = tempfile.mkdtemp()
+        >>> path = plot_instability_vs_k([0, 100, 500, 2000], {"test": (m, s)},
+        ...                              os.path.join(d, "instability.png"))
+        >>> os.path.isfile(path)
+        True
+        >>> shutil.rmtree(d)
     """
     fig = _figure()
     ax = fig.add_subplot()
@@ -161,10 +176,16 @@ def plot_density_accuracy(
         ``accuracy`` (a fraction: one value per row/seed, or a sequence over seeds). Rows
         with the same method and density are pooled.
 
-    Example::
-
-        rows = [{"method": "imp rewind", "density": 0.8 ** l, "accuracy": acc[l]} ...]
-        plot_density_accuracy(rows, "density.png")
+    Example:
+        >>> import os, shutil, tempfile
+        >>> acc = [[0.98, 0.97], [0.985, 0.98], [0.982, 0.979], [0.97, 0.965]]  # [level][seed]
+        >>> rows = [{"method": "imp rewind", "density": 0.8 ** l, "accuracy": acc[l]}
+        ...         for l in range(4)]
+        >>> d = tempfile.mkdtemp()
+        >>> path = plot_density_accuracy(rows, os.path.join(d, "density.png"))
+        >>> os.path.isfile(path)
+        True
+        >>> shutil.rmtree(d)
     """
     pooled: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -214,10 +235,15 @@ def plot_series_vs_density(
     Args:
       series: ``{label: (densities, means, stds)}`` (densities as fractions).
 
-    Example::
-
-        plot_series_vs_density({"imp": ([1, .5, .25], [2500, 2100, 1900], [200, 150, 90])},
-                               "early_stop.png", ylabel="early-stop iteration")
+    Example:
+        >>> import os, shutil, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> path = plot_series_vs_density(
+        ...     {"imp": ([1, .5, .25], [2500, 2100, 1900], [200, 150, 90])},
+        ...     os.path.join(d, "early_stop.png"), ylabel="early-stop iteration")
+        >>> os.path.isfile(path)
+        True
+        >>> shutil.rmtree(d)
     """
     fig = _figure((5.5, 3.8))
     ax = fig.add_subplot()

@@ -135,8 +135,8 @@ def _nested(paths: Sequence[str], values: Sequence) -> dict:
 
 def load_tree(path, like=None):
     """Reads a tree written by :func:`save_tree`: into the structure of ``like`` (checked
-    leaf by leaf), or as nested dicts from the stored paths (Flax params are nested dicts,
-    so this gives them back exactly)."""
+    leaf by leaf; device arrays), or as nested dicts of NumPy arrays from the stored paths
+    (Flax params are nested dicts, so this gives them back exactly)."""
     path = pathlib.Path(path)
     try:
         with np.load(path) as stored:
@@ -155,7 +155,8 @@ def load_tree(path, like=None):
     for p, leaf, want in zip(paths, leaves, jax.tree.leaves(like)):
         if tuple(leaf.shape) != tuple(np.shape(want)):
             raise ValueError(f"{path}: '{p}' has shape {leaf.shape}, expected {tuple(np.shape(want))}")
-    return jax.tree.unflatten(jax.tree.structure(like), [jax.numpy.asarray(x) for x in leaves])
+    # committed to the device like the states it joins (the compiled programs are keyed on it)
+    return jax.device_put(jax.tree.unflatten(jax.tree.structure(like), leaves), jax.local_devices()[0])
 
 
 def save_mask(path, mask: Mask) -> None:

@@ -22,17 +22,19 @@ a barrier below 2 percentage points (0.02 as a fraction), :func:`is_stable`.
 
 Everything takes an *evaluation function* ``eval_fn(params) -> error`` (a scalar, or a
 dict of scalars such as ``{"train": ..., "test": ...}``), so nothing here depends on
-:mod:`jaxticket.train`. Example::
+:mod:`jaxticket.train`.
 
-    import jax.numpy as jnp
-    from jaxticket import stability
-
-    def eval_fn(p):                       # a toy "model": error is quadratic in w
-        return jnp.sum(p["w"] ** 2)
-
-    a, b = {"w": jnp.array([-1.0])}, {"w": jnp.array([1.0])}
-    errs = stability.error_curve(eval_fn, a, b, stability.alphas(30))   # [30]
-    stability.error_barrier(errs)          # <= 0: a convex curve has no barrier
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxticket import stability
+    >>> def eval_fn(p):                       # a toy "model": error is quadratic in w
+    ...     return jnp.sum(p["w"] ** 2)
+    >>> a, b = {"w": jnp.array([-1.0])}, {"w": jnp.array([1.0])}
+    >>> errs = stability.error_curve(eval_fn, a, b, stability.alphas(30))
+    >>> errs.shape
+    (30,)
+    >>> float(stability.error_barrier(errs))  # a convex curve has no barrier
+    0.0
 
 BatchNorm. Interpolated weights do not match either endpoint's running statistics. See
 :func:`interpolate_variables`: either interpolate the running statistics linearly
@@ -150,9 +152,10 @@ def interpolate(params_a: PyTree, params_b: PyTree, alpha) -> PyTree:
 
     Works under ``jit`` and ``vmap`` (over ``alpha`` or over the params).
 
-    Example::
-
-        mid = interpolate({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}, 0.25)   # w = 0.25
+    Example:
+        >>> mid = interpolate({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}, 0.25)
+        >>> mid["w"].tolist()
+        [0.25, 0.25, 0.25]
     """
     _check_same_tree(params_a, params_b, "interpolate")
     _check_non_float_equal(params_a, params_b, "interpolate")
@@ -224,10 +227,10 @@ def error_curve(
     Returns:
       ``eval_fn``'s output structure with leaves ``[num_alphas]``.
 
-    Example::
-
-        errs = error_curve(lambda p: jnp.sum(p["w"]), {"w": 0.0}, {"w": 1.0}, alphas(3))
-        # [0., 0.5, 1.]
+    Example:
+        >>> errs = error_curve(lambda p: jnp.sum(p["w"]), {"w": 0.0}, {"w": 1.0}, alphas(3))
+        >>> errs.tolist()
+        [0.0, 0.5, 1.0]
     """
     alpha_values = _default_alphas() if alphas is None else jnp.asarray(alphas)
     if alpha_values.ndim != 1:
@@ -363,10 +366,17 @@ def pairwise_barriers(
     Returns:
       :class:`PairwiseBarriers` (mean, std, per-pair values, pairs, curves).
 
-    Example::
-
-        res = pairwise_barriers(eval_fn, replicas_params)    # C=4 -> 6 pairs
-        res.mean, res.std                                    # instability +- spread
+    Example:
+        >>> def eval_fn(p):                      # a double well: minima at w = -1 and w = 1
+        ...     return jnp.sum((p["w"] ** 2 - 1) ** 2)
+        >>> replicas_params = {"w": jnp.array([[-1.0], [1.0], [-1.0], [1.0]])}   # C=4 copies
+        >>> res = pairwise_barriers(eval_fn, replicas_params)    # C=4 -> 6 pairs
+        >>> res.pairs.tolist()
+        [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+        >>> [round(float(v), 4) for v in res.values]             # 0 within a well
+        [0.9976, 0.0, 0.9976, 0.9976, 0.0, 0.9976]
+        >>> round(float(res.mean), 4), round(float(res.std), 4)  # instability +- spread
+        (0.6651, 0.4703)
     """
     c = _leading_dim(params_stack, "pairwise_barriers")
     if c < 2:
@@ -491,10 +501,21 @@ def recompute_batch_stats(
     Returns:
       A pytree like ``variables[collection]`` holding the averaged statistics.
 
-    Example::
-
-        stats = recompute_batch_stats(model.apply, variables, x_train[:10 * 128].reshape(10, 128, 32, 32, 3))
-        variables = {**variables, "batch_stats": stats}
+    Example:
+        >>> import flax.linen as nn
+        >>> class Net(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         return nn.BatchNorm(use_running_average=not train)(x)
+        >>> model = Net()
+        >>> x_train = jnp.arange(24.0).reshape(12, 2)        # 12 examples, 2 features
+        >>> variables = model.init(jax.random.key(0), x_train[:4])
+        >>> stats = recompute_batch_stats(model.apply, variables, x_train.reshape(3, 4, 2))
+        >>> np.round(np.asarray(stats["BatchNorm_0"]["mean"]), 2).tolist()   # mean of 3 batches
+        [11.0, 12.0]
+        >>> np.round(np.asarray(stats["BatchNorm_0"]["var"]), 2).tolist()    # mean batch variance
+        [5.0, 5.0]
+        >>> variables = {**variables, "batch_stats": stats}
     """
     kwargs = {"train": True} if apply_kwargs is None else dict(apply_kwargs)
     if collection not in variables:

@@ -432,7 +432,8 @@ def test_with_mask_zeroes_params_and_moments_of_newly_pruned():
             if flag:
                 assert np.all(np.asarray(leaf)[~np.asarray(keep)] == 0)
                 assert np.any(np.asarray(leaf)[np.asarray(keep)] != 0)
-    assert int(pruned.step) == 8 and pruned.mask is mask
+    assert int(pruned.step) == 8 and pruned.mask.prunable == mask.prunable
+    assert same(pruned.mask.keep, mask.keep)
 
 
 def test_kernel_init_selects_the_initialiser_by_name():

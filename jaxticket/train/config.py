@@ -223,7 +223,7 @@ def milestone_steps(config: TrainConfig, steps_per_epoch: int | None = None) -> 
 
 @functools.lru_cache(maxsize=None)
 def _schedule(lr: float, warmup_steps: int, milestones: tuple, gamma: float) -> Callable:
-    ms = jnp.asarray(milestones or (np.iinfo(np.int32).max,), jnp.int32)
+    ms = np.asarray(milestones or (np.iinfo(np.int32).max,), np.int32)  # a constant, not a device array
 
     def schedule(step):
         step = jnp.asarray(step, jnp.int32)

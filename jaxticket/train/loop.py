@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxticket import masks as masks_lib
 from jaxticket import parallel
 from jaxticket.train import sources
 from jaxticket.train.state import TrainState, is_batched
@@ -90,8 +89,10 @@ def _tolist(x):
 # ============================================================================ evaluation
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _evaluate(task: Task, state: TrainState, ds, batch_size: int, logits: bool, mesh):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _evaluate(task: Task, state: TrainState, ds, batch_size: int, mesh):
+    """One program per (task, split shape): sums, means and the outputs of every example
+    (returned on the device; :func:`evaluate` hands them over only when asked)."""
     from jaxticket import data as data_lib
 
     n = ds.num_examples
@@ -100,17 +101,16 @@ def _evaluate(task: Task, state: TrainState, ds, batch_size: int, logits: bool, 
     def one(s):
         def body(carry, i):
             x, y, valid = (parallel.constrain_batch(a, mesh) for a in data_lib.eval_batch(ds, i, batch_size))
-            sums = eval_sums(task, s, x, y, valid, logits=logits)
-            out = sums.pop("logits", None)
+            sums = eval_sums(task, s, x, y, valid, logits=True)
+            out = sums.pop("logits")
             return jax.tree.map(jnp.add, carry, sums), out
 
         zero = jax.eval_shape(lambda: eval_sums(task, s, *data_lib.eval_batch(ds, 0, batch_size), logits=False))
         carry = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), zero)
         sums, outs = jax.lax.scan(body, carry, jnp.arange(nb))
         result = means(sums, n)
-        if logits:
-            outs = outs.reshape(nb * batch_size, *outs.shape[2:])[:n]
-            result.update(logits=outs, predictions=jnp.argmax(outs, -1).astype(jnp.int32))
+        outs = outs.reshape(nb * batch_size, *outs.shape[2:])[:n]
+        result.update(logits=outs, predictions=jnp.argmax(outs, -1).astype(jnp.int32))
         return result
 
     if is_batched(state):
@@ -179,7 +179,8 @@ def cf_pool(n: int):
 
 def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logits: bool = False,
              mesh=None) -> dict:
-    """Loss and metrics of a whole split (and its outputs when ``logits``), in one compiled call.
+    """Loss and metrics of a whole split (and its outputs when ``logits``), in one compiled
+    program per split shape.
 
     ``{"loss": f32[], <metric>: f32[]..., ["logits": f32[N, C], "predictions": int32[N]]}``,
     a leading ``S`` axis on each for a state with replicas. Uses the masked params and
@@ -198,7 +199,10 @@ def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logit
     ds = sources.as_source(ds)
     if sources.is_streamed(ds):
         return _evaluate_stream(task, state, ds, logits, mesh)
-    return _evaluate(task, state, ds, min(int(batch_size), ds.num_examples), bool(logits), mesh)
+    out = _evaluate(task, state, ds, min(int(batch_size), ds.num_examples), mesh)
+    if not logits:
+        out = {k: v for k, v in out.items() if k not in ("logits", "predictions")}
+    return out
 
 
 # ============================================================================ hooks
@@ -363,8 +367,9 @@ class _Calls:
     """The compiled calls of one fit: ``calls(state)`` yields ``(state, metrics, first, n)``
     one call behind, so the next call is queued on the device before the host waits."""
 
-    def __init__(self, task, train, plan, batch_size, augment, chunk, loop, mesh):
+    def __init__(self, task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy):
         self.task, self.train, self.plan, self.loop, self.mesh, self.chunk = task, train, plan, loop, mesh, chunk
+        self.run = functools.partial(run_steps, mesh=mesh, seed_strategy=seed_strategy)
         if sources.is_streamed(train):
             self.feed = sources.StreamFeed(train.preprocess)
             self.fetcher = sources.ChunkFetcher(train, plan, batch_size, chunk if loop == "device" else 1)
@@ -374,21 +379,21 @@ class _Calls:
     def _call(self, state, first, n):
         if self.fetcher is None:
             if self.loop == "device":
-                return run_steps(self.task, self.feed, state, self.train, n, length=self.chunk, mesh=self.mesh)
+                return self.run(self.task, self.feed, state, self.train, n, length=self.chunk)
             ms = []
             for _ in range(n):
-                state, m = run_steps(self.task, self.feed, state, self.train, 1, mesh=self.mesh)
+                state, m = self.run(self.task, self.feed, state, self.train, 1)
                 ms.append(m)
             return state, ms
         host = self.fetcher.next()
         arrays = {"image": host["image"], "label": host["label"]}
         if self.loop == "device":
             chunk = sources.put_host(arrays, self.mesh, lead=1)
-            return run_steps(self.task, self.feed, state, chunk, n, length=self.chunk, mesh=self.mesh)
+            return self.run(self.task, self.feed, state, chunk, n, length=self.chunk)
         ms = []
         for i in range(n):
             one = sources.put_host({k: v[i:i + 1] for k, v in arrays.items()}, self.mesh, lead=1)
-            state, m = run_steps(self.task, self.feed, state, one, 1, mesh=self.mesh)
+            state, m = self.run(self.task, self.feed, state, one, 1)
             ms.append(m)
         return state, ms
 
@@ -437,7 +442,7 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
         eval_every: int = 0, eval_batch_size: int = 1000, augment=False, chunk_size: int = 100,
         hooks: Sequence[Hook] = (), rewind_step: Optional[int] = None, checkpoints=None,
         checkpoint_every: int = 0, metrics_path=None, progress: Optional[bool] = None,
-        loop: str = "auto", mesh=None) -> FitResult:
+        loop: str = "auto", seed_strategy: str = "auto", mesh=None) -> FitResult:
     """Train ``state`` to step ``steps``; evaluate every ``eval_every`` steps; run the hooks.
 
     Args:
@@ -458,6 +463,10 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
       loop: ``"device"``: up to ``chunk_size`` steps per compiled call; ``"host"``: one
         compiled call per step; ``"auto"``: ``"host"`` for conv models on CPU. Results
         are deterministic within a mode and may differ in the last float bits between modes.
+      seed_strategy: how replicas share a program: ``"vmap"``, ``"unroll"`` (one after
+        the other) or ``"auto"`` (``"unroll"`` for conv models on CPU; see
+        :data:`jaxticket.train.step.SEED_STRATEGIES`); each replica's result is bitwise its
+        single run's either way.
       mesh: a ``parallel.make_mesh`` mesh the state and datasets were put on.
 
     Returns:
@@ -481,8 +490,6 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     standard = _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, progress, steps)
     hooks = [*standard, *hooks]
     rewind = next((h for h in hooks if isinstance(h, RewindPoint)), None)
-    if state.mask is not None:  # the invariant train_step relies on (a no-op when it holds)
-        state = state.replace(params=_mask_params(state.params, state.mask))
     for hook in hooks:
         state = hook.on_start(state, steps)
     start, t0 = host_step(state), time.perf_counter()
@@ -492,7 +499,7 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     chunk = min(chunk_size, train.max_chunk_steps) if sources.is_streamed(train) else chunk_size
     plan = _segments(start, steps, chunk, evals.union(*(h.boundaries(start, steps) for h in hooks)))
     evaluator = _Evaluator(task, val, test, eval_batch_size, mesh, t0)
-    calls = _Calls(task, train, plan, batch_size, augment, chunk, loop, mesh)
+    calls = _Calls(task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy)
     try:
         at_start = evaluator.record(start, state) if start in evals and start == 0 else None
         for hook in hooks:
@@ -508,9 +515,6 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
             hook.on_end(state)
     return FitResult(state=state, rewind_state=None if rewind is None else rewind.state,
                      history=evaluator.history)
-
-
-_mask_params = jax.jit(masks_lib.apply)
 
 
 def _check_inputs(task: Task, ds) -> None:

@@ -161,7 +161,7 @@ def init_state(task: Task, *, mask: Mask | None | str = "ones", seeds: int | Non
         if mask is not None:
             masks_lib.validate(abstract, mask)
         u32 = lambda v: np.uint32(v)  # noqa: E731
-        return _init(task, u32(init_seed), u32(data_seed), u32(aug_seed), u32(dropout_seed), mask, None)
+        return _committed(_init(task, u32(init_seed), u32(data_seed), u32(aug_seed), u32(dropout_seed), mask, None))
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ValueError(f"seeds must be an int >= 1 (the number of replicas), got {seeds!r}")
     per = replica_seeds(int(seeds), vary, init_seed=init_seed, data_seed=data_seed, aug_seed=aug_seed,
@@ -176,9 +176,17 @@ def init_state(task: Task, *, mask: Mask | None | str = "ones", seeds: int | Non
                 raise ValueError(f"the mask has {np.shape(m_leaves[0])[0]} replicas, seeds={seeds}")
             mask_axis = 0
     u32 = [np.asarray(per[s], np.uint32) for s in VARY_STREAMS]
-    return _init(task, *u32, mask, mask_axis)
+    return _committed(_init(task, *u32, mask, mask_axis))
 
 
+def _committed(state):
+    """``state`` committed to this process's first device (no copy). A compiled program is
+    keyed on whether its inputs are committed; states restored from checkpoints are, so
+    fresh ones are too, and both reuse the same programs."""
+    return jax.device_put(state, jax.local_devices()[0])
+
+
+@jax.jit
 def with_mask(state: TrainState, mask: Mask) -> TrainState:
     """``state`` with a new ``mask``: params and every params-shaped part of the optimizer
     state (momentum, Adam moments) masked, so the pruned entries start at exactly 0.

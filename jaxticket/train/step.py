@@ -27,7 +27,7 @@ from jaxticket import parallel
 from jaxticket.train.state import TrainState, is_batched
 from jaxticket.train.task import Task
 
-__all__ = ["eval_sums", "run_steps", "train_step"]
+__all__ = ["SEED_STRATEGIES", "eval_sums", "resolve_seed_strategy", "run_steps", "train_step"]
 
 PyTree = Any
 
@@ -99,19 +99,50 @@ def _spmd(mesh):
     return parallel.REPLICA if mesh is not None else None
 
 
-def _replica_step(task: Task, feed, mesh, batched: bool):
+#: How replicas (a seeds axis) share one compiled program: ``"vmap"`` batches them (one
+#: batched matmul/convolution per layer); ``"unroll"`` lays out each replica's own step one
+#: after the other (no batching: XLA:CPU runs vmapped convolutions as slow grouped ones);
+#: ``"auto"`` picks by measurement (``benchmarks/train.py``): ``"unroll"`` for conv models
+#: on CPU, else ``"vmap"``. Both give each replica bitwise the result of its single run.
+SEED_STRATEGIES = ("auto", "vmap", "unroll")
+
+
+def resolve_seed_strategy(strategy: str, state: TrainState, mesh=None) -> str:
+    """``"vmap"`` or ``"unroll"`` for ``state`` (see :data:`SEED_STRATEGIES`)."""
+    if strategy not in SEED_STRATEGIES:
+        raise ValueError(f"seed_strategy must be one of {SEED_STRATEGIES}, got {strategy!r}")
+    if strategy != "auto":
+        if strategy == "unroll" and mesh is not None:
+            raise ValueError("seed_strategy='unroll' runs replicas one after the other on one device; "
+                             "on a mesh replicas are vmapped (seed_strategy='vmap')")
+        return strategy
+    lead = 1 if is_batched(state) else 0
+    has_conv = any(np.ndim(x) - lead >= 4 for x in jax.tree.leaves(state.params))
+    return "unroll" if (has_conv and mesh is None and jax.default_backend() == "cpu") else "vmap"
+
+
+def _replica_step(task: Task, feed, mesh, batched: bool, strategy: str):
     def one(state, data, i):
         return train_step(task, state, feed.batch(data, state, i), mesh=mesh)
 
-    if batched:
-        one = jax.vmap(one, in_axes=(0, None, None), spmd_axis_name=_spmd(mesh))
-    return one
+    if not batched:
+        return one
+    if strategy == "vmap":
+        return jax.vmap(one, in_axes=(0, None, None), spmd_axis_name=_spmd(mesh))
+
+    def unrolled(state, data, i):
+        outs = [one(jax.tree.map(lambda x: x[r], state), data, i) for r in range(state.step.shape[0])]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+    return unrolled
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _run_steps(task: Task, feed, mesh, length: Optional[int], state: TrainState, data, num_steps):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _run_steps(task: Task, feed, mesh, length: Optional[int], strategy: str, state: TrainState, data, num_steps):
     batched = is_batched(state)
-    step = _replica_step(task, feed, mesh, batched)
+    step = _replica_step(task, feed, mesh, batched, strategy)
+    if state.mask is not None:  # the invariant train_step relies on (a no-op when it holds)
+        state = state.replace(params=masks_lib.apply(state.params, state.mask))
     if length is None:
         state, metrics = step(state, data, 0)
         state = parallel.constrain_state(state, mesh, batched=batched)
@@ -134,7 +165,7 @@ def _run_steps(task: Task, feed, mesh, length: Optional[int], state: TrainState,
 
 
 def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
-              length: Optional[int] = None, mesh=None):
+              length: Optional[int] = None, mesh=None, seed_strategy: str = "auto"):
     """``num_steps`` masked steps in one compiled call: the driver of every step path.
 
     Args:
@@ -145,6 +176,7 @@ def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
       num_steps: steps to take; with ``length=None`` exactly 1 (no loop), else traced,
         ``<= length`` (one compiled program serves every chunk length).
       length: ``None``, or the loop's metric buffer size.
+      seed_strategy: how replicas share the program (:data:`SEED_STRATEGIES`).
 
     Returns:
       ``(state, metrics)``: ``metrics[name]`` is ``f32[length or 1(, S)]``, entries past
@@ -152,7 +184,8 @@ def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
     """
     if length is None and num_steps != 1:
         raise ValueError("run_steps without a length takes exactly one step")
-    return _run_steps(task, feed, mesh, length, state, data, jnp.int32(num_steps))
+    strategy = resolve_seed_strategy(seed_strategy, state, mesh) if is_batched(state) else "vmap"
+    return _run_steps(task, feed, mesh, length, strategy, state, data, np.int32(num_steps))
 
 
 # ============================================================================ evaluation
