@@ -375,7 +375,8 @@ def test_batchnorm_model_updates_stats_and_masks():
 # --------------------------------------------------------------------------- seeds axis
 
 
-def test_vmapped_seeds_equal_separate_runs():
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_seeds_axis_equals_separate_runs(strategy):
     S = 3
     params0 = train.init_state(TASK).params
     mask = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_mask(params0, 0.6, i) for i in range(S)])
@@ -383,7 +384,7 @@ def test_vmapped_seeds_equal_separate_runs():
     assert state.params["fc1"]["kernel"].shape == (S, 64, 32)
     assert train.num_replicas(state) == S
     kw = dict(steps=20, augment=True, val=DS, rewind_step=7, **FIT)
-    res = train.fit(TASK, state, DS, **kw)
+    res = train.fit(TASK, state, DS, seed_strategy=strategy, **kw)
     assert len(res.history[-1]["val_loss"]) == S
     for i in range(S):
         mi = jax.tree.map(lambda x: x[i], mask)
@@ -418,6 +419,8 @@ def test_host_loop_matches_device_loop():
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="loop must be one of"):
         train.fit(TASK, state, DS, steps=20, loop="gpu", **FIT)
+    with pytest.raises(ValueError, match="seed_strategy must be one of"):
+        train.fit(TASK, train.init_state(TASK, seeds=2), DS, steps=20, seed_strategy="pmap", **FIT)
 
 
 def test_with_mask_zeroes_params_and_moments_of_newly_pruned():
@@ -448,3 +451,14 @@ def test_kernel_init_selects_the_initialiser_by_name():
     assert stds["kaiming_normal"] == pytest.approx(_math.sqrt(2 / 784), rel=0.02)  # He, fan-in
     with pytest.raises(ValueError, match=r"kernel_init must be None .* one of \('binary'"):
         base.replace(kernel_init="xavier")
+
+
+def test_conv_replicas_train_sequentially_as_their_single_runs():
+    ds = toy_dataset(64, (8, 8, 3))
+    task = train.task_from_config(train.TrainConfig(model="conv2", input_shape=(8, 8, 3), optimizer="adam", lr=1e-3))
+    kw = dict(steps=3, batch_size=8, test=ds, eval_batch_size=32, loop="host")
+    both = train.fit(task, train.init_state(task, seeds=2), ds, seed_strategy="sequential", **kw)
+    for i in range(2):
+        single = train.fit(task, train.init_state(task, init_seed=i, data_seed=i, aug_seed=i), ds, **kw)
+        assert same(train.replica(both.state, i), single.state)
+        assert both.history[-1]["test_loss"][i] == single.history[-1]["test_loss"]

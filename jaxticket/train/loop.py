@@ -24,7 +24,7 @@ import numpy as np
 from jaxticket import parallel
 from jaxticket.train import sources
 from jaxticket.train.state import TrainState, is_batched
-from jaxticket.train.step import eval_sums, means, run_steps
+from jaxticket.train.step import eval_sums, means, resolve_seed_strategy, run_steps, split_replicas, stack_replicas
 from jaxticket.train.task import Task
 
 __all__ = [
@@ -178,12 +178,13 @@ def cf_pool(n: int):
 
 
 def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logits: bool = False,
-             mesh=None) -> dict:
+             mesh=None, seed_strategy: str = "auto") -> dict:
     """Loss and metrics of a whole split (and its outputs when ``logits``), in one compiled
     program per split shape.
 
     ``{"loss": f32[], <metric>: f32[]..., ["logits": f32[N, C], "predictions": int32[N]]}``,
-    a leading ``S`` axis on each for a state with replicas. Uses the masked params and
+    a leading ``S`` axis on each for a state with replicas (evaluated as ``seed_strategy``
+    says, see :func:`fit`). Uses the masked params and
     BatchNorm running statistics (evaluation mode); batches of ``batch_size`` (at most
     the split's size) scanned inside one program, the last one padded and weighted out.
 
@@ -199,7 +200,11 @@ def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logit
     ds = sources.as_source(ds)
     if sources.is_streamed(ds):
         return _evaluate_stream(task, state, ds, logits, mesh)
-    out = _evaluate(task, state, ds, min(int(batch_size), ds.num_examples), mesh)
+    size = min(int(batch_size), ds.num_examples)
+    if is_batched(state) and resolve_seed_strategy(seed_strategy, mesh) == "sequential":
+        out = stack_replicas([_evaluate(task, s, ds, size, mesh) for s in split_replicas(state)])
+    else:
+        out = _evaluate(task, state, ds, size, mesh)
     if not logits:
         out = {k: v for k, v in out.items() if k not in ("logits", "predictions")}
     return out
@@ -365,37 +370,46 @@ def _segments(start: int, end: int, chunk: int, boundaries: set) -> list[tuple[i
 
 class _Calls:
     """The compiled calls of one fit: ``calls(state)`` yields ``(state, metrics, first, n)``
-    one call behind, so the next call is queued on the device before the host waits."""
+    one call behind, so the next call is queued on the device before the host waits.
+
+    ``metrics`` is a list over replicas (one entry for a single run or vmapped replicas)
+    of lists over calls of per-call metric dicts; :func:`_host_metrics` joins them."""
 
     def __init__(self, task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy):
         self.task, self.train, self.plan, self.loop, self.mesh, self.chunk = task, train, plan, loop, mesh, chunk
-        self.run = functools.partial(run_steps, mesh=mesh, seed_strategy=seed_strategy)
+        self.sequential = resolve_seed_strategy(seed_strategy, mesh) == "sequential"
         if sources.is_streamed(train):
             self.feed = sources.StreamFeed(train.preprocess)
             self.fetcher = sources.ChunkFetcher(train, plan, batch_size, chunk if loop == "device" else 1)
         else:
             self.feed, self.fetcher = sources.DeviceFeed(batch_size, augment), None
 
-    def _call(self, state, first, n):
-        if self.fetcher is None:
-            if self.loop == "device":
-                return self.run(self.task, self.feed, state, self.train, n, length=self.chunk)
-            ms = []
-            for _ in range(n):
-                state, m = self.run(self.task, self.feed, state, self.train, 1)
-                ms.append(m)
-            return state, ms
-        host = self.fetcher.next()
-        arrays = {"image": host["image"], "label": host["label"]}
+    def _steps(self, state, data, n):
+        """``n`` steps of one state (a single run or vmapped replicas) on ``data``."""
         if self.loop == "device":
-            chunk = sources.put_host(arrays, self.mesh, lead=1)
-            return self.run(self.task, self.feed, state, chunk, n, length=self.chunk)
+            state, m = run_steps(self.task, self.feed, state, data, n, length=self.chunk, mesh=self.mesh,
+                                 seed_strategy="vmap")
+            return state, [m]
         ms = []
         for i in range(n):
-            one = sources.put_host({k: v[i:i + 1] for k, v in arrays.items()}, self.mesh, lead=1)
-            state, m = self.run(self.task, self.feed, state, one, 1)
+            one = data if self.fetcher is None else sources.put_host(
+                {k: v[i:i + 1] for k, v in data.items()}, self.mesh, lead=1)
+            state, m = run_steps(self.task, self.feed, state, one, 1, mesh=self.mesh, seed_strategy="vmap")
             ms.append(m)
         return state, ms
+
+    def _call(self, state, first, n):
+        data = self.train
+        if self.fetcher is not None:
+            host = self.fetcher.next()
+            data = {"image": host["image"], "label": host["label"]}
+            if self.loop == "device":
+                data = sources.put_host(data, self.mesh, lead=1)
+        if self.sequential and is_batched(state):  # each replica's own program, in turn
+            outs = [self._steps(s, data, n) for s in split_replicas(state)]
+            return stack_replicas([s for s, _ in outs]), [m for _, m in outs]
+        state, ms = self._steps(state, data, n)
+        return state, [ms]
 
     def __call__(self, state):
         pending = None
@@ -412,11 +426,14 @@ class _Calls:
             self.fetcher.close()
 
 
-def _host_metrics(metrics, n: int, first: int, batched: bool) -> dict:
+def _host_metrics(metrics: list, n: int, first: int, batched: bool) -> dict:
     """Per-step metrics on the host ``[n(, S)]``; raises at the first non-finite loss."""
-    parts = metrics if isinstance(metrics, list) else [metrics]
-    host = [parallel.to_host(m) for m in parts]
-    m = {k: np.concatenate([h[k] for h in host])[:n] for k in host[0]}
+    per_replica = []
+    for calls in metrics:
+        host = [parallel.to_host(m) for m in calls]
+        per_replica.append({k: np.concatenate([h[k] for h in host])[:n] for k in host[0]})
+    m = per_replica[0] if len(per_replica) == 1 else {
+        k: np.stack([r[k] for r in per_replica], axis=1) for k in per_replica[0]}
     finite = np.isfinite(m["loss"])
     if not finite.all():
         bad = int(np.argwhere(~finite)[0, 0])
@@ -463,8 +480,9 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
       loop: ``"device"``: up to ``chunk_size`` steps per compiled call; ``"host"``: one
         compiled call per step; ``"auto"``: ``"host"`` for conv models on CPU. Results
         are deterministic within a mode and may differ in the last float bits between modes.
-      seed_strategy: how replicas share a program: ``"vmap"``, ``"unroll"`` (one after
-        the other) or ``"auto"`` (``"unroll"`` for conv models on CPU; see
+      seed_strategy: how replicas train: ``"vmap"`` (batched in one program),
+        ``"sequential"`` (each replica's single-run program in turn) or ``"auto"``
+        (``"sequential"`` on CPU, where it is faster, else ``"vmap"``; see
         :data:`jaxticket.train.step.SEED_STRATEGIES`); each replica's result is bitwise its
         single run's either way.
       mesh: a ``parallel.make_mesh`` mesh the state and datasets were put on.
@@ -498,7 +516,7 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     evals = ({0, *range(eval_every, steps, eval_every)} if eval_every else set()) | {steps}
     chunk = min(chunk_size, train.max_chunk_steps) if sources.is_streamed(train) else chunk_size
     plan = _segments(start, steps, chunk, evals.union(*(h.boundaries(start, steps) for h in hooks)))
-    evaluator = _Evaluator(task, val, test, eval_batch_size, mesh, t0)
+    evaluator = _Evaluator(task, val, test, eval_batch_size, mesh, t0, seed_strategy)
     calls = _Calls(task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy)
     try:
         at_start = evaluator.record(start, state) if start in evals and start == 0 else None
@@ -526,8 +544,9 @@ def _check_inputs(task: Task, ds) -> None:
 class _Evaluator:
     """Running means of the training metrics, and the evaluation records of a fit."""
 
-    def __init__(self, task, val, test, batch_size, mesh, t0):
+    def __init__(self, task, val, test, batch_size, mesh, t0, seed_strategy):
         self.task, self.splits, self.batch_size, self.mesh, self.t0 = task, (("val", val), ("test", test)), batch_size, mesh, t0
+        self.seed_strategy = seed_strategy
         self.sums, self.count, self.history = {}, 0, []
 
     def add(self, metrics: dict) -> None:
@@ -541,7 +560,8 @@ class _Evaluator:
             rec[f"train_{k}"] = _tolist(self.sums[k] / self.count) if self.count else None
         for name, ds in self.splits:
             if ds is not None:
-                out = parallel.to_host(evaluate(self.task, state, ds, batch_size=self.batch_size, mesh=self.mesh))
+                out = parallel.to_host(evaluate(self.task, state, ds, batch_size=self.batch_size, mesh=self.mesh,
+                                                seed_strategy=self.seed_strategy))
                 rec.update({f"{name}_{k}": _tolist(v) for k, v in out.items()})
         rec["elapsed_s"] = round(time.perf_counter() - self.t0, 3)
         self.history.append(rec)

@@ -27,7 +27,8 @@ from jaxticket import parallel
 from jaxticket.train.state import TrainState, is_batched
 from jaxticket.train.task import Task
 
-__all__ = ["SEED_STRATEGIES", "eval_sums", "resolve_seed_strategy", "run_steps", "train_step"]
+__all__ = ["SEED_STRATEGIES", "eval_sums", "resolve_seed_strategy", "run_steps", "split_replicas",
+           "stack_replicas", "train_step"]
 
 PyTree = Any
 
@@ -99,48 +100,54 @@ def _spmd(mesh):
     return parallel.REPLICA if mesh is not None else None
 
 
-#: How replicas (a seeds axis) share one compiled program: ``"vmap"`` batches them (one
-#: batched matmul/convolution per layer); ``"unroll"`` lays out each replica's own step one
-#: after the other (no batching: XLA:CPU runs vmapped convolutions as slow grouped ones);
-#: ``"auto"`` picks by measurement (``benchmarks/train.py``): ``"unroll"`` for conv models
-#: on CPU, else ``"vmap"``. Both give each replica bitwise the result of its single run.
-SEED_STRATEGIES = ("auto", "vmap", "unroll")
+#: How replicas (a seeds axis) train: ``"vmap"`` batches them in one program (one batched
+#: matmul/convolution per layer); ``"sequential"`` runs each replica's own single-run
+#: program one after the other on its slice of the state; ``"auto"`` picks by
+#: measurement (``benchmarks/train.py``): ``"sequential"`` on CPU, where batching the
+#: replicas made every model slower per seed-step (XLA:CPU runs vmapped convolutions as
+#: slow grouped ones, and batched small matmuls use the cores less well than one after
+#: the other), ``"vmap"`` on accelerators and on a mesh. Either way each replica's result
+#: is bitwise its single run's.
+SEED_STRATEGIES = ("auto", "vmap", "sequential")
 
 
-def resolve_seed_strategy(strategy: str, state: TrainState, mesh=None) -> str:
-    """``"vmap"`` or ``"unroll"`` for ``state`` (see :data:`SEED_STRATEGIES`)."""
+def resolve_seed_strategy(strategy: str, mesh=None) -> str:
+    """``"vmap"`` or ``"sequential"`` (see :data:`SEED_STRATEGIES`)."""
     if strategy not in SEED_STRATEGIES:
         raise ValueError(f"seed_strategy must be one of {SEED_STRATEGIES}, got {strategy!r}")
-    if strategy != "auto":
-        if strategy == "unroll" and mesh is not None:
-            raise ValueError("seed_strategy='unroll' runs replicas one after the other on one device; "
-                             "on a mesh replicas are vmapped (seed_strategy='vmap')")
-        return strategy
-    lead = 1 if is_batched(state) else 0
-    has_conv = any(np.ndim(x) - lead >= 4 for x in jax.tree.leaves(state.params))
-    return "unroll" if (has_conv and mesh is None and jax.default_backend() == "cpu") else "vmap"
+    if strategy == "auto":
+        return "sequential" if (mesh is None and jax.default_backend() == "cpu") else "vmap"
+    if strategy == "sequential" and mesh is not None:
+        raise ValueError("seed_strategy='sequential' runs replicas one after the other on one device; "
+                         "on a mesh replicas are vmapped (seed_strategy='vmap')")
+    return strategy
 
 
-def _replica_step(task: Task, feed, mesh, batched: bool, strategy: str):
+def _replica_step(task: Task, feed, mesh, batched: bool):
     def one(state, data, i):
         return train_step(task, state, feed.batch(data, state, i), mesh=mesh)
 
-    if not batched:
-        return one
-    if strategy == "vmap":
-        return jax.vmap(one, in_axes=(0, None, None), spmd_axis_name=_spmd(mesh))
-
-    def unrolled(state, data, i):
-        outs = [one(jax.tree.map(lambda x: x[r], state), data, i) for r in range(state.step.shape[0])]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-
-    return unrolled
+    if batched:
+        one = jax.vmap(one, in_axes=(0, None, None), spmd_axis_name=_spmd(mesh))
+    return one
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _run_steps(task: Task, feed, mesh, length: Optional[int], strategy: str, state: TrainState, data, num_steps):
+@jax.jit
+def split_replicas(state) -> list:
+    """The replicas of a seeds-batched pytree as a list of single-run pytrees (one program)."""
+    return [jax.tree.map(lambda x: x[r], state) for r in range(jax.tree.leaves(state)[0].shape[0])]
+
+
+@jax.jit
+def stack_replicas(states: list):
+    """The inverse of :func:`split_replicas` (one program)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _run_steps(task: Task, feed, mesh, length: Optional[int], state: TrainState, data, num_steps):
     batched = is_batched(state)
-    step = _replica_step(task, feed, mesh, batched, strategy)
+    step = _replica_step(task, feed, mesh, batched)
     if state.mask is not None:  # the invariant train_step relies on (a no-op when it holds)
         state = state.replace(params=masks_lib.apply(state.params, state.mask))
     if length is None:
@@ -164,6 +171,13 @@ def _run_steps(task: Task, feed, mesh, length: Optional[int], strategy: str, sta
     return state, metrics
 
 
+@jax.jit
+def _gather(outs):
+    """Per-replica ``(state, metrics)`` -> replicas stacked: states on axis 0, metrics on 1."""
+    states, metrics = zip(*outs)
+    return stack_replicas(list(states)), jax.tree.map(lambda *ms: jnp.stack(ms, axis=1), *metrics)
+
+
 def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
               length: Optional[int] = None, mesh=None, seed_strategy: str = "auto"):
     """``num_steps`` masked steps in one compiled call: the driver of every step path.
@@ -184,8 +198,10 @@ def run_steps(task: Task, feed, state: TrainState, data, num_steps: int, *,
     """
     if length is None and num_steps != 1:
         raise ValueError("run_steps without a length takes exactly one step")
-    strategy = resolve_seed_strategy(seed_strategy, state, mesh) if is_batched(state) else "vmap"
-    return _run_steps(task, feed, mesh, length, strategy, state, data, np.int32(num_steps))
+    if is_batched(state) and resolve_seed_strategy(seed_strategy, mesh) == "sequential":
+        outs = [_run_steps(task, feed, mesh, length, s, data, np.int32(num_steps)) for s in split_replicas(state)]
+        return _gather(outs)
+    return _run_steps(task, feed, mesh, length, state, data, np.int32(num_steps))
 
 
 # ============================================================================ evaluation
