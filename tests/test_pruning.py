@@ -546,3 +546,14 @@ def test_level_schedules():
         sched(params, mask)
     with pytest.raises(ValueError, match="must not set 'fraction'"):
         pruning.to_density(0.1, 5, {"method": "magnitude", "fraction": 0.2})
+
+
+@settings(max_examples=15, deadline=None)
+@given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(1, 4))
+def test_many_ties_are_broken_by_position_like_a_stable_sort(tree, fraction, scope, levels):
+    params, mask = tree
+    # magnitudes from a handful of values: many weights tie at the threshold
+    tied = jax.tree.map(lambda w: jnp.round(w * levels) / levels, params)
+    new = pruning.magnitude(fraction, scope, allow_empty=True)(tied, mask)
+    for got, want in zip(np_leaves(new.keep), reference_unstructured(tied, mask, fraction, scope)):
+        np.testing.assert_array_equal(got, want)

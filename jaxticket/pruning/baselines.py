@@ -6,7 +6,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxticket.masks import Mask
 from jaxticket.pruning.core import check_key, check_scope, leaf_keys, lowest_k, score_bits
@@ -50,17 +49,11 @@ def _random_like(mask: Mask, key: jax.Array, scope: str) -> Mask:
         removed = []
         for s, a, i in zip(scores, everything, idx):
             n_remove = a.size - jnp.sum(leaves[i], dtype=jnp.int32)
-            removed.append(lowest_k(score_bits(s).ravel(), a.ravel(), n_remove).reshape(a.shape))
+            removed.append(lowest_k(score_bits(s), a, n_remove))
     else:
         total = sum(a.size for a in everything)
         n_remove = total - sum(jnp.sum(leaves[i], dtype=jnp.int32) for i in idx)
-        flat = lowest_k(
-            jnp.concatenate([score_bits(s).ravel() for s in scores]),
-            jnp.ones((total,), dtype=bool),
-            jnp.asarray(n_remove, dtype=jnp.int32),
-        )
-        sizes = np.cumsum([a.size for a in everything])[:-1]
-        removed = [r.reshape(a.shape) for r, a in zip(jnp.split(flat, sizes), everything)]
+        removed = lowest_k([score_bits(s) for s in scores], everything, jnp.asarray(n_remove, dtype=jnp.int32))
     out = list(leaves)
     for i, r in zip(idx, removed):
         out[i] = ~r
