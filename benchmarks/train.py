@@ -1,4 +1,4 @@
-"""Training-engine speed: masked vs dense step, fit vs bare scan, vmapped seeds.
+"""Training-engine speed: masked vs dense step, fit vs bare scan, seeds, FLOP/s vs peak.
 
     python benchmarks/train.py [--out benchmarks/results/train_cpu.json] [--quick]
 
@@ -13,8 +13,14 @@ one run, on random uint8 data held on the device (N = 10,000 examples):
 2. ``fit`` (chunks of 100 steps, metrics to the host after each chunk, NaN check,
    progress bar off) / a bare jitted scan of the same step in chunks of 100, LeNet-300-100,
    1,000 steps. Target <= 1.10.
-3. S = 1, 2, 4, 8 replicas vmapped in one program vs S sequential single runs,
-   LeNet-300-100 batch 60: training examples per second.
+3. The machine's dense matmul peak (float32 GFLOP/s), measured in the same run.
+4. Seeds: S replicas trained by ``fit`` with each seed strategy (``vmap``: one batched
+   program; ``sequential``: each replica's single-run program in turn) against one
+   replica alone, per seed-step, with the achieved FLOP/s (XLA's cost analysis of the
+   step) as a fraction of the peak: LeNet-300-100 (S = 1, 2, 4, 8) and LeNet-5 (S = 5).
+5. ResNet-20 (batch 128, 32x32x3) training steps per second.
+
+The same script runs unchanged on a GPU (results/train_gpu.json).
 
 Times are the minimum of a few interleaved repeats after compilation (the first call,
 compilation included, is reported apart); the load average is recorded, since on a
@@ -155,39 +161,78 @@ def fit_vs_scan(quick):
             "fit_s": f, "bare_scan_s": b, "ratio_fit_over_bare": f / b}
 
 
-def seeds_axis(quick):
-    k = 50 if quick else 100
-    bs = 60
-    ds = dataset((28, 28, 1))
-    task = train.task_from_config(train.TrainConfig(model="lenet_300_100", lr=0.05, momentum=0.9))
+def matmul_peak(quick) -> dict:
+    """This machine's dense float32 matmul throughput: the physical limit to compare with."""
+    n = 1024 if quick else (2048 if jax.default_backend() == "cpu" else 8192)
+    a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    mm = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(mm(a))
+    t = timed(lambda: jax.block_until_ready(mm(a)), 5)
+    flops = 2.0 * n**3
+    print(f"[peak] {n}x{n} float32 matmul: {flops / t / 1e9:.1f} GFLOP/s", flush=True)
+    return {"n": n, "gflops": flops / t / 1e9}
+
+
+def step_flops(task, state, ds, bs) -> float:
+    """FLOPs of one training step (XLA's cost analysis of the compiled single step)."""
     feed = sources.DeviceFeed(bs)
-    steps = lambda s: train.run_steps(task, feed, s, ds, k, length=k)  # noqa: E731
-    single = train.init_state(task)
-    jax.block_until_ready(steps(single))
+    one = train.replica(state, 0) if train.is_batched(state) else state
+    compiled = jax.jit(lambda s: train.train_step(task, s, feed.batch(ds, s, 0))).lower(one).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def seeds_axis(quick, peak_gflops):
+    """S replicas trained by fit with each seed strategy vs one replica alone: cost per
+    seed-step relative to the single run (the target was <= 0.6 for 8 seeds of LeNet)."""
     out = {}
-    for S in (1, 2, 4, 8):
-        states = train.init_state(task, seeds=S)
-        jax.block_until_ready(steps(states))  # compile
-        singles = [train.replica(states, i) for i in range(S)]
+    cases = [("lenet_300_100", (28, 28, 1), 60, (1, 2, 4, 8), 50 if quick else 200),
+             ("lenet5", (28, 28, 1), 60, (1, 5), 10 if quick else 40)]
+    for model, shape, bs, seed_counts, k in cases:
+        ds = dataset(shape)
+        task = train.task_from_config(train.TrainConfig(model=model, input_shape=shape, optimizer="adam", lr=1e-3))
+        flops = step_flops(task, train.init_state(task), ds, bs)
+        per = {}
+        for S in seed_counts:
+            state = train.init_state(task, seeds=S) if S > 1 else train.init_state(task)
+            strategies = ("vmap", "sequential") if S > 1 else ("single",)
+            runs = {st: (lambda st=st: jax.block_until_ready(train.fit(
+                task, state, ds, steps=k, batch_size=bs, chunk_size=k, progress=False,
+                seed_strategy="auto" if st == "single" else st).state)) for st in strategies}
+            for run in runs.values():
+                run()  # compile
+            times = {st: [] for st in runs}
+            for _ in range(3 if quick else 5):  # interleaved
+                for st, run in runs.items():
+                    times[st].append(timed(run, 1))
+            per[str(S)] = {st: 1e3 * min(ts) / (S * k) for st, ts in times.items()}
+        single = per["1"]["single"]
+        rows = {}
+        for S, row in per.items():
+            rows[S] = {f"{st}_ms_per_seed_step": v for st, v in row.items()}
+            rows[S].update({f"{st}_over_single": v / single for st, v in row.items() if st != "single"})
+            rows[S].update({f"{st}_fraction_of_peak": flops / (v / 1e3) / 1e9 / peak_gflops for st, v in row.items()})
+            print(f"[seeds] {model:14s} S={S}: " + ", ".join(
+                f"{st} {v:.3f} ms/seed-step ({flops / (v / 1e3) / 1e9:.0f} GFLOP/s, "
+                f"{100 * flops / (v / 1e3) / 1e9 / peak_gflops:.0f}% of peak)" for st, v in row.items()), flush=True)
+        out[model] = {"batch_size": bs, "steps_per_fit": k, "step_gflop": flops / 1e9,
+                      "loop": train.resolve_loop("auto", train.init_state(task)), "by_S": rows}
+    return out
 
-        def vmapped():
-            jax.block_until_ready(steps(states))
 
-        def sequential():
-            for s in singles:
-                jax.block_until_ready(steps(s))
-
-        tv, ts = [], []
-        for _ in range(3 if quick else 5):  # interleaved
-            tv.append(timed(vmapped, 1))
-            ts.append(timed(sequential, 1))
-        tv, ts = min(tv), min(ts)
-        ex = S * k * bs
-        out[str(S)] = {"vmapped_examples_per_s": ex / tv, "sequential_examples_per_s": ex / ts,
-                       "speedup_vmapped_over_sequential": ts / tv}
-        print(f"[seeds] S={S}: vmapped {ex / tv:9.0f} ex/s, sequential {ex / ts:9.0f} ex/s, "
-              f"speedup {ts / tv:.2f}x", flush=True)
-    return {"model": "lenet_300_100", "batch_size": bs, "steps_per_call": k, "by_S": out}
+def resnet20_steps_per_second(quick) -> dict:
+    ds = dataset((32, 32, 3))
+    task = train.task_from_config(train.TrainConfig(model="resnet20", input_shape=(32, 32, 3), lr=0.1, momentum=0.9,
+                                                    weight_decay=1e-4))
+    state = train.init_state(task)
+    k = 5 if quick else 20
+    run = lambda: jax.block_until_ready(train.fit(task, state, ds, steps=k, batch_size=128, chunk_size=k,  # noqa: E731
+                                                  progress=False).state)
+    run()
+    t = timed(run, 3)
+    print(f"[resnet20] batch 128: {k / t:.2f} steps/s", flush=True)
+    return {"batch_size": 128, "steps_per_s": k / t, "loop": train.resolve_loop("auto", state)}
 
 
 def main():
@@ -201,7 +246,9 @@ def main():
     result = {"machine": info, "dataset_examples": N, "quick": args.quick,
               "masked_vs_dense": masked_vs_dense(args.quick),
               "fit_vs_bare_scan": fit_vs_scan(args.quick),
-              "seeds_vmapped_vs_sequential": seeds_axis(args.quick)}
+              "matmul_peak": (peak := matmul_peak(args.quick)),
+              "seeds": seeds_axis(args.quick, peak["gflops"]),
+              "resnet20": resnet20_steps_per_second(args.quick)}
     result["total_s"] = time.perf_counter() - t0
     result["loadavg_at_end"] = os.getloadavg()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",

@@ -28,9 +28,6 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "plot_density_accuracy",
@@ -43,13 +40,17 @@ __all__ = [
 ]
 
 
-def _figure(figsize=(5.0, 3.6)) -> Figure:
+def _figure(figsize=(5.0, 3.6)):
+    # matplotlib is imported here, not with the module: it is a third of import jaxticket
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, dpi=120)
     FigureCanvasAgg(fig)
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> str:
+def save_figure(fig, path: str | os.PathLike) -> str:
     """Writes ``fig`` as a PNG to ``path`` atomically (:func:`jaxticket.rundir.write_atomic`)."""
     from jaxticket.rundir import write_atomic
 
@@ -211,6 +212,8 @@ def plot_density_accuracy(
     if all_d:
         ticks = all_d[:: max(1, int(np.ceil(len(all_d) / 10)))]
         ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        from matplotlib.ticker import NullFormatter
+
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("percent of weights remaining")

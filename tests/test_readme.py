@@ -25,5 +25,6 @@ def test_readme_python_blocks_run():
 def test_readme_commands_match_ci():
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
-    assert "python -m pytest -q" in text and "python -m pytest -q" in ci
-    assert 'pip install -e ".[dev]"' in text and "-e \".[dev]\"" in ci
+    assert 'pip install -e ".[dev]" && python -m pytest -q' in text  # the test command
+    assert "python -m pytest -q" in ci and "-e \".[dev]\"" in ci       # is CI's
+    assert "pip install -e . && jaxticket demo" in text                 # the demo needs no extras

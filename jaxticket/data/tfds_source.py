@@ -154,8 +154,8 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
         )
     if importlib.util.find_spec("tensorflow") is None:
         raise DatasetUnavailableError(
-            f"Preparing {name!r} needs TensorFlow importable (pip install tensorflow-cpu); "
-            "reading an already prepared dataset does not."
+            f"Preparing {name!r} from its files needs TensorFlow: pip install 'jaxticket[tensorflow]' "
+            "(reading an already prepared dataset, or the demo, does not)"
         )
     _shim_importlib_resources()
     if folder is None:

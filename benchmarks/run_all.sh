@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# All benchmarks in one call, each writing benchmarks/results/<name>_<backend>.json with the
+# machine it ran on (run it on a GPU/TPU host as it is: JAX picks the accelerator).
+#
+#   bash benchmarks/run_all.sh [MNIST_MANUAL_DIR]      # e.g. ../shared/data/mnist
+#
+# train.py: masked vs dense step (LeNet-300-100, Conv-2, ResNet-20), fit vs a bare scan,
+#   the matmul peak, seeds (vmap vs sequential vs one alone, FLOP/s as a share of the
+#   peak), ResNet-20 steps per second. pruning.py: global magnitude masks vs NumPy.
+#   process.py: cold and warm-cache wall time and fixed cost of `jaxticket train` (938
+#   iterations, needs MNIST's files) and `jaxticket demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MANUAL_DIR=${1:-${JAXTICKET_MANUAL_DIR:-../shared/data/mnist}}
+BACKEND=$(python -c "import jax; print(jax.default_backend())")
+mkdir -p benchmarks/results
+python benchmarks/train.py --out "benchmarks/results/train_${BACKEND}.json"
+python benchmarks/pruning.py --out "benchmarks/results/pruning_${BACKEND}.json"
+python benchmarks/process.py --manual-dir "$MANUAL_DIR" --out "benchmarks/results/process_${BACKEND}.json"
+echo "results in benchmarks/results/*_${BACKEND}.json"
