@@ -27,7 +27,9 @@ Branches are baselines run from a lineage's masks at chosen levels
 (:func:`register_branch`): ``"reinit"`` (the mask on a fresh initialisation, init seed
 ``init_seed + REINIT_SEED_STRIDE * level``), ``"random_mask"`` (a random mask with the
 same per-layer survivor counts, on the rewind point's weights), ``"finetune"`` and
-``"rewind"`` (a re-run of the IMP level).
+``"rewind"`` (a re-run of the IMP level), and the sanity checks of Frankle et al. 2021
+(``"shuffle"``: the mask shuffled within each layer; ``"reinit"``; ``"invert"``: the
+pruner's scores inverted).
 
 Seeds are a leading axis: ``seeds=S`` replicas (init / data order / augmentation seeds
 ``+ i`` for the streams in ``vary``) train in one vmapped program, each with its own
@@ -104,6 +106,7 @@ __all__ = [
 ]
 
 RESETS = ("rewind", "finetune")
+PRUNE_FROM = ("final", "rewind")
 REWIND_PARTS = ("params", "batch_stats", "opt_state")
 REINIT_SEED_STRIDE = 100_003
 RESULT_FIELDS = rundir_lib.RESULT_FIELDS
@@ -138,6 +141,10 @@ class ImpSettings:
       prunable: which leaves may be pruned: ``None``/``"kernels"`` (``ndim >= 2``),
         ``"all"`` (biases and normalisation parameters too), or a regex over leaf paths.
       allow_empty_layers: let a pruner remove a layer's last weight (default: an error).
+      prune_from: the weights a level's pruner scores: ``"final"`` (the previous level's
+        trained weights: IMP) or ``"rewind"`` (the rewind point's: with ``rewind_step=0``
+        pruning at initialization, e.g. SNIP, GraSP, SynFlow, with level 0 the dense
+        baseline).
     """
 
     levels: int
@@ -160,6 +167,7 @@ class ImpSettings:
     pruning_seed: int = 0
     prunable: Optional[str] = None
     allow_empty_layers: bool = False
+    prune_from: str = "final"
 
     def __post_init__(self):
         object.__setattr__(self, "vary", tuple(self.vary))
@@ -191,6 +199,8 @@ class ImpSettings:
                 bad(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.prunable is not None and not isinstance(self.prunable, str):
             bad(f"prunable must be None, 'kernels', 'all' or a regex string, got {self.prunable!r}")
+        if self.prune_from not in PRUNE_FROM:
+            bad(f"prune_from must be one of {PRUNE_FROM}, got {self.prune_from!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -284,6 +294,11 @@ class BranchContext:
         """A fresh initialisation (init seed ``+ init_offset``) under ``mask``, at step 0."""
         return self.run._engine.initial(mask, init_offset)
 
+    def prune(self, pruner) -> Mask:
+        """The mask ``pruner`` gives this level from what the lineage pruned (the previous
+        level's mask and the weights it scored), with the lineage's keys."""
+        return self.run.prune(self.level, pruner)
+
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _branch_keys(seed, level, seeds: int, kind_id):
@@ -346,6 +361,20 @@ def _reinit_branch(ctx: BranchContext):
 @register_branch("random_mask")
 def _random_mask_branch(ctx: BranchContext):
     return ctx.rewound(jax.vmap(lambda m, k: pruning.random_like(m, k, "layer"))(ctx.mask, ctx.keys))
+
+
+@register_branch("shuffle")
+def _shuffle_branch(ctx: BranchContext):
+    """Frankle et al. 2021's first sanity check: the mask shuffled within each layer (the
+    same per-layer counts at random places), on the same weights."""
+    return ctx.rewound(jax.vmap(lambda m, k: pruning.random_like(m, k, "layer"))(ctx.mask, ctx.keys))
+
+
+@register_branch("invert")
+def _invert_branch(ctx: BranchContext):
+    """Frankle et al. 2021's third sanity check: the level's pruner with its scores
+    inverted (the highest-scoring weights removed), on the same weights."""
+    return ctx.rewound(ctx.prune(pruning.inverted(pruning.for_level(ctx.run.pruner, ctx.level))))
 
 
 # ============================================================================ the engine
@@ -607,7 +636,8 @@ class ImpRun:
                     state = self._engine.initial()
                 else:
                     previous = self._final_state(level - 1)
-                    mask = self._engine.prune(self.pruner, level, previous.params, previous_mask)
+                    scored = previous.params if s.prune_from == "final" else self.rewind_state.params
+                    mask = self._engine.prune(self.pruner, level, scored, previous_mask)
                     if s.reset == "rewind":
                         state = self._engine.rewound(self.rewind_state, mask)
                     else:
@@ -652,11 +682,17 @@ class ImpRun:
             self._dir.write_results()
         return out
 
-    def prune(self, level: int) -> Mask:
-        """The mask the pruner gives ``level`` (>= 1) from level ``level - 1``'s final weights
-        and mask (what the lineage trained at ``level``; recomputed, deterministic)."""
-        previous = self._final_state(level - 1)
-        return self._engine.prune(self.pruner, level, previous.params, self.levels[level - 1].mask)
+    def prune(self, level: int, pruner=None) -> Mask:
+        """The mask the lineage's pruner (or ``pruner``) gives ``level`` (>= 1): from level
+        ``level - 1``'s mask and the weights it scores (``prune_from``: the previous level's
+        final weights, or the rewind point's); recomputed, deterministic."""
+        return self._engine.prune(self.pruner if pruner is None else pruner, level, self._scored_params(level),
+                                  self.levels[level - 1].mask)
+
+    def _scored_params(self, level: int):
+        if self.settings.prune_from == "rewind":
+            return self.rewind_state.params
+        return self._final_state(level - 1).params
 
     def branch_state(self, kind: str, level: int):
         """The start state branch ``kind`` would train at ``level`` (e.g. the rewound
@@ -713,6 +749,7 @@ def imp(task: train_lib.Task, data, pruner, *, levels: int, steps: int, batch_si
     pruner = pruning.from_config(pruner) if isinstance(pruner, dict) else pruner
     if not hasattr(pruner, "at_level"):
         pruner = pruning.as_pruner(pruner)
+    pruner = pruning.bind(pruner, task, data)  # SNIP, GraSP, SynFlow: the model and a batch
     s = ImpSettings(levels=levels, steps=steps, batch_size=batch_size, rewind_step=rewind_step, seeds=seeds,
                     **settings)
     if s.augment and not data_lib.is_image_data(data.train):
@@ -755,6 +792,8 @@ class LotteryConfig:
       validation_size: training examples held out for validation/early stopping
         (``None`` = the dataset's default; 0 = none).
       allow_empty_layers: let the pruner remove a layer's last weight.
+      prune_from: ``"final"`` (IMP) or ``"rewind"`` (pruning at initialization), see
+        :class:`ImpSettings`.
     """
 
     train: train_lib.TrainConfig = dataclasses.field(default_factory=train_lib.TrainConfig)
@@ -771,6 +810,7 @@ class LotteryConfig:
     pruning_seed: int = 0
     validation_size: Optional[int] = None
     allow_empty_layers: bool = False
+    prune_from: str = "final"
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -821,7 +861,8 @@ def settings_from_config(config: LotteryConfig) -> ImpSettings:
         seeds=config.seeds, vary=config.vary, reset=config.reset, rewind_restores=config.rewind_restores,
         eval_every=tc.eval_every, eval_batch_size=tc.eval_batch_size, augment=tc.augment,
         chunk_size=tc.chunk_size, checkpoint_every=tc.checkpoint_every, pruning_seed=config.pruning_seed,
-        prunable=config.prunable, allow_empty_layers=config.allow_empty_layers, **tc.seeds)
+        prunable=config.prunable, allow_empty_layers=config.allow_empty_layers, prune_from=config.prune_from,
+        **tc.seeds)
 
 
 def load_data(config: LotteryConfig, data_dir=None, manual_dir=None) -> data_lib.Data:
@@ -856,7 +897,7 @@ def objects_from_config(config: LotteryConfig, *, data=None, data_dir=None, manu
     data = data_lib.as_data(data) if data is not None else load_data(config, data_dir, manual_dir)
     steps_per_epoch = train_lib.steps_per_epoch(data.train, config.train.batch_size)
     task = train_lib.task_from_config(config.train, steps_per_epoch=steps_per_epoch)
-    return task, data, config.make_pruner(), settings_from_config(config)
+    return task, data, pruning.bind(config.make_pruner(), task, data), settings_from_config(config)
 
 
 def _config_run(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None, **kw) -> ImpRun:

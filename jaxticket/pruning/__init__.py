@@ -25,6 +25,9 @@ Selecting the k smallest of N scores is an exact radix select on the scores' flo
 bit patterns (32 counting passes, no sort), shared by every score-based pruner
 (:class:`Scored`): magnitude, random, Ln-structured, random structured, :func:`by_score`.
 
+Pruning at initialization (:mod:`~jaxticket.pruning.at_init`): :func:`snip`,
+:func:`grasp`, :func:`synflow`, and :func:`inverted` scores for the sanity checks.
+
 Methods have names in a registry that you extend (:func:`register`), so a pruner of
 your own is usable from ``LotteryConfig``, JSON and the command line. Level schedules
 (:func:`per_level`, :func:`to_density`) give each IMP level its own pruner.
@@ -76,9 +79,10 @@ from jaxticket.pruning.scored import (
 from jaxticket.pruning.combinators import Chain, Partition, chain, partition
 from jaxticket.pruning.schedules import PerLevel, Schedule, ToDensity, for_level, per_level, to_density
 from jaxticket.pruning.baselines import random_like
+from jaxticket.pruning.at_init import GraSP, SNIP, SynFlow, bind, grasp, inverted, snip, synflow
 
 __all__ = [
-    "ByScore", "Chain", "Configured", "LN_ORDERS", "LnStructured", "Magnitude", "Partition",
+    "ByScore", "Chain", "GraSP", "SNIP", "SynFlow", "bind", "grasp", "inverted", "snip", "synflow", "Configured", "LN_ORDERS", "LnStructured", "Magnitude", "Partition",
     "PerLevel", "Pruner", "PruningError", "ROUNDINGS", "RandomStructured", "RandomUnstructured",
     "SCOPES", "Schedule", "Scored", "ToDensity", "as_pruner", "by_score", "chain", "describe", "for_level",
     "from_config", "get", "ln_structured", "magnitude", "methods", "partition", "per_level",

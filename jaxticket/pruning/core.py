@@ -48,6 +48,7 @@ __all__ = [
     "methods",
     "register",
     "removal_count",
+    "select_count",
     "select_lowest",
     "to_config",
 ]
@@ -143,9 +144,19 @@ def count_to_remove(ratio: Fraction, surviving, rounding: str) -> jax.Array:
 # ----------------------------------------------------------------------------- selection
 
 
-def score_bits(scores: jax.Array) -> jax.Array:
-    """Order-preserving uint32 view of the absolute values of float scores."""
-    return jax.lax.bitcast_convert_type(jnp.abs(scores.astype(jnp.float32)), jnp.uint32)
+def score_bits(scores: jax.Array, signed: bool = False) -> jax.Array:
+    """Order-preserving uint32 view of float scores: of their absolute values (< 2**31),
+    or with ``signed`` of the scores themselves (negative below positive, the whole
+    uint32 range below the all-ones sentinel of removed entries).
+
+    Example:
+        >>> np.asarray(score_bits(jnp.array([-2.0, -1.0, 0.0, 3.0]), signed=True)).argsort().tolist()
+        [0, 1, 2, 3]
+    """
+    bits = jax.lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
+    if not signed:
+        return bits & np.uint32(0x7FFFFFFF)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
 
 
 def _counts_below(keys: jax.Array, candidates: jax.Array) -> jax.Array:
@@ -178,10 +189,11 @@ def _largest_below(count, target, bits: int, b: int, dtype):
     return value
 
 
-def lowest_k(bits, alive, k):
+def lowest_k(bits, alive, k, *, signed: bool = False):
     """Flags the ``k`` alive entries with the smallest ``bits``, ties by position.
 
     ``k``: the count, or a function of the number of alive entries returning it.
+    ``signed``: ``bits`` come from ``score_bits(..., signed=True)`` (all 32 bits).
 
     ``bits`` and ``alive`` are arrays, or lists of arrays ranked together as if
     concatenated (flattened, in order) without concatenating them; the flags come back in
@@ -206,9 +218,10 @@ def lowest_k(bits, alive, k):
     if callable(k):
         k = k(count_below(jnp.stack([_UINT32_MAX]))[0])
 
-    # The k-th smallest alive key: the largest value with fewer than k keys below it. Alive
-    # keys are < 2**31 (non-negative floats), so 31 bits; kth + 1 does not overflow.
-    kth = _largest_below(count_below, k, 31, b, jnp.uint32)
+    # The k-th smallest alive key: the largest value with fewer than k keys below it. Keys
+    # of absolute values are < 2**31 (31 bits to search); signed ones use all 32 bits but
+    # stay below the all-ones sentinel of removed entries, so kth + 1 does not overflow.
+    kth = _largest_below(count_below, k, 32 if signed else 31, b, jnp.uint32)
     n_less, n_upto = count_below(jnp.stack([kth, kth + 1]))
     still_needed = k - n_less
 
@@ -238,19 +251,32 @@ def lowest_k(bits, alive, k):
 
 
 def select_lowest(scores: list, alive: list, ratio: Fraction, scope: str,
-                  rounding: str = "half_up") -> list:
+                  rounding: str = "half_up", *, signed: bool = False, invert: bool = False) -> list:
     """Removal flags for the ``round(ratio * alive)`` lowest-scoring alive entries.
 
     ``scores`` and ``alive`` are lists of same-shaped arrays (one per leaf: weights, or
     channels). ``scope="layer"`` counts and ranks each array on its own; ``"global"``
-    ranks all of them together. Scores are compared by absolute value.
+    ranks all of them together. Scores are compared by absolute value, or as they are
+    with ``signed``; ``invert`` removes the *highest*-scoring entries instead (the
+    "invert the scores" sanity check of Frankle et al. 2021).
     """
+    count = functools.partial(count_to_remove, ratio, rounding=rounding)
+    return select_count(scores, alive, count, scope, signed=signed, invert=invert)
+
+
+def select_count(scores: list, alive: list, k, scope: str, *, signed: bool = False, invert: bool = False) -> list:
+    """Like :func:`select_lowest` with the number to remove given: ``k`` an int (array),
+    a function of the number alive, or (``scope="layer"``) a list of them, one per array."""
     if not scores:
         return []
-    count = functools.partial(count_to_remove, ratio, rounding=rounding)
+    if invert:  # the highest first: rank the negated scores
+        scores = [-(s if signed else jnp.abs(s)) for s in scores]
+        signed = True
+    bits = [score_bits(s, signed) for s in scores]
     if scope == "layer":
-        return [lowest_k(score_bits(s), a, count) for s, a in zip(scores, alive)]
-    return lowest_k([score_bits(s) for s in scores], list(alive), count)
+        ks = k if isinstance(k, (list, tuple)) else [k] * len(bits)
+        return [lowest_k(b, a, kk, signed=signed) for b, a, kk in zip(bits, alive, ks)]
+    return lowest_k(bits, list(alive), k, signed=signed)
 
 
 # ----------------------------------------------------------------------------- base

@@ -10,6 +10,7 @@ with the count rule ``rounding`` and ties broken by position.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, ClassVar
 
@@ -79,14 +80,21 @@ class Scored(Pruner):
       scope: ``"layer"`` (every leaf loses the fraction) or ``"global"`` (ranked together).
       rounding: the count rule (:data:`jaxticket.pruning.ROUNDINGS`).
       allow_empty: may remove a layer's last weight/channel (default: an error).
+      invert: remove the *highest*-scoring ones instead (a sanity check, see
+        :func:`jaxticket.pruning.inverted`).
+
+    ``signed_scores`` (a class attribute) ranks the scores as they are instead of by
+    absolute value (GraSP's scores are signed).
     """
 
     fraction: float
     scope: str = "layer"
     rounding: str = "half_up"
     allow_empty: bool = False
+    invert: bool = dataclasses.field(default=False, kw_only=True)
     unit: ClassVar[str] = "weight"
     random_scores: ClassVar[bool] = False
+    signed_scores: ClassVar[bool] = False
 
     def __post_init__(self):
         check_fraction(self.fraction, f"pruning.{self.name}")
@@ -107,9 +115,11 @@ class Scored(Pruner):
 
     def _prune(self, leaves, keeps, paths, key):
         ratio = check_fraction(self.fraction, f"pruning.{self.name}")
+        select = functools.partial(select_lowest, ratio=ratio, scope=self.scope, rounding=self.rounding,
+                                   signed=self.signed_scores, invert=self.invert)
         if self.unit == "weight":
             scores = self.scores(leaves, keeps, paths, key)
-            removed = select_lowest(scores, keeps, ratio, self.scope, self.rounding)
+            removed = select(scores, keeps)
             return [k & ~r for k, r in zip(keeps, removed)]
         axes = [_normalise_axis(self._axis(), tuple(w.shape), p, f"pruning.{self.name}")
                 for w, p in zip(leaves, paths)]
@@ -117,7 +127,7 @@ class Scored(Pruner):
         alive = [channel_view(k, ax) for k, ax in zip(keeps, axes)]
         channels_alive = [jnp.any(a, axis=0) for a in alive]
         scores = self.scores(views, alive, paths, key)
-        removed = select_lowest(scores, channels_alive, ratio, self.scope, self.rounding)
+        removed = select(scores, channels_alive)
         out = []
         for w, keep, ax, r in zip(leaves, keeps, axes, removed):
             shape = [1] * w.ndim

@@ -1,0 +1,144 @@
+"""Pruning at initialization (SNIP, GraSP, SynFlow) against their equations, the inverted
+scores, binding to a task and data, and the sanity-check branches of an IMP run."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxticket as jt
+from jaxticket import data as data_lib
+from jaxticket import masks, pruning
+
+
+class Net(nn.Module):
+    bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(16, use_bias=self.bias, name="hidden")(x))
+        return nn.Dense(4, use_bias=self.bias, name="out")(x)
+
+
+def setup(bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    y = (x[:, :4].argmax(1)).astype(np.int32)
+    task = jt.Task(Net(bias), input_shape=(6,), tx=optax.sgd(0.1))
+    params = jt.init_state(task, init_seed=seed).params
+    return task, params, (x, y)
+
+
+def keep_highest(scores, fraction):
+    """NumPy reference: a global mask removing round(fraction * n) lowest (signed) scores."""
+    flat = np.concatenate([np.asarray(s).ravel() for s in scores])
+    k = int(np.floor(fraction * flat.size + 0.5))
+    order = np.argsort(flat, kind="stable")
+    keep = np.ones(flat.size, bool)
+    keep[order[:k]] = False
+    out, start = [], 0
+    for s in scores:
+        out.append(keep[start:start + np.size(s)].reshape(np.shape(s)))
+        start += np.size(s)
+    return out
+
+
+def kernels(tree):
+    return [tree["hidden"]["kernel"], tree["out"]["kernel"]]
+
+
+def loss_fn(task, batch):
+    x, y = batch
+    return lambda p: task.loss(task.model.apply({"params": p}, x), y).mean()
+
+
+def test_snip_is_abs_gradient_times_weight():
+    task, params, batch = setup()
+    grads = jax.grad(loss_fn(task, batch))(params)
+    want = keep_highest([np.abs(g * w) for g, w in zip(kernels(grads), kernels(params))], 0.7)
+    mask = pruning.snip(0.7, task=task, batch=batch)(params, masks.ones_like(params))
+    for got, ref in zip(kernels(mask.keep), want):
+        np.testing.assert_array_equal(np.asarray(got), ref)
+    assert np.asarray(mask.keep["hidden"]["bias"]).all()  # biases are not prunable by default
+
+
+def test_grasp_removes_the_highest_minus_w_times_hessian_gradient():
+    task, params, batch = setup()
+    loss = loss_fn(task, batch)
+    g = jax.grad(loss)(params)
+    hg = jax.jvp(jax.grad(loss), (params,), (g,))[1]  # forward-over-reverse Hessian-vector product
+    scores = [np.asarray(h * w) for h, w in zip(kernels(hg), kernels(params))]  # lowest w*Hg = highest S(-w)
+    want = keep_highest(scores, 0.5)
+    mask = pruning.grasp(0.5, task=task, batch=batch)(params, masks.ones_like(params))
+    agree = np.mean(np.concatenate([(np.asarray(a) == b).ravel() for a, b in zip(kernels(mask.keep), want)]))
+    assert agree > 0.99  # reverse-over-reverse vs forward-over-reverse: float rounding at the threshold
+
+
+def test_synflow_conserves_the_flow_and_matches_the_linear_formula():
+    task, params, _ = setup(bias=False)
+    w1, w2 = (np.abs(np.asarray(k, np.float64)) for k in kernels(params))
+    # R = 1^T |W2|^T |W1|^T 1: the flow through w1[i, j] is |w1[i, j]| * sum_k |w2[j, k]|
+    s1 = w1 * w2.sum(1)[None, :]
+    s2 = w2 * w1.sum(0)[:, None]
+    assert np.isclose(s1.sum(), s2.sum())  # every layer carries the whole synaptic flow
+    one_shot = pruning.synflow(0.6, task=task, iterations=1)(params, masks.ones_like(params))
+    for got, ref in zip(kernels(one_shot.keep), keep_highest([s1, s2], 0.6)):
+        np.testing.assert_array_equal(np.asarray(got), ref)
+    iterative = pruning.synflow(0.9, task=task)(params, masks.ones_like(params))  # 100 rounds
+    kept = sum(int(np.asarray(k).sum()) for k in kernels(iterative.keep))
+    assert abs(kept - 0.1 * (6 * 16 + 16 * 4)) <= 2  # the exponential schedule reaches the target
+    for k in kernels(iterative.keep):  # SynFlow avoids layer collapse: no layer emptied
+        assert np.asarray(k).any()
+
+
+def test_inverted_scores_remove_the_highest():
+    task, params, batch = setup()
+    normal = pruning.snip(0.5, task=task, batch=batch)(params, masks.ones_like(params))
+    inverse = pruning.inverted(pruning.snip(0.5, task=task, batch=batch))(params, masks.ones_like(params))
+    for a, b in zip(kernels(normal.keep), kernels(inverse.keep)):
+        np.testing.assert_array_equal(np.asarray(a), ~np.asarray(b))  # exactly complementary at 50%
+    mag = pruning.inverted(pruning.partition([("hidden", pruning.magnitude(0.25)), ("out", None)]))
+    kept = np.asarray(mag(params, masks.ones_like(params)).keep["hidden"]["kernel"])
+    w = np.abs(np.asarray(params["hidden"]["kernel"]))
+    assert w[~kept].min() >= w[kept].max()  # the largest quarter went
+    with pytest.raises(ValueError, match="not score-based"):
+        pruning.inverted(pruning.as_pruner(lambda p, m, k: m))
+
+
+def test_unbound_pruners_say_what_they_need_and_round_trip():
+    task, params, _ = setup()
+    with pytest.raises(ValueError, match=r"pruning.snip needs a task and a batch.*\.bind\(task, data\)"):
+        pruning.snip(0.5)(params, masks.ones_like(params))
+    for p in (pruning.snip(0.5), pruning.grasp(0.3, scope="layer"), pruning.synflow(0.9, iterations=10)):
+        again = pruning.from_config(pruning.to_config(p))
+        assert pruning.to_config(again) == pruning.to_config(p) and type(again) is type(p)
+
+
+def test_pruning_at_initialization_runs_with_the_sanity_checks():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = x[:, :4].argmax(1).astype(np.int32)
+    data = data_lib.from_arrays(train=(x[:300], y[:300]), test=(x[300:], y[300:]))
+    task = jt.Task(Net(), input_shape=(6,), tx=optax.adam(1e-2))
+    run = jt.imp(task, data, {"method": "snip", "fraction": 0.75}, levels=1, steps=30, batch_size=30,
+                 prune_from="rewind", seeds=2, log=None)
+    ticket = run.levels[1]
+    np.testing.assert_allclose(ticket.density, 0.25, atol=1e-3)
+    # the mask is SNIP's on the *initial* weights (prune_from="rewind", k = 0)
+    init = run.rewind_state
+    bound = pruning.bind(pruning.snip(0.75), task, data)
+    for s in range(2):
+        params0 = jax.tree.map(lambda a: a[s], init.params)
+        want = bound(params0, masks.ones_like(params0))
+        for a, b in zip(kernels(want.keep), kernels(jax.tree.map(lambda a: a[s], ticket.mask.keep))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    shuffle, invert, reinit = (run.branch(kind)[0] for kind in ("shuffle", "invert", "reinit"))
+    for branch in (shuffle, invert, reinit):
+        np.testing.assert_allclose(branch.density, 0.25, atol=1e-3)
+    per_layer = lambda m: [np.asarray(m.keep[l]["kernel"]).reshape(2, -1).sum(1) for l in ("hidden", "out")]  # noqa: E731
+    for a, b in zip(per_layer(shuffle.mask), per_layer(ticket.mask)):
+        np.testing.assert_array_equal(a, b)  # shuffled within each layer
+    overlap = np.asarray(invert.mask.keep["hidden"]["kernel"]) & np.asarray(ticket.mask.keep["hidden"]["kernel"])
+    assert overlap.sum() == 0  # the inverted scores kept the other weights
