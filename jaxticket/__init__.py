@@ -30,6 +30,7 @@ from jaxticket import compilation_cache
 compilation_cache.enable_default()  # JAX's persistent cache, unless JAXTICKET_COMPILATION_CACHE=off
 
 from jaxticket import (
+    alignment,
     analysis,
     checkpoints,
     compare,
@@ -89,7 +90,7 @@ from jaxticket.report import seed_stats
 
 __all__ = [
     "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
-    "agreement", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
+    "agreement", "alignment", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
     "compilation_cache",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-stats", choices=("interpolate", "recompute"), default="interpolate",
                    help="BatchNorm statistics of interpolated networks")
     p.add_argument("--train-examples", type=int, metavar="N", help="train error on the first N examples (default all)")
+    p.add_argument("--align", action="store_true",
+                   help="also measure the barriers after aligning the copies by weight matching (Git Re-Basin)")
 
     p = sub.add_parser("compare", help="mask similarity, agreement, ensembles, trajectories across runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -396,7 +398,7 @@ def cmd_instability(args) -> int:
     rows = instability.sweep_from_config(
         config, args.ks, args.analysis_levels, workdir=workdir, copies=args.copies, data_dir=args.data_dir,
         manual_dir=args.manual_dir, num_alphas=args.alphas, batch_stats=args.batch_stats,
-        train_examples=args.train_examples, progress=_progress(args), log=_log)
+        train_examples=args.train_examples, align=args.align, progress=_progress(args), log=_log)
     print(report.format_instability_table(rows))
     print(f"results: {workdir / 'results.csv'}, plots: {workdir / 'instability_vs_k.png'}, "
           f"{workdir / 'error_curves.png'}")

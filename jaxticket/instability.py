@@ -48,7 +48,7 @@ BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
 SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
                 "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
-                "l2_to_dense_final", "l2_to_dense_final_normalized")
+                "l2_to_dense_final", "l2_to_dense_final_normalized", "aligned_train_barrier", "aligned_test_barrier")
 
 
 # ============================================================================ copies
@@ -91,7 +91,11 @@ def train_copies(task: train_lib.Task, state, data, copies: int = 2, *, steps: i
 
 
 def _error_fn(task: train_lib.Task, template, eval_batch_size: int):
-    """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network."""
+    """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network.
+
+    The interpolated params are evaluated as they are (both ends are masked, so pruned
+    weights stay 0 on the path; aligned copies have other masks than copy 0)."""
+    template = template.replace(mask=None)
 
     def errors(variables, train_ds, test_ds):
         state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
@@ -107,17 +111,32 @@ def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, ba
     key = jax.random.wrap_key_data(template.data_key)
     batches = jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
 
-    def recompute(variables):
-        masked = {**variables, "params": masks_lib.apply(variables["params"], template.mask)} \
-            if template.mask is not None else variables
-        return stability.recompute_batch_stats(task.apply, masked, batches)
+    def recompute(variables):  # the interpolated params are masked already (see _error_fn)
+        return stability.recompute_batch_stats(task.apply, variables, batches)
 
     return recompute
 
 
+def align_copies(task: train_lib.Task, finals):
+    """Copies 1.. of ``finals`` permuted to match copy 0 by weight matching (Ainsworth et
+    al. 2023), their BatchNorm statistics and masks with them; the same functions."""
+    from jaxticket import alignment, models
+
+    template = train_lib.replica(finals, 0)
+    spec = models.permutation_spec(task.model, template.params)
+    copies = [template]
+    for i in range(1, int(np.shape(finals.step)[0])):
+        other = train_lib.replica(finals, i)
+        params, stats, mask = alignment.permute(
+            spec, alignment.weight_matching(spec, template.params, other.params), other.params,
+            other.batch_stats, other.mask if other.mask is not None else masks_lib.ones_like(other.params))
+        copies.append(other.replace(params=params, batch_stats=stats, mask=mask if other.mask is not None else None))
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *copies)
+
+
 def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, batch_stats: str = "interpolate",
                 recompute_batches: int = 10, batch_size: int = 128, train_examples: Optional[int] = None,
-                alpha_batch_size: Optional[int] = None, eval_batch_size: int = 1000) -> dict:
+                alpha_batch_size: Optional[int] = None, eval_batch_size: int = 1000, align: bool = False) -> dict:
     """Error barriers between every pair of copies in ``finals`` (leading ``[C]`` axis).
 
     Args:
@@ -129,6 +148,8 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
       batch_stats: ``"interpolate"`` or ``"recompute"`` (over ``recompute_batches``
         training batches of ``batch_size``; see the module docstring).
       alpha_batch_size: alphas evaluated at once (memory bound; ``None``: all).
+      align: also measure the barriers after permuting copies 1.. to match copy 0
+        (:func:`align_copies`): ``aligned_train_barrier``, ``aligned_test_barrier``, ...
 
     Returns:
       dict with ``train_barrier`` / ``test_barrier`` (mean over pairs), their ``_std``,
@@ -160,7 +181,7 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
                                                     jax.tree.map(jnp.zeros_like, template.params)))
                         for i in range(distances.shape[0])])
     iu = np.triu_indices(distances.shape[0], k=1)
-    return {
+    out = {
         "train_barrier": float(result.mean["train"]), "train_barrier_std": float(result.std["train"]),
         "test_barrier": float(result.mean["test"]), "test_barrier_std": float(result.std["test"]),
         "train_barriers": np.asarray(result.values["train"]).tolist(),
@@ -171,6 +192,16 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
         "copy_l2_normalized": (distances[iu] / norms[iu[0]]).tolist(),
         "batch_stats": batch_stats if has_bn else "none",
     }
+    if align:
+        aligned = align_copies(task, finals)
+        again = instability(task, aligned, data, num_alphas=num_alphas, batch_stats=batch_stats,
+                            recompute_batches=recompute_batches, batch_size=batch_size, train_examples=train_examples,
+                            alpha_batch_size=alpha_batch_size, eval_batch_size=eval_batch_size)
+        out.update({f"aligned_{k}": again[k] for k in ("train_barrier", "train_barrier_std", "test_barrier",
+                                                        "test_barrier_std", "train_barriers", "test_barriers",
+                                                        "copy_l2")})
+        out["aligned_curves"] = again["curves"]
+    return out
 
 
 # ============================================================================ sweep
@@ -192,14 +223,15 @@ def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, ba
 def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], levels: Sequence[int] = (0,), *,
                       workdir, steps: int, batch_size: int, copies: int = 2, num_alphas: int = 30,
                       batch_stats: str = "interpolate", train_examples: Optional[int] = None,
-                      identity: Optional[dict] = None, progress=None, log: Optional[Callable] = print,
-                      **imp_settings) -> list[dict]:
+                      align: bool = False, identity: Optional[dict] = None, progress=None,
+                      log: Optional[Callable] = print, **imp_settings) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
     For each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``, the
     ``pruner`` and ``imp_settings`` as for :func:`jaxticket.imp`), then ``copies`` noisy
     copies of the level-``L`` subnetwork at ``k`` trained to ``steps``; with only level 0
-    no IMP is run (one dense trajectory gives every ``k``).
+    no IMP is run (one dense trajectory gives every ``k``). ``align``: also the barriers
+    after weight matching the copies (:func:`align_copies`), as ``aligned_*`` columns.
 
     Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level)),
     ``curves.npz``, the plots ``instability_vs_k.png`` and ``error_curves.png``, and per
@@ -220,7 +252,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                    **{k: v for k, v in imp_settings.items() if k not in ("seeds", "levels")})
     workdir = pathlib.Path(workdir)
     sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
-             "batch_stats": batch_stats, "train_examples": train_examples}
+             "batch_stats": batch_stats, "train_examples": train_examples, "align": align}
     base = identity if identity is not None else {"task": task.describe(), "pruner": pruning.describe(pruner),
                                                   "settings": settings.to_dict()}
     ckpt_lib.RunCheckpoints(workdir, {**base, "sweep": sweep, "data": data.fingerprint()}).close()
@@ -255,7 +287,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                   progress=progress, **fit_kw)
             res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
                               train_examples=train_examples, batch_size=batch_size,
-                              eval_batch_size=settings.eval_batch_size)
+                              eval_batch_size=settings.eval_batch_size, align=align)
             row = {"k": k, "level": level, "copies": copies,
                    "density": float(masks_lib.density(states[level].mask)),
                    **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
@@ -263,7 +295,10 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                                 "copy_l2", "copy_l2_normalized", "batch_stats")},
                    "stable_test": res["test_barrier"] < 0.02, "stable_train": res["train_barrier"] < 0.02,
                    "final_test_error": float(np.mean(np.asarray(res["curves"]["test"])[:, [0, -1]])),
-                   "l2_to_dense_final": None, "l2_to_dense_final_normalized": None}
+                   "l2_to_dense_final": None, "l2_to_dense_final_normalized": None,
+                   **{key: res[key] for key in ("aligned_train_barrier", "aligned_test_barrier",
+                                                "aligned_train_barrier_std", "aligned_test_barrier_std")
+                      if key in res}}
             if dense_final is not None:
                 copy0 = jax.tree.map(lambda x: x[0], finals.params)
                 row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_final))

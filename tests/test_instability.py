@@ -113,3 +113,16 @@ def test_batchnorm_models_choose_how_statistics_follow(full_digits, mode):
             assert curves[0, alpha_index] == pytest.approx(1 - float(own["accuracy"]), abs=1e-6)
     with pytest.raises(ValueError, match="batch_stats must be one of"):
         instability.instability(task, finals, small, batch_stats="freeze")
+
+
+def test_aligned_barriers_of_copies(full_digits):
+    finals = instability.train_copies(TASK, train.init_state(TASK), full_digits, 2, steps=30, batch_size=32)
+    res = instability.instability(TASK, finals, full_digits, num_alphas=5, align=True, train_examples=200)
+    # copies from the same state land close: alignment finds (nearly) the identity, and
+    # the aligned barrier is a real measurement of the same kind
+    assert -1 <= res["aligned_test_barrier"] <= 1 and len(res["aligned_test_barriers"]) == 1
+    assert res["aligned_curves"]["test"].shape == (1, 5)
+    aligned = instability.align_copies(TASK, finals)
+    np.testing.assert_array_equal(np.asarray(aligned.params["fc1"]["kernel"][0]), np.asarray(finals.params["fc1"]["kernel"][0]))
+    for split in ("train", "test"):  # the aligned ends are the same networks: same end errors
+        np.testing.assert_allclose(res["aligned_curves"][split][:, [0, -1]], res["curves"][split][:, [0, -1]], atol=1e-6)

@@ -63,6 +63,7 @@ from jaxticket.models.alexnet import AlexNet
 from jaxticket.models.conv import ConvNet
 from jaxticket.models.initializers import BN_INITS, KERNEL_INITS
 from jaxticket.models.lenet import LeNet5, LeNetFC
+from jaxticket.models.permutations import PermutationSpec, permutation_spec, register_permutation_spec
 from jaxticket.models.registry import count_params, count_weights, get, input_shape, names
 from jaxticket.models.resnet_cifar import BasicBlock, CifarResNet
 from jaxticket.models.resnet_imagenet import BottleneckBlock, ResNet
@@ -78,6 +79,7 @@ __all__ = [
     "KERNEL_INITS",
     "LeNet5",
     "LeNetFC",
+    "PermutationSpec",
     "ResNet",
     "VGG",
     "count_params",
@@ -86,4 +88,6 @@ __all__ = [
     "initializers",
     "input_shape",
     "names",
+    "permutation_spec",
+    "register_permutation_spec",
 ]
