@@ -573,7 +573,7 @@ def from_config(config: dict):
 
     Example:
         >>> from_config({"method": "magnitude", "fraction": 0.2})
-        Magnitude(fraction=0.2, scope='layer', rounding='half_up', allow_empty=False)
+        Magnitude(fraction=0.2, scope='layer', rounding='half_up', allow_empty=False, invert=False)
     """
     if isinstance(config, (Pruner, Configured)):
         return config
