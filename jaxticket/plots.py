@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "figure",
     "plot_density_accuracy",
     "plot_error_curve",
     "plot_heatmap",
@@ -40,8 +41,11 @@ __all__ = [
 ]
 
 
-def _figure(figsize=(5.0, 3.6)):
-    # matplotlib is imported here, not with the module: it is a third of import jaxticket
+def figure(figsize=(5.0, 3.6)):
+    """A matplotlib ``Figure`` on the Agg canvas (no pyplot), for :func:`save_figure`.
+
+    matplotlib is imported here, not with the module: it is a third of ``import jaxticket``.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -79,7 +83,7 @@ def plot_error_curve(
 
     Example: ``plot_error_curve(alphas(), {"test": errs}, "curve.png")``.
     """
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     x = _np(alphas)
     scale = 100.0 if percent else 1.0
@@ -129,7 +133,7 @@ def plot_instability_vs_k(
         True
         >>> shutil.rmtree(d)
     """
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     x = _np(ks)
     scale = 100.0 if percent else 1.0
@@ -198,7 +202,7 @@ def plot_density_accuracy(
                 f"'{density_key}', '{accuracy_key}'."
             ) from None
         pooled[str(method)][density].extend(_as_values(acc).tolist())
-    fig = _figure((5.5, 3.8))
+    fig = figure((5.5, 3.8))
     ax = fig.add_subplot()
     scale = 100.0 if percent else 1.0
     for method, by_density in pooled.items():
@@ -248,7 +252,7 @@ def plot_series_vs_density(
         True
         >>> shutil.rmtree(d)
     """
-    fig = _figure((5.5, 3.8))
+    fig = figure((5.5, 3.8))
     ax = fig.add_subplot()
     for label, (d, m, sd) in series.items():
         ax.errorbar(100.0 * _np(d), _np(m), yerr=_np(sd), marker="o", markersize=3, capsize=2, label=str(label))
@@ -284,7 +288,7 @@ def plot_heatmap(
         raise ValueError(f"plot_heatmap: matrix {m.shape} does not match {len(labels)} labels.")
     n = len(labels)
     size = max(3.5, 0.5 * n + 2.0)
-    fig = _figure((size + 1.0, size))
+    fig = figure((size + 1.0, size))
     ax = fig.add_subplot()
     im = ax.imshow(m, cmap=cmap)
     fig.colorbar(im, ax=ax)
@@ -330,7 +334,7 @@ def plot_trajectories(
     cols = np.arange(n)
     if n > max_lines:
         cols = np.sort(np.random.default_rng(seed).choice(n, size=max_lines, replace=False))
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     x = np.arange(n_levels)
     if cols.size:
