@@ -67,6 +67,7 @@ from jaxticket.rundir import write_atomic
 PyTree = Any
 
 __all__ = [
+    "CheckpointError",
     "ConfigMismatchError",
     "DataMismatchError",
     "RunCheckpoints",
@@ -84,6 +85,25 @@ _TRASH_DIR = ".trash"
 
 class ConfigMismatchError(ValueError):
     """A run directory already holds a run with a different config."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or rewind point exists but cannot be read back."""
+
+
+def _quietly(fn):
+    """``fn()`` with orbax's and absl's loggers silenced (a failing restore logs dozens of
+    tracebacks before it raises; the caller turns the exception into one line)."""
+    names = ("absl", "orbax", "orbax.checkpoint", "jax._src.distributed")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [l.level for l in loggers]
+    for l in loggers:
+        l.setLevel(logging.CRITICAL)
+    try:
+        return fn()
+    finally:
+        for l, level in zip(loggers, levels):
+            l.setLevel(level)
 
 
 class DataMismatchError(ConfigMismatchError):
@@ -540,9 +560,13 @@ def _restore(manager: ocp.CheckpointManager, what: str, step: int, target: PyTre
     if isinstance(meta_tree, Mapping):
         _check_structure(where, meta_tree, abstract)
     try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except ValueError as e:
-        raise ValueError(f"{where} could not be restored into the target: {e}") from e
+        restored = _quietly(lambda: manager.restore(step, args=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # orbax/tensorstore raise many kinds: one line naming the checkpoint
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{where} cannot be restored ({type(e).__name__}: {first[:300]}); it is damaged: delete "
+            f"{pathlib.Path(manager.directory) / str(step)} to resume from an earlier checkpoint, or redo the "
+            "level (--redo-level)") from e
     flat = _unnest(restored)
     out = [_from_stored(flat[p], x) for p, x in zip(paths, leaves)]
     return jax.tree.unflatten(treedef, out)

@@ -10,6 +10,7 @@
                                                  random_mask, finetune, rewind, and
                                                  registered kinds)
     jaxticket report RUN_DIR                     density vs accuracy table, report.md, PNGs
+    jaxticket verify RUN_DIR                     every level's files against their checksums
     jaxticket demo [--workdir DIR]               offline quick start on the embedded digits
 
 Flags of ``train`` / ``imp``: ``--config NAME``, ``--workdir DIR``, ``--levels N``,
@@ -94,6 +95,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, levels: bool) -> None:
                         "VALUE is JSON if it parses, else a string; repeatable")
     _add_data_flags(p)
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --workdir")
+    p.add_argument("--redo-level", type=int, nargs="+", default=[], metavar="L", dest="redo_levels",
+                   help="discard these finished levels (e.g. a damaged one) and train them again; keeps the others")
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -128,9 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--kind", required=True, choices=lottery.branch_kinds())
     p.add_argument("--levels", type=int, nargs="+", metavar="L", help="default: all finished levels >= 1")
+    p.add_argument("--redo-level", type=int, nargs="+", default=[], metavar="L", dest="redo_levels",
+                   help="discard these levels of this branch and train them again")
     _add_data_flags(p)
 
     p = sub.add_parser("report", help="table and plots of density vs accuracy")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+
+    p = sub.add_parser("verify", help="check every file of a run directory against its checksums")
     p.add_argument("run_dir", metavar="RUN_DIR")
 
     p = sub.add_parser("instability", help="instability (error barrier) vs rewind step k, dense and IMP levels")
@@ -317,7 +325,7 @@ def _run(args, *, levels: Optional[int], default_suffix: str) -> int:
     workdir = pathlib.Path(args.workdir or f"runs/{args.config}{default_suffix}")
     _print_config(config, f"jaxticket {args.command}: preset {args.config}, workdir {workdir}\nconfig:")
     lottery.run_imp(config, workdir, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                    overwrite=args.overwrite, progress=_progress(args), log=_log)
+                    overwrite=args.overwrite, redo_levels=args.redo_levels, progress=_progress(args), log=_log)
     print(f"results: {workdir / 'results.csv'} (`jaxticket report {workdir}` for the table and plots)")
     return 0
 
@@ -336,8 +344,8 @@ def cmd_branch(args) -> int:
     """``jaxticket branch RUN_DIR --kind KIND``: a baseline at chosen IMP levels."""
     from jaxticket import lottery
 
-    lottery.run_branch(args.run_dir, args.kind, args.levels, data_dir=args.data_dir,
-                       manual_dir=args.manual_dir, progress=_progress(args), log=_log)
+    lottery.run_branch(args.run_dir, args.kind, args.levels, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                       redo_levels=args.redo_levels, progress=_progress(args), log=_log)
     print(f"results: {pathlib.Path(args.run_dir) / 'results.csv'}")
     return 0
 
@@ -351,6 +359,29 @@ def cmd_report(args) -> int:
     table, paths = report.write_report(args.run_dir)
     print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """``jaxticket verify RUN_DIR``: every level's files against their manifests; exit 1 on a problem."""
+    from jaxticket import rundir
+
+    run = rundir.RunDir(args.run_dir)
+    if run.identity() is None:
+        raise RunError(f"{args.run_dir} holds no run (no {rundir.CONFIG_FILE})")
+    problems, checked, legacy = [], 0, 0
+    for kind in run.kinds():
+        for level in run.finished(kind):
+            found = run.verify_level(level, kind)
+            checked += 1
+            legacy += not (run.level_dir(level, kind) / rundir.MANIFEST_FILE).exists()
+            problems += [f"{run.level_dir(level, kind).relative_to(run.root)}/{p}" for p in found]
+    for p in problems:
+        print(f"BAD  {p}")
+    note = f" ({legacy} written before checksums existed, not checked)" if legacy else ""
+    print(f"{checked} finished level(s){note}: " + (f"{len(problems)} problem(s)" if problems else "every file as written"))
+    if problems:
+        raise RunError(f"{len(problems)} damaged file(s) in {args.run_dir}; redo the level(s) named above with --redo-level")
     return 0
 
 
@@ -426,15 +457,22 @@ def _log(line: str) -> None:
 
 
 COMMANDS = {"configs": cmd_configs, "train": cmd_train, "imp": cmd_imp, "branch": cmd_branch,
-            "report": cmd_report, "instability": cmd_instability, "compare": cmd_compare,
+            "report": cmd_report, "verify": cmd_verify, "instability": cmd_instability, "compare": cmd_compare,
             "demo": cmd_demo}
 
 
 def _quiet_logs() -> None:
-    """Silences absl/orbax warnings that are noise for a command-line user."""
+    """Silences absl/orbax warnings that are noise for a command-line user, and prints
+    Python warnings (e.g. a diverging loss) as one line each."""
     import logging
+    import warnings
 
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = one_line
     logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("orbax").setLevel(logging.CRITICAL)
     try:
         import absl.logging
 
@@ -445,8 +483,10 @@ def _quiet_logs() -> None:
 
 def _runtime_message(e: BaseException) -> Optional[str]:
     """One line for the runtime errors users meet; ``None`` for unexpected ones."""
-    from jaxticket import checkpoints, data, pruning, train
+    from jaxticket import checkpoints, data, pruning, rundir, train
 
+    if isinstance(e, (rundir.RunLockedError, rundir.CorruptRunError, checkpoints.CheckpointError)):
+        return str(e)
     if isinstance(e, checkpoints.DataMismatchError):
         return f"{e} (use another --workdir, or --overwrite to discard that run)"
     if isinstance(e, checkpoints.ConfigMismatchError):

@@ -299,6 +299,15 @@ class BranchContext:
         level's mask and the weights it scored), with the lineage's keys."""
         return self.run.prune(self.level, pruner)
 
+    def prune_at_rewind(self, pruner) -> Mask:
+        """The mask ``pruner`` gives the *dense* network's weights at the rewind point (with
+        ``k = 0`` pruning at initialization: SNIP, GraSP, SynFlow get the task and a batch),
+        its fraction counted from every prunable weight, with the lineage's keys of this
+        level. E.g. SNIP at the density of an IMP level, trained as a branch of that level."""
+        run = self.run
+        return run._engine.prune(pruning.bind(pruner, run.task, run.data), self.level, run.rewind_state.params,
+                                 run.levels[0].mask)
+
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _branch_keys(seed, level, seeds: int, kind_id):
@@ -496,7 +505,8 @@ class ImpRun:
     """
 
     def __init__(self, task, data, pruner, settings: ImpSettings, workdir=None, identity: Optional[dict] = None,
-                 *, overwrite: bool = False, progress=None, log: Optional[Callable] = print):
+                 *, overwrite: bool = False, redo_levels: Sequence[int] = (), redo_kind: str = rundir_lib.IMP_KIND,
+                 progress=None, log: Optional[Callable] = print):
         self.task, self.data, self.pruner, self.settings = task, data, pruner, settings
         self.progress, self.log = progress, (log or (lambda *_: None))
         self._engine = _Engine(task, settings)
@@ -507,8 +517,9 @@ class ImpRun:
         self.workdir = None if workdir is None else pathlib.Path(workdir)
         self._dir = None if workdir is None else rundir_lib.RunDir(workdir)
         self._run = None
+        self._lock = None
         if self._dir is not None:
-            self._open(identity, overwrite)
+            self._open(identity, overwrite, redo_levels, redo_kind)
 
     def __repr__(self) -> str:
         where = f", workdir={str(self.workdir)!r}" if self.workdir else ""
@@ -516,8 +527,23 @@ class ImpRun:
 
     # ------------------------------------------------------------------ directory
 
-    def _open(self, identity, overwrite):
+    def _open(self, identity, overwrite, redo_levels=(), redo_kind=rundir_lib.IMP_KIND):
         root = self._dir.root
+        self._lock = rundir_lib.RunLock(root).acquire()  # before anything is read or written
+        try:
+            self._open_locked(identity, overwrite, redo_levels, redo_kind)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self, identity, overwrite, redo_levels, redo_kind):
+        root = self._dir.root
+        if self._lock.previous:
+            self.log(f"[run] took over the lock of {self._lock.previous}, which is no longer running")
+        self._dir.clean_temporary()
+        for level in redo_levels:
+            self._dir.discard_level(int(level), redo_kind)
+            self.log(f"[{redo_kind}] level {int(level):2d}  discarded, to be trained again")
         if overwrite:
             for sub in ("levels", "branches"):
                 shutil.rmtree(root / sub, ignore_errors=True)
@@ -537,6 +563,9 @@ class ImpRun:
         if self._run is not None:
             self._run.close()
             self._run = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def rewind_state(self):
@@ -558,9 +587,10 @@ class ImpRun:
         return state
 
     def _read_level(self, level: int, kind: str) -> Optional[LevelResult]:
-        summary = self._dir.summary(level, kind) if self._dir is not None else None
-        if summary is None:
+        if self._dir is None or not self._dir.is_done(level, kind):
             return None
+        self._dir.check_level(level, kind)  # every file as it was written, or one line saying which is not
+        summary = self._dir.summary(level, kind)
         like = self._engine.initial()
         d = self._dir
 
@@ -719,8 +749,8 @@ def _describe_data(fingerprint: dict) -> str:
 
 
 def imp(task: train_lib.Task, data, pruner, *, levels: int, steps: int, batch_size: int, rewind_step: int = 0,
-        seeds: int = 1, workdir=None, overwrite: bool = False, progress=None, log: Optional[Callable] = print,
-        identity: Optional[dict] = None, **settings) -> ImpRun:
+        seeds: int = 1, workdir=None, overwrite: bool = False, redo_levels: Sequence[int] = (), progress=None,
+        log: Optional[Callable] = print, identity: Optional[dict] = None, **settings) -> ImpRun:
     """Iterative magnitude pruning on objects: trains (or resumes) the lineage, returns its handle.
 
     Args:
@@ -731,7 +761,8 @@ def imp(task: train_lib.Task, data, pruner, *, levels: int, steps: int, batch_si
         or a level schedule (:func:`jaxticket.pruning.per_level`, ``to_density``).
       levels, steps, batch_size, rewind_step, seeds: see :class:`ImpSettings`.
       workdir: ``None``: in memory. A directory: on disk and resumable (see the module
-        docstring); ``overwrite`` discards what it holds.
+        docstring), locked while the run works in it; ``overwrite`` discards what it holds,
+        ``redo_levels`` only those levels (e.g. one whose files were damaged).
       progress: per-level progress bars (``None``: automatic). ``log``: called with a line
         per level (``None``: quiet).
       identity: what the run directory records as the run's identity (default: the
@@ -759,7 +790,8 @@ def imp(task: train_lib.Task, data, pruner, *, levels: int, steps: int, batch_si
         base = identity if identity is not None else {
             "task": task.describe(), "pruner": pruning.describe(pruner), "settings": s.to_dict()}
         identity = {**base, "data": data.fingerprint()}
-    run = ImpRun(task, data, pruner, s, workdir, identity, overwrite=overwrite, progress=progress, log=log)
+    run = ImpRun(task, data, pruner, s, workdir, identity, overwrite=overwrite, redo_levels=redo_levels,
+                 progress=progress, log=log)
     try:
         return run.run()
     finally:
@@ -850,7 +882,24 @@ def validate_config(config: LotteryConfig) -> None:
         settings_from_config(config)
     except ValueError as e:
         raise ValueError(str(e).replace("imp: ", "LotteryConfig: ", 1)) from None
+    for where, value in _fractions(config.pruner, "pruner"):
+        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"LotteryConfig: {where} must be a number in (0, 1) (the fraction of the surviving "
+                             f"weights pruned per level), got {value!r}")
     pruning.from_config(config.pruner)  # raises with the valid methods/settings
+
+
+def _fractions(cfg, where: str):
+    """``(where, value)`` of every ``fraction`` in a pruner config."""
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if k == "fraction":
+                yield f"{where}.fraction", v
+            else:
+                yield from _fractions(v, f"{where}.{k}")
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            yield from _fractions(v, f"{where}[{i}]")
 
 
 def settings_from_config(config: LotteryConfig) -> ImpSettings:
@@ -907,7 +956,8 @@ def _config_run(config: LotteryConfig, workdir, *, datasets=None, data_dir=None,
 
 
 def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None,
-            overwrite: bool = False, progress=None, log: Callable = print) -> list[dict]:
+            overwrite: bool = False, redo_levels: Sequence[int] = (), progress=None,
+            log: Callable = print) -> list[dict]:
     """Runs (or resumes) the IMP experiment of a LotteryConfig in ``workdir``.
 
     The dataset is loaded (``data_dir``/``manual_dir`` for TFDS; or pass ``datasets``, a
@@ -915,7 +965,7 @@ def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, man
     (level, seed), also in ``results.json`` / ``results.csv``.
     """
     run = _config_run(config, workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir,
-                      overwrite=overwrite, progress=progress, log=log)
+                      overwrite=overwrite, redo_levels=redo_levels, progress=progress, log=log)
     try:
         return [r for level in run.run().levels for r in level.rows]
     finally:
@@ -923,7 +973,7 @@ def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, man
 
 
 def open_run(workdir, *, datasets=None, data_dir=None, manual_dir=None, progress=None,
-             log: Callable = print) -> ImpRun:
+             log: Callable = print, **kw) -> ImpRun:
     """The handle of a run directory made by :func:`run_imp` (or ``jaxticket imp``): its
     finished levels read back, nothing trained. Close it with ``run.close()``."""
     workdir = pathlib.Path(workdir)
@@ -935,7 +985,7 @@ def open_run(workdir, *, datasets=None, data_dir=None, manual_dir=None, progress
                          "with the same task, data and pruner")
     config = LotteryConfig.from_dict(stored["config"]["config"])
     run = _config_run(config, workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir,
-                      progress=progress, log=log)
+                      progress=progress, log=log, **kw)
     for level in range(config.levels + 1):
         result = run._read_level(level, rundir_lib.IMP_KIND)
         if result is None:
@@ -945,7 +995,7 @@ def open_run(workdir, *, datasets=None, data_dir=None, manual_dir=None, progress
 
 
 def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, datasets=None, data_dir=None,
-               manual_dir=None, progress=None, log: Callable = print) -> list[dict]:
+               manual_dir=None, redo_levels: Sequence[int] = (), progress=None, log: Callable = print) -> list[dict]:
     """Runs a baseline from a run directory made by :func:`run_imp` at chosen levels.
 
     ``kind``: a registered branch kind (:func:`branch_kinds`). ``levels``: default all
@@ -954,7 +1004,8 @@ def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, da
     """
     if kind not in _BRANCHES:
         raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
-    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log)
+    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log,
+                   redo_levels=redo_levels, redo_kind=kind)
     try:
         return [r for result in run.branch(kind, levels) for r in result.rows]
     finally:

@@ -111,43 +111,58 @@ class Mask:
 
     Attributes:
       keep: pytree with the params' structure and leaf shapes, bool leaves. With a
-        leading seeds axis under ``jax.vmap`` each leaf is ``[S, *leaf_shape]``.
+        leading seeds axis each leaf is ``[S, *leaf_shape]``.
       prunable: tuple of bools, one per leaf in ``jax.tree.leaves(keep)`` order; static
         (part of the tree structure, so it is fixed under ``jit``).
+      ranks: tuple of ints, the number of axes of each params leaf (static). A mask whose
+        leaves have more axes than that carries leading seed axes (:attr:`batch_dims`):
+        stacking masks keeps ``ranks``, and under ``jax.vmap`` the leaves lose the axis
+        again, so the two are told apart without guessing from shapes.
 
     Build one with :func:`ones_like` (or :func:`from_tree`), never by hand.
     """
 
-    __slots__ = ("keep", "prunable")
+    __slots__ = ("keep", "prunable", "ranks")
 
-    def __init__(self, keep: PyTree, prunable: Sequence[bool]):
+    def __init__(self, keep: PyTree, prunable: Sequence[bool], ranks: Optional[Sequence[int]] = None):
         prunable = tuple(bool(p) for p in prunable)
-        n_leaves = len(jax.tree.leaves(keep))
-        if len(prunable) != n_leaves:
+        leaves = jax.tree.leaves(keep)
+        if len(prunable) != len(leaves):
             raise ValueError(
-                f"Mask: `prunable` has {len(prunable)} flags but `keep` has {n_leaves} "
+                f"Mask: `prunable` has {len(prunable)} flags but `keep` has {len(leaves)} "
                 "leaves; build masks with jaxticket.masks.ones_like(params)."
             )
+        ranks = tuple(int(np.ndim(x)) for x in leaves) if ranks is None else tuple(int(r) for r in ranks)
+        if len(ranks) != len(leaves):
+            raise ValueError(f"Mask: {len(ranks)} ranks for {len(leaves)} leaves")
         self.keep = keep
         self.prunable = prunable
+        self.ranks = ranks
 
-    # pytree protocol: children are the keep leaves' container, aux is the static flags
+    # pytree protocol: children are the keep leaves' container, aux the static metadata
     def tree_flatten_with_keys(self):
-        return ((jax.tree_util.GetAttrKey("keep"), self.keep),), self.prunable
+        return ((jax.tree_util.GetAttrKey("keep"), self.keep),), (self.prunable, self.ranks)
 
     def tree_flatten(self):
-        return (self.keep,), self.prunable
+        return (self.keep,), (self.prunable, self.ranks)
 
     @classmethod
-    def tree_unflatten(cls, prunable, children):
+    def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
         obj.keep = children[0]
-        obj.prunable = prunable
+        obj.prunable, obj.ranks = aux
         return obj
 
     def replace(self, **changes) -> "Mask":
-        """A copy with ``keep`` and/or ``prunable`` replaced (validated)."""
-        return Mask(changes.get("keep", self.keep), changes.get("prunable", self.prunable))
+        """A copy with ``keep`` and/or ``prunable`` replaced (validated); ``ranks`` kept."""
+        return Mask(changes.get("keep", self.keep), changes.get("prunable", self.prunable),
+                    changes.get("ranks", self.ranks))
+
+    @property
+    def batch_dims(self) -> int:
+        """Leading seed axes on the leaves (0 for one network's mask)."""
+        leaves = self.leaves()
+        return int(np.ndim(leaves[0])) - self.ranks[0] if leaves else 0
 
     def leaves(self) -> list:
         """The ``keep`` leaves in ``jax.tree.leaves`` order."""
@@ -159,7 +174,8 @@ class Mask:
 
     def __repr__(self) -> str:
         n = len(self.prunable)
-        return f"Mask({n} leaves, {sum(self.prunable)} prunable)"
+        seeds = f", seeds axis {np.shape(self.leaves()[0])[0]}" if self.batch_dims else ""
+        return f"Mask({n} leaves, {sum(self.prunable)} prunable{seeds})"
 
 
 # ----------------------------------------------------------------------------- creation
@@ -358,11 +374,11 @@ def count(mask: Mask) -> tuple[jax.Array, int]:
     return kept, total
 
 
-def emptied_leaves(before: Mask, after: Mask, *, batch_dims: int = 0) -> list[str]:
+def emptied_leaves(before: Mask, after: Mask, *, batch_dims: Optional[int] = None) -> list[str]:
     """Paths of the prunable leaves that had survivors in ``before`` and none in ``after``.
 
-    Host values (not for jit). With ``batch_dims`` leading seed axes a leaf counts as
-    emptied when it is emptied for any seed. Removing a layer's last weight disconnects
+    Host values (not for jit). With leading seed axes (``batch_dims``, default the mask's
+    own :attr:`Mask.batch_dims`) a leaf counts as emptied when it is emptied for any seed. Removing a layer's last weight disconnects
     the network, so the IMP engine refuses it unless asked (``allow_empty_layers``).
 
     Example:
@@ -370,6 +386,7 @@ def emptied_leaves(before: Mask, after: Mask, *, batch_dims: int = 0) -> list[st
         >>> emptied_leaves(m, m.replace(keep={"w": jnp.zeros((2, 2), bool)}))
         ['w']
     """
+    batch_dims = before.batch_dims if batch_dims is None else batch_dims
     out = []
     for path, b, a, flag in zip(before.paths(), before.leaves(), after.leaves(), before.prunable):
         if not flag:
@@ -383,7 +400,7 @@ def emptied_leaves(before: Mask, after: Mask, *, batch_dims: int = 0) -> list[st
     return out
 
 
-def host_density(mask: Mask, *, batch_dims: int = 0) -> np.ndarray:
+def host_density(mask: Mask, *, batch_dims: Optional[int] = None) -> np.ndarray:
     """:func:`density` on the host with NumPy (no device program), per leading seed axis:
     a float32 array of shape ``[*batch]`` (a scalar array for ``batch_dims=0``), bitwise
     equal to :func:`density`.
@@ -393,6 +410,7 @@ def host_density(mask: Mask, *, batch_dims: int = 0) -> np.ndarray:
         >>> host_density(m.replace(keep={"w": np.tril(np.ones((3, 2, 2), bool))}), batch_dims=1)
         array([0.75, 0.75, 0.75], dtype=float32)
     """
+    batch_dims = mask.batch_dims if batch_dims is None else batch_dims
     leaves = [np.asarray(jax.device_get(leaf)) for leaf, flag in zip(mask.leaves(), mask.prunable) if flag]
     if not leaves:
         return np.ones(np.shape(mask.leaves()[0])[:batch_dims] if mask.leaves() else (), np.float32)

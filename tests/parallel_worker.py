@@ -67,7 +67,7 @@ def sharded(out_path):
         out_eval = train.evaluate(task, out.state, sds, mesh=mesh)
         leaf = jax.tree.leaves(out.state.params)[0]
         feed = sources.DeviceFeed(fit_kw["batch_size"])
-        hlo = step_lib._run_steps.lower(task, feed, mesh, 5, "vmap", sstate, sds, np.int32(3)).compile().as_text()
+        hlo = step_lib._run_steps.lower(task, feed, mesh, 5, sstate, sds, np.int32(3)).compile().as_text()
         result[name] = {
             "params": _maxdiff(parallel.to_host(out.state.params), ref.state.params),
             "eval_loss": _maxdiff(parallel.to_host(out_eval["loss"]), ref_eval["loss"]),

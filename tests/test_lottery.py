@@ -79,7 +79,7 @@ def test_interrupted_run_resumes_to_identical_results(imp_run, digits, tmp_path)
     shutil.copytree(workdir, copy)
     level1 = copy / "levels" / "level_01"
     shutil.rmtree(copy / "levels" / "level_02")
-    for name in ("summary.json", "final_params.npz", "final_batch_stats.npz", "test_logits.npy"):
+    for name in ("manifest.json", "summary.json", "final_params.npz", "final_batch_stats.npz", "test_logits.npy"):
         (level1 / name).unlink()
     ckpt = checkpoints.RunCheckpoints(level1, json.loads((level1 / "config.json").read_text())["config"])
     assert 20 in ckpt.steps()
@@ -163,8 +163,8 @@ def test_branches_reuse_the_imp_masks(imp_run, digits):
     assert kinds == {"imp", "random_mask", "reinit"}
     with pytest.raises(ValueError, match=r"not finished IMP levels >= 1; finished: \[0, 1, 2\]"):
         lottery.run_branch(workdir, "reinit", [5], **quiet)
-    with pytest.raises(ValueError, match=r"unknown branch 'shuffle'; valid: \("):
-        lottery.run_branch(workdir, "shuffle", [1], **quiet)
+    with pytest.raises(ValueError, match=r"unknown branch 'shuffled'; valid: \("):
+        lottery.run_branch(workdir, "shuffled", [1], **quiet)
 
 
 def test_config_validation_messages():

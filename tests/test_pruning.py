@@ -417,7 +417,7 @@ def test_pruners_round_trip_through_plain_data():
         assert pruning.from_config(data) == p
     with pytest.raises(ValueError, match=r"unknown pruning method 'l1'; valid methods: \(.*'magnitude'"):
         pruning.from_config({"method": "l1", "fraction": 0.2})
-    with pytest.raises(ValueError, match=r"unknown settings \['scop'\]; valid: \['allow_empty', 'fraction', 'rounding', 'scope'\]"):
+    with pytest.raises(ValueError, match=r"unknown settings \['scop'\]; valid: \['allow_empty', 'fraction', 'invert', 'rounding', 'scope'\]"):
         pruning.from_config({"method": "magnitude", "fraction": 0.2, "scop": "global"})
     with pytest.raises(ValueError, match="missing setting 'fraction'"):
         pruning.from_config({"method": "magnitude"})
@@ -557,3 +557,17 @@ def test_many_ties_are_broken_by_position_like_a_stable_sort(tree, fraction, sco
     new = pruning.magnitude(fraction, scope, allow_empty=True)(tied, mask)
     for got, want in zip(np_leaves(new.keep), reference_unstructured(tied, mask, fraction, scope)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_pruners_refuse_a_seed_stacked_mask_unless_vmapped():
+    params = lenet()
+    mask = masks.ones_like(params)
+    stacked_params = jax.tree.map(lambda x: jnp.stack([x, -x]), params)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), mask)
+    assert stacked.batch_dims == 1 and mask.batch_dims == 0
+    with pytest.raises(ValueError, match=r"leading seeds axis.*jax.vmap\(pruner\)"):
+        pruning.magnitude(0.2, "global")(stacked_params, stacked)
+    per_seed = jax.vmap(pruning.magnitude(0.2, "global"))(stacked_params, stacked, jax.random.split(jax.random.key(0), 2))
+    assert per_seed.batch_dims == 1
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[0], per_seed.keep),
+                                pruning.magnitude(0.2, "global")(params, mask).keep)

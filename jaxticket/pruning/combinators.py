@@ -98,7 +98,7 @@ class Partition(Pruner):
         for j, (_, pruner) in enumerate(self.rules):
             if pruner is None or j not in owners:
                 continue
-            sub = Mask(keep, [o == j for o in owners])
+            sub = Mask(keep, [o == j for o in owners], mask.ranks)
             sub_key = None if key is None else jax.random.fold_in(key, j)
             keep = pruner.compute(params, sub, sub_key).keep
         return mask.replace(keep=keep)

@@ -310,6 +310,11 @@ class Pruner:
         return _METHOD_OF.get(type(self), type(self).__name__)
 
     def __call__(self, params: PyTree, mask: Mask, key: Optional[jax.Array] = None) -> Mask:
+        if isinstance(mask, Mask) and mask.batch_dims:
+            raise ValueError(
+                f"pruning.{self.name}: the mask has a leading seeds axis ({mask.batch_dims} more axis than its "
+                "params' ranks), and pruning it whole would rank all seeds together; prune each seed with "
+                "jax.vmap(pruner)(params, mask, keys)")
         masks_lib.validate(params, mask)
         if self.needs_key:
             check_key(key, f"pruning.{self.name}")

@@ -59,7 +59,9 @@ from jaxticket.train.state import (
 from jaxticket.train.step import run_steps, train_step
 from jaxticket.train.sources import HostStream, steps_per_epoch
 from jaxticket.train.loop import (
+    DIVERGENCE_FACTOR,
     LOOPS,
+    DivergenceWarning,
     Checkpointing,
     FitResult,
     Hook,
@@ -75,7 +77,7 @@ from jaxticket.train.loop import (
 )
 
 __all__ = [
-    "Checkpointing", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
+    "Checkpointing", "DIVERGENCE_FACTOR", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
     "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "Task", "TrainConfig",
     "TrainState", "VARY_STREAMS", "abstract", "accuracy", "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import time
+import warnings
 from typing import Any, Optional, Sequence
 
 import jax
@@ -29,6 +30,8 @@ from jaxticket.train.task import Task
 
 __all__ = [
     "Checkpointing",
+    "DIVERGENCE_FACTOR",
+    "DivergenceWarning",
     "FitResult",
     "Hook",
     "LOOPS",
@@ -44,6 +47,37 @@ __all__ = [
 ]
 
 LOOPS = ("auto", "device", "host")
+
+
+#: A training loss this many times its starting value (the mean over the first compiled
+#: call) warns once per fit: the run is probably diverging.
+DIVERGENCE_FACTOR = 100.0
+
+
+class DivergenceWarning(UserWarning):
+    """The training loss rose far above its starting value (:data:`DIVERGENCE_FACTOR`)."""
+
+
+class _DivergenceWatch:
+    def __init__(self):
+        self.start, self.warned = None, False
+
+    def check(self, loss: np.ndarray, first: int) -> None:
+        """``loss``: (n,) or (n, S) per-step training losses of steps first..first+n-1."""
+        loss = np.asarray(loss, np.float64).reshape(len(loss), -1)
+        if self.start is None:
+            self.start = np.maximum(loss[0], 1e-12)
+        if self.warned:
+            return
+        over = loss > DIVERGENCE_FACTOR * self.start
+        if over.any():
+            step, r = (int(i) for i in np.argwhere(over)[0])
+            who = f" (replica {r})" if loss.shape[1] > 1 else ""
+            warnings.warn(DivergenceWarning(
+                f"training loss {loss[step, r]:.3g} at step {first + step}{who} is over "
+                f"{DIVERGENCE_FACTOR:.0f}x its starting value {self.start[r]:.3g}: the run may be diverging "
+                "(learning rate too high?)"), stacklevel=3)
+            self.warned = True
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -202,7 +236,10 @@ def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logit
         return _evaluate_stream(task, state, ds, logits, mesh)
     size = min(int(batch_size), ds.num_examples)
     if is_batched(state) and resolve_seed_strategy(seed_strategy, mesh) == "sequential":
-        out = stack_replicas([_evaluate(task, s, ds, size, mesh) for s in split_replicas(state)])
+        # stacked on the host: evaluation outputs go there anyway, and each split's shapes
+        # would compile a stacking program of their own
+        outs = jax.device_get([_evaluate(task, s, ds, size, mesh) for s in split_replicas(state)])
+        out = jax.tree.map(lambda *xs: np.stack(xs), *outs)
     else:
         out = _evaluate(task, state, ds, size, mesh)
     if not logits:
@@ -426,20 +463,24 @@ class _Calls:
             self.fetcher.close()
 
 
-def _host_metrics(metrics: list, n: int, first: int, batched: bool) -> dict:
-    """Per-step metrics on the host ``[n(, S)]``; raises at the first non-finite loss."""
+def _host_metrics(metrics: list, n: int) -> dict:
+    """Per-step metrics on the host ``[n(, S)]``."""
     per_replica = []
     for calls in metrics:
         host = [parallel.to_host(m) for m in calls]
         per_replica.append({k: np.concatenate([h[k] for h in host])[:n] for k in host[0]})
-    m = per_replica[0] if len(per_replica) == 1 else {
-        k: np.stack([r[k] for r in per_replica], axis=1) for k in per_replica[0]}
+    if len(per_replica) == 1:
+        return per_replica[0]
+    return {k: np.stack([r[k] for r in per_replica], axis=1) for k in per_replica[0]}
+
+
+def _raise_if_non_finite(m: dict, first: int, batched: bool) -> None:
+    """Raise :class:`NonFiniteLossError` at the first step whose loss is NaN or inf."""
     finite = np.isfinite(m["loss"])
     if not finite.all():
         bad = int(np.argwhere(~finite)[0, 0])
         reps = sorted(int(r) for r in np.argwhere(~finite[bad]).ravel()) if batched else None
         raise NonFiniteLossError(first + bad, reps, _tolist(m["loss"][bad]))
-    return m
 
 
 def _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, progress, steps) -> list:
@@ -493,7 +534,8 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
       ``val_<name>``/``test_<name>`` and ``elapsed_s``, lists over replicas.
 
     Raises:
-      NonFiniteLossError: at the first step with a NaN/inf loss (any replica).
+      NonFiniteLossError: at the first step with a NaN/inf loss (any replica); a loss
+        :data:`DIVERGENCE_FACTOR` times its start warns once (:class:`DivergenceWarning`).
 
     Example::
 
@@ -518,12 +560,16 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     plan = _segments(start, steps, chunk, evals.union(*(h.boundaries(start, steps) for h in hooks)))
     evaluator = _Evaluator(task, val, test, eval_batch_size, mesh, t0, seed_strategy)
     calls = _Calls(task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy)
+    watch = _DivergenceWatch()
     try:
         at_start = evaluator.record(start, state) if start in evals and start == 0 else None
         for hook in hooks:
             hook.on_boundary(start, state, at_start)
         for state, metrics, first, n in calls(state):
-            evaluator.add(_host_metrics(metrics, n, first, is_batched(state)))
+            host = _host_metrics(metrics, n)
+            watch.check(host["loss"], first)  # warns before a NaN ends the run
+            _raise_if_non_finite(host, first, is_batched(state))
+            evaluator.add(host)
             record = evaluator.record(first + n, state) if first + n in evals else None
             for hook in hooks:
                 hook.on_boundary(first + n, state, record)
