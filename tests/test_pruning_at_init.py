@@ -49,9 +49,9 @@ def kernels(tree):
     return [tree["hidden"]["kernel"], tree["out"]["kernel"]]
 
 
-def loss_fn(task, batch):
+def loss_fn(task, batch, temperature=1.0):
     x, y = batch
-    return lambda p: task.loss(task.model.apply({"params": p}, x), y).mean()
+    return lambda p: task.loss(task.model.apply({"params": p}, x) / temperature, y).mean()
 
 
 def test_snip_is_abs_gradient_times_weight():
@@ -64,16 +64,19 @@ def test_snip_is_abs_gradient_times_weight():
     assert np.asarray(mask.keep["hidden"]["bias"]).all()  # biases are not prunable by default
 
 
-def test_grasp_removes_the_highest_minus_w_times_hessian_gradient():
+@pytest.mark.parametrize("temperature", [200.0, 1.0])  # the authors' code divides the logits by 200
+def test_grasp_removes_the_highest_minus_w_times_hessian_gradient(temperature):
     task, params, batch = setup()
-    loss = loss_fn(task, batch)
+    loss = loss_fn(task, batch, temperature)
     g = jax.grad(loss)(params)
     hg = jax.jvp(jax.grad(loss), (params,), (g,))[1]  # forward-over-reverse Hessian-vector product
     scores = [np.asarray(h * w) for h, w in zip(kernels(hg), kernels(params))]  # lowest w*Hg = highest S(-w)
     want = keep_highest(scores, 0.5)
-    mask = pruning.grasp(0.5, task=task, batch=batch)(params, masks.ones_like(params))
+    mask = pruning.grasp(0.5, task=task, batch=batch, temperature=temperature)(params, masks.ones_like(params))
     agree = np.mean(np.concatenate([(np.asarray(a) == b).ravel() for a, b in zip(kernels(mask.keep), want)]))
     assert agree > 0.99  # reverse-over-reverse vs forward-over-reverse: float rounding at the threshold
+    other = pruning.grasp(0.5, task=task, batch=batch, temperature=201.0 - temperature)(params, masks.ones_like(params))
+    assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(kernels(mask.keep), kernels(other.keep)))
 
 
 def test_synflow_conserves_the_flow_and_matches_the_linear_formula():

@@ -131,10 +131,10 @@ class _AtInit(Scored):
             one_round(jnp.int32(1), mask.keep)
         return mask.replace(keep=keep_tree)
 
-    def _loss(self, params, batch_stats):
+    def _loss(self, params, batch_stats, temperature: float = 1.0):
         x, y = self.batch
         outputs, _ = self.task.forward(params, batch_stats, x, train=False)
-        return self.task.loss(outputs, y).mean()
+        return self.task.loss(outputs / temperature, y).mean()
 
 
 def _batch_stats(task, params):
@@ -155,16 +155,24 @@ class SNIP(_AtInit):
 @register("grasp")
 @dataclasses.dataclass(frozen=True, eq=False)
 class GraSP(_AtInit):
-    """GraSP: signed ``w ⊙ Hg``, the lowest go (see the module docstring)."""
+    """GraSP: signed ``w ⊙ Hg``, the lowest go (see the module docstring). ``temperature``:
+    the logits are divided by it for both gradients (200, the authors' code; 1: none)."""
 
     signed_scores = True
+    temperature: float = 200.0
+
+    def config(self) -> dict:
+        out = super().config()
+        if self.temperature != 200.0:
+            out["temperature"] = self.temperature
+        return out
 
     def score_tree(self, params, mask):
-        stats = _batch_stats(self.task, params)
-        g = jax.lax.stop_gradient(jax.grad(self._loss)(params, stats))
+        stats, t = _batch_stats(self.task, params), self.temperature
+        g = jax.lax.stop_gradient(jax.grad(self._loss)(params, stats, t))
         # Hg = ∂/∂w (gᵀ ∂L/∂w) with g held fixed: a Hessian-gradient product
         hg = jax.grad(lambda p: sum(jnp.vdot(a, b) for a, b in zip(
-            jax.tree.leaves(jax.grad(self._loss)(p, stats)), jax.tree.leaves(g))))(params)
+            jax.tree.leaves(jax.grad(self._loss)(p, stats, t)), jax.tree.leaves(g))))(params)
         return jax.tree.map(lambda h, w: h * w, hg, params)
 
 
@@ -214,10 +222,14 @@ def snip(fraction: float, *, task=None, batch=None, scope: str = "global", itera
     return SNIP(fraction, scope, iterations=iterations, task=task, batch=batch, **kw)
 
 
-def grasp(fraction: float, *, task=None, batch=None, scope: str = "global", iterations: int = 1, **kw) -> GraSP:
+def grasp(fraction: float, *, task=None, batch=None, scope: str = "global", iterations: int = 1,
+          temperature: float = 200.0, **kw) -> GraSP:
     """GraSP (Wang et al. 2020): removes the ``fraction`` of survivors with the highest
-    ``S(-w) = -w ⊙ Hg`` on ``batch = (x, y)``. Global by default, as in the paper."""
-    return GraSP(fraction, scope, iterations=iterations, task=task, batch=batch, **kw)
+    ``S(-w) = -w ⊙ Hg`` on ``batch = (x, y)``, the logits divided by ``temperature`` (200
+    in the authors' code). Global by default, as in the paper."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"pruning.grasp: temperature must be a number > 0, got {temperature!r}")
+    return GraSP(fraction, scope, iterations=iterations, task=task, batch=batch, temperature=float(temperature), **kw)
 
 
 def synflow(fraction: float, *, task=None, scope: str = "global", iterations: int = 100, **kw) -> SynFlow:
