@@ -98,13 +98,18 @@ def main():
         print(json.dumps(worker(json.loads(args.worker))))
         return
     tmp = tempfile.mkdtemp(prefix="jaxticket-process-")
-    manual = ["--manual-dir", args.manual_dir] if args.manual_dir else []
+    def manual(recorded: bool) -> list:
+        if not args.manual_dir:
+            return []
+        return ["--manual-dir", "MNIST_DIR" if recorded else args.manual_dir]  # no machine paths in the results
+
     commands = {
-        "train_938": lambda workdir: ["train", "--config", "lenet_300_100_mnist", "--steps", "938", "--no-progress",
-                                      "--workdir", workdir, *manual],
-        "demo": lambda workdir: ["demo", "--no-progress", "--workdir", workdir],
+        "train_938": lambda workdir, recorded=False: ["train", "--config", "lenet_300_100_mnist", "--steps", "938",
+                                                      "--no-progress", "--workdir", workdir, *manual(recorded)],
+        "demo": lambda workdir, recorded=False: ["demo", "--no-progress", "--workdir", workdir],
     }
-    result = {"machine": machine(), "commands": {k: " ".join(["jaxticket", *v("DIR")]) for k, v in commands.items()}}
+    result = {"machine": machine(),
+              "commands": {k: " ".join(["jaxticket", *v("DIR", True)]) for k, v in commands.items()}}
     for name, argv in commands.items():
         cache = os.path.join(tmp, f"xla-{name}")
         cold = measure(argv(os.path.join(tmp, name + "-cold")), cache)  # each process its own run directory
