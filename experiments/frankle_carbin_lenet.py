@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=str(common.ROOT / "runs" / NAME))
     parser.add_argument("--out", default=None, help=f"results folder (default experiments/results/{NAME}[_quick])")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 levels, 5K iterations (a check, ~10 min)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: write the results of the levels and controls the run folder holds")
     args = parser.parse_args(argv)
     s = settings(args.quick)
     out = pathlib.Path(args.out or common.RESULTS / (NAME + ("_quick" if args.quick else "")))
@@ -122,6 +124,10 @@ def main(argv=None) -> int:
     config = preset.replace(seeds=s["seeds"], levels=s["levels"], train=preset.train.replace(steps=s["steps"]))
     prov = common.Provenance(out, {**s, "preset": "lenet_300_100_mnist", "config": config.to_dict()})
     data_kw = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
+    if args.report:
+        write_outputs(workdir, out)
+        print((out / "summary.md").read_text())
+        return 0
     t = time.perf_counter()
     lottery.run_imp(config, workdir, progress=False, **data_kw)
     prov.stage("tickets", time.perf_counter() - t)

@@ -101,6 +101,8 @@ def lineages(s) -> dict:
 def tidy_rows(root: pathlib.Path, s) -> list[dict]:
     rows = []
     for method in lineages(s):
+        if not (root / method).exists():
+            continue
         for r in lottery.load_results(root / method):
             if r["kind"] == "imp":
                 rows.append({"method": method, "level": r["level"], "density": round(r["density"], 6),
@@ -204,26 +206,40 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per level (the paper: 30)")
     parser.add_argument("--root", default=str(common.ROOT / "runs" / NAME))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per lineage (the paper: 5); the run "
+                        "folder gets a suffix _s<N> when not 5")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 4 levels, 3 methods, 1 epoch")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: write the results of what the run folders hold (lineages that "
+                             "have not reached the last level are left out of the last-level analyses)")
     args = parser.parse_args(argv)
     all_methods = list(methods()) + ["l1_unstructured_finetune"]
-    s = {"seeds": 5, "levels": 18, "epochs": args.epochs, "methods": all_methods}
+    s = {"seeds": args.seeds, "levels": 18, "epochs": args.epochs, "methods": all_methods}
     if args.quick:
         s = {"seeds": 2, "levels": 4, "epochs": 1,
              "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"]}
     out = pathlib.Path(args.out or common.RESULTS / (NAME + ("_quick" if args.quick else "")))
     out.mkdir(parents=True, exist_ok=True)
     default_root = str(common.ROOT / "runs" / NAME)
-    root = pathlib.Path(args.root + ("_quick" if args.quick and args.root == default_root else ""))
+    suffix = "_quick" if args.quick else ("" if args.seeds == 5 else f"_s{args.seeds}")
+    root = pathlib.Path(args.root + (suffix if args.root == default_root else ""))
+    if args.report:
+        finished = {m for m in s["methods"] if (root / m).exists()
+                    and any(r["level"] == s["levels"] for r in lottery.load_results(root / m))}
+        s["unfinished"] = [m for m in s["methods"] if m not in finished]
+        s["methods"] = [m for m in s["methods"] if m in finished or (root / m).exists()]
     prov = common.Provenance(out, {**s, "configs": {m: config(m, p, s).to_dict() for m, p in lineages(s).items()}})
     for method, pruner in lineages(s).items():
+        if args.report:
+            break
         t = time.perf_counter()
         lottery.run_imp(config(method, pruner, s), root / method, data_dir=args.data_dir, manual_dir=args.manual_dir,
                         progress=False, log=lambda line, m=method: print(f"{m}: {line}", flush=True))
         prov.stage(method, time.perf_counter() - t)
     rows = tidy_rows(root, s)
+    done = s if not args.report else {**s, "methods": [m for m in s["methods"] if m not in s["unfinished"]]}
     common.write_csv(out / "results.csv", rows, ("method", "level", "density", "seed", "test_accuracy"))
-    analyses = last_level_analyses(root, s, out)
+    analyses = last_level_analyses(root, done, out)  # the lineages that reached the last level
     summarize(rows, analyses, out, s)
     print((out / "summary.md").read_text())
     return 0

@@ -1,0 +1,193 @@
+"""Permutation-aligned linear mode connectivity (Ainsworth et al. 2023, "Git Re-Basin"):
+error barriers before and after weight matching, LeNet-300-100 on MNIST.
+
+    python experiments/aligned_connectivity.py --manual-dir ../shared/data/mnist
+    python experiments/aligned_connectivity.py --manual-dir ../shared/data/mnist --quick
+
+Two kinds of pairs:
+
+* ``independent``: two dense networks trained from different initialisations and data
+  orders (three disjoint pairs, seeds 2i and 2i+1). Git Re-Basin reports a large barrier
+  between such MLPs on MNIST that nearly vanishes after weight matching.
+* ``imp_L_L+1``: the final weights of consecutive levels of one IMP lineage (the same
+  initialisation, rewound to it, k = 0), per seed: levels 0-1, ..., 7-8 of Frankle &
+  Carbin's layer-wise pruning (20% of the hidden, 10% of the output weights per level).
+
+Training: Adam 1.2e-3, batch 60, 10,000 steps, no validation split. The barrier is
+``max over alpha of err(alpha) - mean(err(0), err(1))`` on 30 points of the segment, test
+error on the 10,000 test images, train error on the first 10,000 training images; the
+interpolated weights are evaluated as they are (both ends masked). ``aligned``: the
+second network permuted to the first by weight matching (hidden units of fc1 and fc2;
+its mask moves with it), which computes the same function.
+
+Writes ``experiments/results/aligned_connectivity/``: ``results.csv`` (``pair, aligned,
+seed, test_barrier, train_barrier`` and the levels, densities, test errors of both ends
+and their L2 distance), ``summary.md``, ``barriers.png``, ``provenance.json``. Resumable:
+the trainings are run directories under ``--workdir``; the barriers are recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxticket import configs, instability, lottery, plots, train  # noqa: E402
+
+NAME = "aligned_connectivity"
+FIELDS = ("pair", "aligned", "seed", "test_barrier", "train_barrier", "level_a", "level_b", "density_a",
+          "density_b", "test_error_a", "test_error_b", "l2_distance")
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return {"steps": 1000, "pairs": 2, "seeds": 2, "levels": 3, "train_examples": 2000}
+    return {"steps": 10_000, "pairs": 3, "seeds": 3, "levels": 8, "train_examples": 10_000}
+
+
+def config(s: dict, seeds: int, levels: int) -> lottery.LotteryConfig:
+    preset = configs.get("lenet_300_100_mnist")
+    tc = preset.train.replace(steps=s["steps"], eval_every=0)
+    return preset.replace(train=tc, seeds=seeds, levels=levels, validation_size=0)
+
+
+def stacked(*states):
+    """Single-run states as one state with a leading copies axis."""
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *states)
+
+
+def measure(task, finals, data, s) -> list[dict]:
+    """The barrier of one pair before and after alignment."""
+    res = instability.instability(task, finals, data, train_examples=s["train_examples"], align=True)
+    out = []
+    for aligned in (False, True):
+        p = "aligned_" if aligned else ""
+        out.append({"aligned": aligned, "test_barrier": res[f"{p}test_barriers"][0],
+                    "train_barrier": res[f"{p}train_barriers"][0], "l2_distance": res[f"{p}copy_l2"][0]})
+    return out
+
+
+def error_of(level_result, seed: int) -> float:
+    return 1.0 - level_result.rows[seed]["final_test_accuracy"]
+
+
+def run(args, s, out: pathlib.Path, prov) -> list[dict]:
+    root = pathlib.Path(args.workdir)
+    rows = []
+    # independent dense networks: level 0 of a lineage with 2 * pairs seeds (init and data vary)
+    dense_cfg = config(s, 2 * s["pairs"], 0)
+    data = lottery.load_data(dense_cfg, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    t = time.perf_counter()
+    lottery.run_imp(dense_cfg, root / "independent", datasets=data, progress=False)
+    prov.stage("train independent", time.perf_counter() - t)
+    dense = lottery.open_run(root / "independent", datasets=data, progress=False)
+    try:
+        level0 = dense.levels[0]
+        states = [_state(dense, level0, i) for i in range(2 * s["pairs"])]
+        t = time.perf_counter()
+        for pair in range(s["pairs"]):
+            for r in measure(dense.task, stacked(states[2 * pair], states[2 * pair + 1]), data, s):
+                rows.append({"pair": "independent", "seed": pair, "level_a": 0, "level_b": 0, "density_a": 1.0,
+                             "density_b": 1.0, "test_error_a": error_of(level0, 2 * pair),
+                             "test_error_b": error_of(level0, 2 * pair + 1), **r})
+        prov.stage("barriers independent", time.perf_counter() - t)
+    finally:
+        dense.close()
+    write(rows, out)
+    imp_cfg = config(s, s["seeds"], s["levels"])
+    t = time.perf_counter()
+    lottery.run_imp(imp_cfg, root / "imp", datasets=data, progress=False)
+    prov.stage("train imp", time.perf_counter() - t)
+    lineage = lottery.open_run(root / "imp", datasets=data, progress=False)
+    try:
+        t = time.perf_counter()
+        for level in range(s["levels"]):
+            la, lb = lineage.levels[level], lineage.levels[level + 1]
+            for seed in range(s["seeds"]):
+                pair = stacked(_state(lineage, la, seed), _state(lineage, lb, seed))
+                for r in measure(lineage.task, pair, data, s):
+                    rows.append({"pair": f"imp_{level}_{level + 1}", "seed": seed, "level_a": level,
+                                 "level_b": level + 1, "density_a": la.rows[seed]["density"],
+                                 "density_b": lb.rows[seed]["density"], "test_error_a": error_of(la, seed),
+                                 "test_error_b": error_of(lb, seed), **r})
+            write(rows, out)
+        prov.stage("barriers imp", time.perf_counter() - t)
+    finally:
+        lineage.close()
+    return rows
+
+
+def _state(run: lottery.ImpRun, level_result, seed: int):
+    """Seed ``seed``'s final state of a level (params, statistics, mask) as a single-run state."""
+    template = train.replica(run.rewind_state, seed)
+    return template.replace(params=jax.tree.map(lambda x: x[seed], level_result.params),
+                            batch_stats=jax.tree.map(lambda x: x[seed], level_result.batch_stats),
+                            mask=jax.tree.map(lambda x: x[seed], level_result.mask))
+
+
+def write(rows: list[dict], out: pathlib.Path) -> None:
+    rows = sorted(rows, key=lambda r: (r["pair"] != "independent", r["level_a"], r["seed"], r["aligned"]))
+    common.write_csv(out / "results.csv", rows, FIELDS)
+    pairs = sorted({r["pair"] for r in rows}, key=lambda p: (p != "independent", len(p), p))
+    lines = [f"# {NAME}: error barriers (points of error), mean ± std [95% t-interval] over seeds/pairs\n",
+             "| pair | density a -> b (%) | test barrier | test barrier aligned | train barrier | "
+             "train barrier aligned | L2 | L2 aligned |", "|---|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        sel = [r for r in rows if r["pair"] == p]
+
+        def col(key, aligned):
+            return common.stats([r[key] for r in sel if r["aligned"] == aligned])
+
+        da, db = np.mean([r["density_a"] for r in sel]), np.mean([r["density_b"] for r in sel])
+        l2, l2a = col("l2_distance", False), col("l2_distance", True)
+        lines.append(f"| {p} | {100 * da:.1f} -> {100 * db:.1f} | {common.fmt(col('test_barrier', False))} | "
+                     f"{common.fmt(col('test_barrier', True))} | {common.fmt(col('train_barrier', False))} | "
+                     f"{common.fmt(col('train_barrier', True))} | {l2.mean:.2f} | {l2a.mean:.2f} |")
+    common.rundir.write_atomic(out / "summary.md", "\n".join(lines) + "\n")
+    fig = plots.figure((6.0, 3.8))
+    ax = fig.add_subplot()
+    x = np.arange(len(pairs))
+    for offset, aligned in ((-0.18, False), (0.18, True)):
+        for j, key in enumerate(("test_barrier", "train_barrier")):
+            means = [100 * np.mean([r[key] for r in rows if r["pair"] == p and r["aligned"] == aligned]) for p in pairs]
+            ax.plot(x + offset, means, marker="os"[j], linestyle="-" if aligned else "--",
+                    label=f"{key.split('_')[0]}{' aligned' if aligned else ''}")
+    ax.set_xticks(x, pairs, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("error barrier (points)")
+    ax.set_title("LeNet-300-100 on MNIST: barriers before / after weight matching", fontsize=9)
+    ax.legend(fontsize=7)
+    plots.save_figure(fig, out / "barriers.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manual-dir", default=None, help="folder with the four MNIST *-ubyte.gz files")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--workdir", default=str(common.ROOT / "runs" / NAME))
+    parser.add_argument("--out", default=None, help=f"results folder (default experiments/results/{NAME}[_quick])")
+    parser.add_argument("--quick", action="store_true", help="1,000 steps, 2 pairs, 3 levels (a check)")
+    args = parser.parse_args(argv)
+    s = settings(args.quick)
+    suffix = "_quick" if args.quick else ""
+    out = pathlib.Path(args.out or common.RESULTS / (NAME + suffix))
+    out.mkdir(parents=True, exist_ok=True)
+    args.workdir += suffix if args.workdir.endswith(NAME) else ""
+    prov = common.Provenance(out, {**s, "config": config(s, s["seeds"], s["levels"]).to_dict()})
+    run(args, s, out, prov)
+    print(json.dumps(prov.data["sessions"][-1]["stages"]))
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
