@@ -93,9 +93,10 @@ def config(method: str, pruner: dict, s: dict) -> lottery.LotteryConfig:
 
 
 def lineages(s) -> dict:
+    """The pruner of each lineage of ``s["methods"]``, in that order."""
     out = methods()
     out["l1_unstructured_finetune"] = out["l1_unstructured"]
-    return {k: v for k, v in out.items() if k in s["methods"]}
+    return {k: out[k] for k in s["methods"]}
 
 
 def tidy_rows(root: pathlib.Path, s) -> list[dict]:
@@ -209,12 +210,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per lineage (the paper: 5); the run "
                         "folder gets a suffix _s<N> when not 5")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 4 levels, 3 methods, 1 epoch")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="the lineages to train, in this order (default: all ten)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of what the run folders hold (lineages that "
                              "have not reached the last level are left out of the last-level analyses)")
     args = parser.parse_args(argv)
     all_methods = list(methods()) + ["l1_unstructured_finetune"]
     s = {"seeds": args.seeds, "levels": 18, "epochs": args.epochs, "methods": all_methods}
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(all_methods))
+        if unknown:
+            parser.error(f"unknown methods {unknown}: choose from {all_methods}")
+        s["methods"] = list(args.methods)
     if args.quick:
         s = {"seeds": 2, "levels": 4, "epochs": 1,
              "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"]}

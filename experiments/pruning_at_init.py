@@ -27,7 +27,10 @@ every method: ``shuffle`` (the mask shuffled within each layer: same layer-wise
 densities, random places), ``reinit`` (the mask on a fresh initialisation) and
 ``invert`` (the scores inverted: the highest-scoring weights go); IMP's own shuffle and
 reinit use the lineage's branches. ``random`` has no checks (they leave it a random
-mask).
+mask). A second IMP lineage per setup rewinds to step k = ``rewind_step`` (5% of
+training: 250 and 94 steps) instead of the initialization, with its own shuffle and
+reinit checks at the same levels (``imp_rewound``: the paper's "lottery ticket
+rewinding" baseline); ``--lineages k0`` or ``rewound`` runs one of the two.
 
 Writes ``experiments/results/pruning_at_init/``: ``results.csv`` (``setup, method,
 check, level, density, seed, test_accuracy``: the final test accuracy after the same
@@ -62,20 +65,27 @@ CHECKS = ("none", "shuffle", "reinit", "invert")
 def setups(quick: bool) -> dict:
     full = {
         "lenet_300_100_mnist": dict(model="lenet_300_100", dataset="mnist", lr=1.2e-3, batch_size=60, steps=5000,
-                                    levels=19, branch_levels=[7, 13, 19]),
+                                    levels=19, branch_levels=[7, 13, 19], rewind_step=250),
         "lenet5_fashion_mnist": dict(model="lenet5", dataset="fashion_mnist", lr=1e-3, batch_size=64, steps=1875,
-                                     levels=13, branch_levels=[7, 13]),
+                                     levels=13, branch_levels=[7, 13], rewind_step=94),
     }
     if quick:
         for s in full.values():
-            s.update(steps=300, levels=4, branch_levels=[2, 4])
+            s.update(steps=300, levels=4, branch_levels=[2, 4], rewind_step=15)
     return full
 
 
-def config(s: dict, seeds: int) -> lottery.LotteryConfig:
+LINEAGES = ("k0", "rewound")  # IMP rewound to the initialization, and to s["rewind_step"]
+
+
+def lineage_dir(setup: str, lineage: str) -> str:
+    return setup if lineage == "k0" else f"{setup}_rewound"
+
+
+def config(s: dict, seeds: int, rewind_step: int = 0) -> lottery.LotteryConfig:
     tc = train.TrainConfig(model=s["model"], dataset=s["dataset"], optimizer="adam", lr=s["lr"],
                            batch_size=s["batch_size"], steps=s["steps"], eval_every=0, eval_batch_size=2000)
-    return lottery.LotteryConfig(train=tc, levels=s["levels"], seeds=seeds, validation_size=0, rewind_step=0,
+    return lottery.LotteryConfig(train=tc, levels=s["levels"], seeds=seeds, validation_size=0, rewind_step=rewind_step,
                                  pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"}, prunable="kernels")
 
 
@@ -127,13 +137,18 @@ def register_kinds() -> list[tuple[str, str, str]]:
 # ----------------------------------------------------------------------------- outputs
 
 
-def tidy(setup: str, rows: list[dict], kinds: dict) -> list[dict]:
+def tidy(setup: str, rows: list[dict], kinds: dict, lineage: str = "k0") -> list[dict]:
+    """Tidy rows of one lineage's run folder. The rewound lineage gives ``imp_rewound``
+    (its level 0 is the same dense training as the k = 0 lineage's and is left out)."""
     out = []
+    imp = "imp" if lineage == "k0" else "imp_rewound"
     for r in rows:
         if r["kind"] == "imp":
-            method, check = ("dense" if r["level"] == 0 else "imp"), "none"
+            if lineage != "k0" and r["level"] == 0:
+                continue
+            method, check = ("dense" if r["level"] == 0 else imp), "none"
         elif r["kind"] in ("shuffle", "reinit"):
-            method, check = "imp", r["kind"]
+            method, check = imp, r["kind"]
         elif r["kind"] in kinds:
             method, check = kinds[r["kind"]]
         else:
@@ -167,14 +182,16 @@ def summarize(rows: list[dict], plan: dict) -> str:
         dense = common.stats(acc(rows, setup, "dense", "none", 0))
         parts.append(f"dense: {common.fmt(dense)}\n")
         for level in s["branch_levels"]:
-            dens = [r["density"] for r in rows if r["setup"] == setup and r["level"] == level and r["method"] == "imp"]
+            dens = [r["density"] for r in rows if r["setup"] == setup and r["level"] == level and r["method"].startswith("imp")]
             if not dens:
                 continue
             parts.append(f"### level {level}: {100 * np.mean(dens):.2f}% of the weights\n")
             parts.append("| method | none | shuffle | reinit | invert | shuffle - none | reinit - none | invert - none |")
             parts.append("|---|---|---|---|---|---|---|---|")
-            for method in ("imp", *METHODS):
+            for method in ("imp", "imp_rewound", *METHODS):
                 base = acc(rows, setup, method, "none", level)
+                if not base:
+                    continue
                 cells = [method] + [common.fmt(common.stats(acc(rows, setup, method, c, level))) for c in CHECKS]
                 cells += [difference(acc(rows, setup, method, c, level), base) for c in CHECKS[1:]]
                 parts.append("| " + " | ".join(cells) + " |")
@@ -186,7 +203,7 @@ def summarize(rows: list[dict], plan: dict) -> str:
 
 def plot(rows: list[dict], setup: str, path: pathlib.Path) -> None:
     series = {}
-    for method in ("imp", *METHODS):
+    for method in ("imp", "imp_rewound", *METHODS):
         for check in CHECKS:
             levels = sorted({r["level"] for r in rows if (r["setup"], r["method"], r["check"]) == (setup, method, check)})
             if not levels or (check != "none" and method == "random"):
@@ -195,7 +212,7 @@ def plot(rows: list[dict], setup: str, path: pathlib.Path) -> None:
                              (setup, method, check, l)]), common.stats(acc(rows, setup, method, check, l)))
                    for l in levels]
             pts = [(d, st) for d, st in pts if st is not None and d < 1.0]
-            if pts and (check in ("none", "shuffle") or method == "imp"):
+            if pts and (check in ("none", "shuffle") or method.startswith("imp")):
                 label = method if check == "none" else f"{method} ({check})"
                 series[label] = ([d for d, _ in pts], [100 * st.mean for _, st in pts], [100 * st.std for _, st in pts])
     plots.plot_series_vs_density(series, path, ylabel="test accuracy (%)", title=f"{setup}: pruning at init vs IMP")
@@ -210,6 +227,12 @@ def main(argv=None) -> int:
     parser.add_argument("--setups", nargs="+", default=None, help="a subset of the setups")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="300 steps, 4 levels (a check)")
+    parser.add_argument("--lineages", nargs="+", choices=LINEAGES, default=list(LINEAGES),
+                        help="k0: IMP rewound to the initialization, with every method and check at its "
+                             "densities; rewound: IMP rewound to the setup's rewind_step, with its shuffle "
+                             "and reinit checks (default: both)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: write the results of what the run folders hold")
     args = parser.parse_args(argv)
     plan = setups(args.quick)
     if args.setups:
@@ -219,35 +242,45 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     root = pathlib.Path(args.workdir + suffix)
     kinds = register_kinds()
-    prov = common.Provenance(out, {"seeds": args.seeds, "setups": plan,
-                                   "configs": {k: config(s, args.seeds).to_dict() for k, s in plan.items()}})
     names = {k: (m, c) for k, m, c in kinds}
 
     def write_outputs():
         rows = []
         for setup in plan:
-            if (root / setup).is_dir():
-                rows += tidy(setup, lottery.load_results(root / setup), names)
-                plot(rows, setup, out / f"accuracy_vs_density_{setup}.png")
+            for lineage in LINEAGES:
+                if (root / lineage_dir(setup, lineage)).is_dir():
+                    rows += tidy(setup, lottery.load_results(root / lineage_dir(setup, lineage)), names, lineage)
+            plot(rows, setup, out / f"accuracy_vs_density_{setup}.png")
         common.write_csv(out / "results.csv", rows, FIELDS)
         common.rundir.write_atomic(out / "summary.md", summarize(rows, plan))
 
-    for setup, s in plan.items():
-        cfg = config(s, args.seeds)
-        data = lottery.load_data(cfg, data_dir=args.data_dir, manual_dir=args.manual_dir)
-        t = time.perf_counter()
-        lottery.run_imp(cfg, root / setup, datasets=data, progress=False)
-        prov.stage(f"{setup}/imp", time.perf_counter() - t)
+    if args.report:
         write_outputs()
-        run = lottery.open_run(root / setup, datasets=data, progress=False)
-        try:
-            for kind in ["shuffle", "reinit"] + list(names):
-                t = time.perf_counter()
-                run.branch(kind, s["branch_levels"])
-                prov.stage(f"{setup}/{kind}", time.perf_counter() - t)
-                write_outputs()
-        finally:
-            run.close()
+        print((out / "summary.md").read_text())
+        return 0
+    prov = common.Provenance(out, {"seeds": args.seeds, "setups": plan, "lineages": args.lineages, "configs": {
+        lineage_dir(k, lineage): config(s, args.seeds, s["rewind_step"] if lineage == "rewound" else 0).to_dict()
+        for k, s in plan.items() for lineage in args.lineages}})
+    for lineage in args.lineages:
+        for setup, s in plan.items():
+            cfg = config(s, args.seeds, s["rewind_step"] if lineage == "rewound" else 0)
+            workdir = root / lineage_dir(setup, lineage)
+            data = lottery.load_data(cfg, data_dir=args.data_dir, manual_dir=args.manual_dir)
+            t = time.perf_counter()
+            lottery.run_imp(cfg, workdir, datasets=data, progress=False)
+            prov.stage(f"{workdir.name}/imp", time.perf_counter() - t)
+            write_outputs()
+            run = lottery.open_run(workdir, datasets=data, progress=False)
+            try:
+                # the sparsest level first: there the methods differ most
+                for level in sorted(s["branch_levels"], reverse=True):
+                    for kind in ["shuffle", "reinit"] + (list(names) if lineage == "k0" else []):
+                        t = time.perf_counter()
+                        run.branch(kind, [level])
+                        prov.stage(f"{workdir.name}/{kind}/{level}", time.perf_counter() - t)
+                        write_outputs()
+            finally:
+                run.close()
     print(json.dumps(prov.data["sessions"][-1]["stages"]))
     print((out / "summary.md").read_text())
     return 0
