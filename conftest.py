@@ -3,10 +3,7 @@
 The tests run without JAX's persistent compilation cache (set
 ``JAXTICKET_COMPILATION_CACHE`` to a folder to test with one): they neither read programs
 that other processes on this machine wrote nor leave theirs in the user's cache, and the
-tests of the cache itself give their subprocesses a folder of their own. A full run once
-crashed (SIGSEGV) inside JAX's deserialisation of a cached CPU executable
-(``compilation_cache.get_executable_and_time``), not reproduced since; a test run does
-not depend on that path.
+tests of the cache itself give their subprocesses a folder of their own.
 """
 
 import os

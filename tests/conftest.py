@@ -5,6 +5,9 @@ the brightest of the first 4 pixels (learnable in tens of steps), LeNet-32-16 on
 and the 8x8 scikit-learn digits bundled with the package.
 """
 
+import gc
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -35,6 +38,17 @@ TOY_CONFIG = train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.
 def toy_task(**changes):
     """The Task of :data:`TOY_CONFIG` with ``changes`` (LeNet-32-16, SGD momentum 0.9)."""
     return train.task_from_config(TOY_CONFIG.replace(**changes))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module. Every live CPU executable
+    holds a few memory mappings; the whole suite in one process compiles enough of them
+    to reach Linux's ``vm.max_map_count`` (65,530), where XLA's next compilation fails
+    ("LLVM compilation error: Cannot allocate memory") and the process segfaults."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
