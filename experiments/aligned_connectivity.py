@@ -28,7 +28,6 @@ the trainings are run directories under ``--workdir``; the barriers are recomput
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -170,12 +169,8 @@ def write(rows: list[dict], out: pathlib.Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manual-dir", default=None, help="folder with the four MNIST *-ubyte.gz files")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--workdir", default=str(common.ROOT / "runs" / NAME))
-    parser.add_argument("--out", default=None, help=f"results folder (default experiments/results/{NAME}[_quick])")
-    parser.add_argument("--quick", action="store_true", help="1,000 steps, 2 pairs, 3 levels (a check)")
+    parser = common.parser(NAME, __doc__, manual_help="folder with the four MNIST *-ubyte.gz files",
+                           quick_help="1,000 steps, 2 pairs, 3 levels (a check)")
     args = parser.parse_args(argv)
     s = settings(args.quick)
     suffix = "_quick" if args.quick else ""

@@ -7,6 +7,7 @@ time the results came from), plots, and a README with the paper's numbers beside
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -24,6 +25,19 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))
 
 from jaxticket import report, rundir  # noqa: E402
+
+
+def parser(name: str, doc: str, *, manual_help: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every experiment script takes: ``--manual-dir``, ``--data-dir``,
+    ``--workdir`` (default ``runs/<name>``), ``--out`` (default
+    ``experiments/results/<name>[_quick]``) and ``--quick``."""
+    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    out.add_argument("--manual-dir", default=None, help=manual_help)
+    out.add_argument("--data-dir", default=None)
+    out.add_argument("--workdir", default=str(ROOT / "runs" / name))
+    out.add_argument("--out", default=None, help=f"results folder (default experiments/results/{name}[_quick])")
+    out.add_argument("--quick", action="store_true", help=quick_help)
+    return out
 
 
 def git_commit() -> str:

@@ -24,7 +24,6 @@ steps: about 3 hours for tickets and controls.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -107,12 +106,8 @@ def write_outputs(workdir: pathlib.Path, out: pathlib.Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manual-dir", default=None, help="folder with the four MNIST *-ubyte.gz files")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--workdir", default=str(common.ROOT / "runs" / NAME))
-    parser.add_argument("--out", default=None, help=f"results folder (default experiments/results/{NAME}[_quick])")
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 8 levels, 5K iterations (a check, ~10 min)")
+    parser = common.parser(NAME, __doc__, manual_help="folder with the four MNIST *-ubyte.gz files",
+                           quick_help="2 seeds, 8 levels, 5K iterations (a check, ~10 min)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of the levels and controls the run folder holds")
     args = parser.parse_args(argv)

@@ -41,7 +41,6 @@ run directories under ``--workdir`` keep every finished training.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -219,14 +218,10 @@ def plot(rows: list[dict], setup: str, path: pathlib.Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manual-dir", default=None, help="folder holding mnist/ and fashion_mnist/")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--workdir", default=str(common.ROOT / "runs" / NAME))
-    parser.add_argument("--out", default=None, help=f"results folder (default experiments/results/{NAME}[_quick])")
+    parser = common.parser(NAME, __doc__, manual_help="folder holding mnist/ and fashion_mnist/",
+                           quick_help="300 steps, 4 levels (a check)")
     parser.add_argument("--setups", nargs="+", default=None, help="a subset of the setups")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="300 steps, 4 levels (a check)")
     parser.add_argument("--lineages", nargs="+", choices=LINEAGES, default=list(LINEAGES),
                         help="k0: IMP rewound to the initialization, with every method and check at its "
                              "densities; rewound: IMP rewound to the setup's rewind_step, with its shuffle "
