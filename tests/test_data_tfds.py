@@ -227,3 +227,35 @@ def test_prepare_uses_a_private_extract_dir_per_dataset(tmp_path, no_network, mo
     assert dirs["mnist"] != dirs["fashion_mnist"]
     assert all(d.startswith(str(tmp_path / "d")) for d in dirs.values())
     assert str(configs["mnist"].manual_dir) == str(manual / "mnist")
+
+
+def test_processes_preparing_at_once_prepare_once(tmp_path, no_network, monkeypatch):
+    # Two experiments started together on an unprepared dataset: without a lock both ran
+    # TFDS's preparation and the second died renaming its folder onto the first's.
+    import threading
+    import time as time_lib
+
+    prepared, calls = threading.Event(), []
+
+    def slow_prepare(self, *args, **kwargs):
+        calls.append(self.name)
+        time_lib.sleep(0.5)
+        prepared.set()
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", slow_prepare)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: prepared.is_set())
+    manual = fake_manual_dir(tmp_path / "manual", "mnist")
+    errors = []
+
+    def run():
+        try:
+            data.prepare("mnist", data_dir=tmp_path / "d", manual_dir=manual)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and calls == ["mnist"]  # one prepared, the other waited and read it

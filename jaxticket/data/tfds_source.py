@@ -30,6 +30,7 @@ import socket
 import sys
 import urllib.parse
 
+import filelock
 import numpy as np
 
 from jaxticket.data.registry import (
@@ -160,6 +161,22 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
     _shim_importlib_resources()
     if folder is None:
         _probe_network(name, builder, manual_dir, data_dir)
+    # Several processes may start on an unprepared dataset at once (experiments in
+    # parallel, one per seed on a cluster node): one prepares, the others wait and read it.
+    lock_path = default_data_dir(data_dir) / "downloads" / f"jaxticket-prepare-{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(lock_path)):
+        builder = _builder(name, data_dir)
+        if _is_prepared(builder):
+            return builder
+        _download_and_prepare(name, builder, folder, manual_dir, data_dir)
+    return builder
+
+
+def _download_and_prepare(name: str, builder, folder, manual_dir, data_dir) -> None:
+    """TFDS's preparation of ``builder`` from ``folder`` (or a download); the caller holds
+    the preparation lock of ``name``."""
+    spec = _require_tfds_spec(name)
     tfds = _tfds()
     # TFDS names the extraction of a manually downloaded file after its file name only
     # (`<extract_dir>/GZIP.train-images-idx3-ubyte.gz`) and reuses an existing one, so
@@ -183,7 +200,6 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, download: bool | None 
         ) from e
     finally:
         shutil.rmtree(extract_dir, ignore_errors=True)
-    return builder
 
 
 def extract_dir_for(name: str, data_dir=None):
