@@ -252,17 +252,33 @@ def plot_series_vs_density(
         True
         >>> shutil.rmtree(d)
     """
-    fig = figure((5.5, 3.8))
+    from matplotlib import ticker
+
+    many = len(series) > 6  # then the legend goes beside the axes and line styles vary
+    fig = figure((7.5 if many else 5.5, 3.8))
     ax = fig.add_subplot()
-    for label, (d, m, sd) in series.items():
-        ax.errorbar(100.0 * _np(d), _np(m), yerr=_np(sd), marker="o", markersize=3, capsize=2, label=str(label))
+    percents = []
+    for i, (label, (d, m, sd)) in enumerate(series.items()):
+        percents += list(100.0 * _np(d))
+        ax.errorbar(100.0 * _np(d), _np(m), yerr=_np(sd), marker="o", markersize=3, capsize=2, label=str(label),
+                    linestyle=("-", "--", ":", "-.")[(i // 10) % 4])
     ax.set_xscale("log")
     ax.invert_xaxis()
+    if percents:  # readable ticks: 100, 50, 20, 10, 5, ... within the data's range
+        lo, hi = min(percents), max(percents)
+        ticks = [t * 10.0 ** e for e in range(2, -4, -1) for t in (5, 2, 1) if lo <= t * 10.0 ** e <= hi]
+        if len(ticks) >= 2:
+            ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small")
+    if many:
+        ax.legend(fontsize="x-small", bbox_to_anchor=(1.02, 1.0), loc="upper left", borderaxespad=0.0)
+    else:
+        ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
 
