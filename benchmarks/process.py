@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from host import host  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 T_START = time.perf_counter()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,17 +69,6 @@ def worker(argv: list[str]) -> dict:
             "programs_compiled": n_compiled, "persistent_cache_hits": n_hits}
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "loadavg_at_start": os.getloadavg()}
-
-
 def measure(argv: list[str], cache: str) -> dict:
     env = dict(os.environ, JAXTICKET_COMPILATION_CACHE=cache, PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(argv)], env=env, capture_output=True,
@@ -108,7 +98,7 @@ def main():
                                                       "--no-progress", "--workdir", workdir, *manual(recorded)],
         "demo": lambda workdir, recorded=False: ["demo", "--no-progress", "--workdir", workdir],
     }
-    result = {"machine": machine(),
+    result = {"machine": host(),
               "commands": {k: " ".join(["jaxticket", *v("DIR", True)]) for k, v in commands.items()}}
     for name, argv in commands.items():
         cache = os.path.join(tmp, f"xla-{name}")

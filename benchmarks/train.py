@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -42,6 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from host import host  # noqa: E402
 from jaxticket import data, train  # noqa: E402
 from jaxticket.data import ArrayDataset  # noqa: E402
 from jaxticket.train import sources  # noqa: E402
@@ -50,17 +50,10 @@ N = 10_000
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
+    """:func:`host.host` and the JAX backend the benchmark ran on."""
     dev = jax.devices()[0]
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "jax": jax.__version__, "backend": jax.default_backend(),
-            "device": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count(),
-            "python": platform.python_version(), "loadavg_at_start": os.getloadavg()}
+    return {**host(), "jax": jax.__version__, "backend": jax.default_backend(),
+            "device": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count()}
 
 
 def dataset(shape) -> ArrayDataset:
