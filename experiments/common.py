@@ -11,9 +11,7 @@ import argparse
 import csv
 import io
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -53,19 +51,14 @@ def git_commit() -> str:
 
 
 def machine() -> dict:
-    """The machine, as benchmarks record it."""
+    """The machine, as benchmarks record it (:func:`benchmarks.host.host`), and JAX's backend."""
     import jax
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from benchmarks.host import host
+
     dev = jax.devices()[0]
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
-            "python": platform.python_version()}
+    return {**host(), "jax": jax.__version__, "backend": jax.default_backend(),
+            "device": getattr(dev, "device_kind", str(dev))}
 
 
 class Provenance:
