@@ -204,6 +204,39 @@ def config_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
     ]
 
 
+def dataclass_defaults(cls: type) -> dict:
+    """The JSON-ready default of every field of dataclass ``cls`` that has one, nested
+    dataclass defaults expanded: what a field added after a run was saved is taken to be
+    when that run is resumed (``RunCheckpoints(..., defaults=...)``).
+
+    Example: ``dataclass_defaults(Cfg)`` for ``Cfg(lr: float, momentum: float = 0.9)``
+    ``== {"momentum": 0.9}``.
+    """
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = config_to_dict(value)
+    return out
+
+
+def _added_with_default(diffs, defaults: Any) -> tuple[list, list]:
+    """Split ``diffs`` into (keys the saved config lacks and the new one holds at their
+    default, the others)."""
+    flat = _flatten_dict(defaults) if defaults else {}
+    added, other = [], []
+    for key, old, new in diffs:
+        if old == "<missing>" and key in flat and flat[key] == new:
+            added.append((key, old, new))
+        else:
+            other.append((key, old, new))
+    return added, other
+
+
 def _mismatch_message(directory: pathlib.Path, diffs) -> str:
     lines = [f"  {k}: {old!r} (saved) != {new!r} (new)" for k, old, new in diffs[:20]]
     if len(diffs) > 20:
@@ -385,6 +418,10 @@ class RunCheckpoints:
         fresh. Without it, a different config raises :class:`ConfigMismatchError` and
         the same config resumes.
       keep_last: how many periodic checkpoints to keep (rewind points are all kept).
+      defaults: nested like ``config``: the value a key absent from the saved config is
+        taken to have (see :func:`dataclass_defaults`). A run saved before a config
+        field existed resumes when the new config holds that field at its default; the
+        run keeps its saved config and hash, so its level directories stay valid.
 
     Example:
         >>> import shutil, tempfile
@@ -402,7 +439,7 @@ class RunCheckpoints:
         >>> shutil.rmtree(tmp_dir)
     """
 
-    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2):
+    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2, defaults=None):
         if int(keep_last) < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
         self.directory = pathlib.Path(directory).absolute()
@@ -418,9 +455,11 @@ class RunCheckpoints:
         previous = None if overwrite else _read_config(config_path)
         fresh = previous is None
         if previous is not None and not overwrite:
-            diffs = config_diff(previous.get("config"), self.config)
+            added, diffs = _added_with_default(config_diff(previous.get("config"), self.config), defaults)
             if diffs:
                 raise ConfigMismatchError(_mismatch_message(self.directory, diffs))
+            if added:  # saved before these fields existed: resume under the saved identity
+                self.config, self.config_hash = previous["config"], previous.get("config_hash", self.config_hash)
         _sync("config_checked")
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)

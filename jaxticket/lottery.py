@@ -554,7 +554,10 @@ class ImpRun:
             raise ckpt_lib.DataMismatchError(
                 f"run directory {root} was trained on {_describe_data(stored['config']['data'])}, not on "
                 f"{_describe_data(identity['data'])} given now; use another directory, or overwrite to start over")
-        self._run = ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite)
+        # A run saved before a settings field existed resumes if the field is at its default.
+        defaults = {"config": ckpt_lib.dataclass_defaults(LotteryConfig),
+                    "settings": ckpt_lib.dataclass_defaults(ImpSettings)}
+        self._run = ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite, defaults=defaults)
         test = self.data.test
         if hasattr(test, "labels") and not (root / rundir_lib.TEST_LABELS_FILE).exists():
             self._dir.save_test_labels(test.labels)

@@ -291,6 +291,30 @@ def test_config_mismatch_refused_then_overwrite(tmp_path):
         assert ck.latest_step() is None
 
 
+def test_a_field_added_after_saving_resumes_at_its_default(tmp_path):
+    """A run saved before a config field existed resumes if the new config holds that
+    field at its default, and keeps its saved identity; any other value is refused."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Newer(Cfg):
+        momentum: float = 0.9
+
+    saved = ckpts.RunCheckpoints(tmp_path / "run", Cfg())
+    old_hash = saved.config_hash
+    saved.close()
+    defaults = ckpts.dataclass_defaults(Newer)
+    assert defaults["momentum"] == 0.9 and defaults["sizes"] == [300, 100]
+    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # without defaults: refused
+        ckpts.RunCheckpoints(tmp_path / "run", Newer())
+    with ckpts.RunCheckpoints(tmp_path / "run", Newer(), defaults=defaults) as ck:
+        assert ck.config_hash == old_hash and "momentum" not in ck.config
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config_hash"] == old_hash
+    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # not the default: refused
+        ckpts.RunCheckpoints(tmp_path / "run", Newer(momentum=0.5), defaults=defaults)
+    with pytest.raises(ckpts.ConfigMismatchError, match="lr"):  # the default does not excuse other keys
+        ckpts.RunCheckpoints(tmp_path / "run", Newer(lr=0.2), defaults=defaults)
+
+
 def test_config_json_atomic_on_failed_serialisation(tmp_path):
     ckpts.RunCheckpoints(tmp_path / "run", Cfg()).close()
     before = (tmp_path / "run" / "config.json").read_bytes()

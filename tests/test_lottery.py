@@ -72,6 +72,22 @@ def test_results_files_and_resume_skips_finished_levels(imp_run, digits):
     assert len(messages) == 3 and all("done, read back" in m for m in messages)
 
 
+def test_a_run_saved_before_a_settings_field_existed_resumes(imp_run, digits, tmp_path):
+    """A field added to LotteryConfig later (here: prune_from) must not lock out runs saved
+    before it: at its default the run resumes and reads its levels back."""
+    config, workdir, rows = imp_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    del saved["config"]["config"]["prune_from"]
+    (copy / "config.json").write_text(json.dumps(saved))
+    messages = []
+    assert lottery.run_imp(config, copy, datasets=digits, progress=False, log=messages.append) == rows
+    assert len(messages) == 3 and all("done, read back" in m for m in messages)
+    with pytest.raises(checkpoints.ConfigMismatchError, match="prune_from"):
+        lottery.run_imp(config.replace(prune_from="rewind"), copy, datasets=digits, progress=False)
+
+
 def test_interrupted_run_resumes_to_identical_results(imp_run, digits, tmp_path):
     config, workdir, rows = imp_run
     # Interrupt after level 1 has started: keep its mid-level checkpoint, drop the rest.
