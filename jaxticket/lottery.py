@@ -948,7 +948,11 @@ def objects_from_config(config: LotteryConfig, *, data=None, data_dir=None, manu
     objects. ``data`` (a :class:`~jaxticket.data.Data`) skips loading the dataset."""
     data = data_lib.as_data(data) if data is not None else load_data(config, data_dir, manual_dir)
     steps_per_epoch = train_lib.steps_per_epoch(data.train, config.train.batch_size)
-    task = train_lib.task_from_config(config.train, steps_per_epoch=steps_per_epoch)
+    train_config = config.train
+    if train_config.input_shape is None and len(getattr(data.train, "example_shape", ())) == 3:
+        # The model is built for the data it is given (ResNet-20 on 28x28x1 Fashion-MNIST).
+        train_config = dataclasses.replace(train_config, input_shape=tuple(data.train.example_shape))
+    task = train_lib.task_from_config(train_config, steps_per_epoch=steps_per_epoch)
     return task, data, pruning.bind(config.make_pruner(), task, data), settings_from_config(config)
 
 

@@ -1,5 +1,6 @@
 """IMP: levels, reset modes, branches, the run handle, run directory, resume, refusals."""
 
+import dataclasses
 import json
 import shutil
 
@@ -295,3 +296,17 @@ def test_imp_refuses_bad_settings_in_one_line():
         jt.imp(TASK, VECTOR, jt.magnitude(0.2), levels=1, augment=True, **SMALL)
     with pytest.raises(ValueError, match="imp needs data with a train and a test split"):
         jt.imp(TASK, data_lib.Data(train=VECTOR.train), jt.magnitude(0.2), levels=1, **SMALL)
+
+
+def test_a_config_without_input_shape_takes_the_datas(digits):
+    """model=resnet8 (CIFAR's 32x32x3 by default) on 8x8x1 digits: the model is built for
+    the data, and the run trains; an explicit input_shape still wins (and is checked)."""
+    tc = train.TrainConfig(model="resnet8_w4", dataset="digits", optimizer="sgd", lr=0.05, momentum=0.9,
+                           batch_size=32, steps=4, eval_every=4)
+    config = lottery.LotteryConfig(train=tc, levels=0, validation_size=100)
+    task, data, _, _ = lottery.objects_from_config(config, data=digits)
+    assert task.input_shape == (8, 8, 1)
+    rows = lottery.run_imp(config, None, datasets=digits, progress=False, log=lambda *_: None)
+    assert len(rows) == 1 and 0.0 <= rows[0]["final_test_accuracy"] <= 1.0
+    explicit = config.replace(train=dataclasses.replace(tc, input_shape=(32, 32, 3)))
+    assert lottery.objects_from_config(explicit, data=digits)[0].input_shape == (32, 32, 3)

@@ -49,7 +49,8 @@ class TrainConfig:
       model: a :func:`jaxticket.models.get` name, e.g. ``"lenet_300_100"``, ``"resnet20"``.
       dataset: a registered dataset name (:func:`jaxticket.data.list_datasets`).
       num_classes: output width; ``None`` = the model's default.
-      input_shape: ``(H, W, C)`` used to initialise; ``None`` = ``models.input_shape(model)``.
+      input_shape: ``(H, W, C)`` used to initialise; ``None`` = the example shape of the
+        dataset the run loads (``models.input_shape(model)`` where no data is given).
       dropout_rate: for models that have dropout (``lenet_*``, ``conv*``); 0 = off.
       kernel_init: kernel initialiser by name (``jaxticket.models.KERNEL_INITS``, e.g.
         ``"kaiming_normal"``, ``"glorot_normal"``); ``None`` = the model's default.

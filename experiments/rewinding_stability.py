@@ -1,0 +1,215 @@
+"""Frankle et al. (2019/2020), "Stabilizing the LTH" / "Linear mode connectivity and the
+LTH": IMP fails at k = 0, rewinding to a small k fixes it, and stability explains it.
+
+    python experiments/rewinding_stability.py --manual-dir ../shared/data            # CPU setting
+    python experiments/rewinding_stability.py --manual-dir ../shared/data --quick    # ~10 min check
+    python experiments/rewinding_stability.py --setting resnet20_cifar10 --data-dir D  # accelerator
+
+The papers show the failure on CIFAR-10 with ResNet-20 and VGG-16 (SGD 0.1, no
+warm-up), which a 2-core CPU cannot train in a session. The CPU setting
+(``lenet5_fashion``, the default) is the one found here where the dense network is
+unstable at initialisation: LeNet-5 on Fashion-MNIST, SGD with momentum 0.9 at lr 0.05,
+no warm-up, batch 128, 2,000 iterations (4.3 epochs; lr x0.1 at 1,000 and 1,500),
+weight decay 1e-4, global magnitude pruning of 20% of the kernels per level. The
+``resnet20_cifar10`` and ``vgg16_cifar10`` settings are the papers' presets (160
+epochs, k up to 2,000) for an accelerator with the CIFAR-10 data.
+
+For every seed and rewind step ``k``: one IMP lineage rewound to ``k`` (levels 0-L, the
+accuracy of every level), then for some levels two copies of the subnetwork at ``k``
+trained with different data orders and the error barrier between them on the test set
+and on 10,000 training examples (15 interpolation points), and the L2 distance of the
+copy's trained weights to the dense network's trained weights
+(:func:`jaxticket.instability.instability_sweep`). Seeds differ in initialisation and
+data order.
+
+Writes ``experiments/results/rewinding_stability/``: ``results.csv`` (one row per k,
+level and seed; the barrier and distance columns are empty at levels without copies),
+``summary.md`` (mean ± std [95% interval] over seeds), ``accuracy_vs_density.png``,
+``barrier_vs_k.png``, ``l2_vs_k.png`` and ``provenance.json``. The run folder
+(``--workdir``, default ``runs/rewinding_stability``) is resumable: run the same command
+again after an interruption; ``--report`` writes the results of what it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxticket import configs, instability, lottery, plots  # noqa: E402
+from jaxticket.train import TrainConfig  # noqa: E402
+
+NAME = "rewinding_stability"
+FIELDS = ("k", "level", "density", "seed", "test_barrier", "train_barrier", "l2_to_full", "test_accuracy",
+          "copies_test_accuracy")
+GLOBAL_20 = {"method": "magnitude", "fraction": 0.2, "scope": "global"}
+
+
+def lenet5_fashion(quick: bool = False) -> dict:
+    steps = 600 if quick else 2000
+    train = TrainConfig(model="lenet5", dataset="fashion_mnist", optimizer="sgd", lr=0.05, momentum=0.9,
+                        weight_decay=1e-4, batch_size=128, steps=steps,
+                        milestones=(steps // 2, 3 * steps // 4), milestone_unit="steps", gamma=0.1,
+                        eval_every=steps)
+    config = lottery.LotteryConfig(train=train, levels=4 if quick else 10, pruner=GLOBAL_20, validation_size=0)
+    return {"config": config, "ks": [0, 100] if quick else [0, 25, 100, 500],
+            "copy_levels": [0, 4] if quick else [0, 4, 7, 10], "seeds": 2 if quick else 3,
+            "batch_stats": "interpolate", "train_examples": 10_000, "num_alphas": 15}
+
+
+def cifar(preset: str) -> dict:
+    config = configs.get(preset)
+    return {"config": config, "ks": [0, 100, 250, 500, 1000, 2000], "copy_levels": [0, 4, 8, 12],
+            "seeds": 3, "batch_stats": "recompute", "train_examples": 10_000, "num_alphas": 15}
+
+
+SETTINGS = {"lenet5_fashion": lenet5_fashion, "resnet20_cifar10": lambda quick: cifar("resnet20_cifar10"),
+            "vgg16_cifar10": lambda quick: cifar("vgg16_cifar10")}
+
+
+def seed_config(config: lottery.LotteryConfig, seed: int) -> lottery.LotteryConfig:
+    """The setting with replica ``seed``'s initialisation and data order."""
+    return config.replace(train=dataclasses.replace(config.train, init_seed=seed, data_seed=seed))
+
+
+def run_seed(s: dict, seed: int, workdir: pathlib.Path, data) -> None:
+    instability.sweep_from_config(seed_config(s["config"], seed), s["ks"], s["copy_levels"], workdir=workdir,
+                                  copies=2, datasets=data, num_alphas=s["num_alphas"],
+                                  train_examples=s["train_examples"], batch_stats=s["batch_stats"],
+                                  progress=False)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def collect(workdir: pathlib.Path, seeds: int, ks) -> list[dict]:
+    """Tidy rows from the seed folders: every lineage level's accuracy, and the copies'
+    barriers and distance where they were trained."""
+    rows = []
+    for seed in range(seeds):
+        folder = workdir / f"seed{seed}"
+        points = {}
+        for path in sorted((folder / "points").glob("k*_level*.json")) if (folder / "points").exists() else []:
+            if path.stem.endswith("_finals"):
+                continue
+            p = json.loads(path.read_text())
+            points[(p["k"], p["level"])] = p
+        for k in ks:
+            results = folder / f"imp_k{k:06d}" / "results.json"
+            if not results.exists():
+                continue
+            for r in json.loads(results.read_text()):
+                p = points.get((k, r["level"]))
+                rows.append({"k": k, "level": r["level"], "density": round(r["density"], 6), "seed": seed,
+                             "test_barrier": None if p is None else p["test_barrier"],
+                             "train_barrier": None if p is None else p["train_barrier"],
+                             "l2_to_full": None if p is None else p["l2_to_dense_final"],
+                             "test_accuracy": r["final_test_accuracy"],
+                             "copies_test_accuracy": None if p is None else 1.0 - p["final_test_error"]})
+    return sorted(rows, key=lambda r: (r["k"], r["level"], r["seed"]))
+
+
+def values(rows, key, **where):
+    return [r[key] for r in rows if all(r[f] == v for f, v in where.items()) and r[key] is not None]
+
+
+def summarize(rows: list[dict]) -> str:
+    """Per (k, level): accuracy, barriers and distance, mean ± std [95% interval] over seeds,
+    and whether the subnetwork matches the dense network (mean accuracy >= dense mean -
+    dense std, the papers' 'within one standard deviation')."""
+    ks, levels = sorted({r["k"] for r in rows}), sorted({r["level"] for r in rows})
+    dense = common.stats(values(rows, "test_accuracy", level=0))
+    lines = [f"Dense test accuracy (level 0, every k and seed): {common.fmt(dense)}", "",
+             "| k | level | weights % | seeds | test accuracy | matches dense | test barrier | train barrier | "
+             "L2 to dense final |", "|---|---|---|---|---|---|---|---|---|"]
+    for k in ks:
+        for level in levels:
+            acc = common.stats(values(rows, "test_accuracy", k=k, level=level))
+            if acc is None:
+                continue
+            density = np.mean(values(rows, "density", k=k, level=level))
+            matches = "-" if dense is None else ("yes" if acc.mean >= dense.mean - dense.std else "no")
+            l2 = common.stats(values(rows, "l2_to_full", k=k, level=level))
+            cells = [str(k), str(level), f"{100 * density:.1f}", str(acc.n), common.fmt(acc), matches,
+                     common.fmt(common.stats(values(rows, "test_barrier", k=k, level=level))),
+                     common.fmt(common.stats(values(rows, "train_barrier", k=k, level=level))),
+                     "-" if l2 is None else f"{l2.mean:.2f} ± {l2.std:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str) -> list[dict]:
+    rows = collect(workdir, s["seeds"], s["ks"])
+    common.write_csv(out / "results.csv", rows, FIELDS)
+    if not rows:
+        return rows
+    common.rundir.write_atomic(out / "summary.md", f"# {NAME}: per rewind step k and level, over seeds\n\n"
+                               "accuracy and barriers in %, mean ± std [95% t-interval]\n\n"
+                               f"{summarize(rows)}\n")
+    ks = sorted({r["k"] for r in rows})
+    series = {}
+    for k in ks:
+        levels = sorted({r["level"] for r in rows if r["k"] == k})
+        st = [common.stats(values(rows, "test_accuracy", k=k, level=l)) for l in levels]
+        series[f"k = {k}"] = ([np.mean(values(rows, "density", k=k, level=l)) for l in levels],
+                              [x.mean for x in st], [x.std for x in st])
+    plots.plot_series_vs_density(series, out / "accuracy_vs_density.png", ylabel="test accuracy",
+                                 title=f"{title}: IMP rewound to k")
+    copy_levels = sorted({r["level"] for r in rows if r["test_barrier"] is not None})
+    for key, name, label in (("test_barrier", "barrier_vs_k.png", "test barrier"),
+                             ("l2_to_full", "l2_vs_k.png", "L2 to dense final")):
+        curves, kk = {}, None
+        for level in copy_levels:
+            kk = [k for k in ks if values(rows, key, k=k, level=level)]
+            st = [common.stats(values(rows, key, k=k, level=level)) for k in kk]
+            density = np.mean(values(rows, "density", level=level))
+            curves[f"{100 * density:.1f}% weights"] = ([x.mean for x in st], [x.std for x in st])
+        if curves and len({len(m) for m, _ in curves.values()}) == 1:
+            plots.plot_instability_vs_k(kk, curves, out / name, title=f"{title}: {label}",
+                                        percent=key == "test_barrier",
+                                        threshold=0.02 if key == "test_barrier" else None)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = common.parser(NAME, __doc__, manual_help="folder with Fashion-MNIST's files (or one holding "
+                           "mnist/ and fashion_mnist/)", quick_help="600 iterations, 2 seeds, 4 levels, k in {0, 100}")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="lenet5_fashion")
+    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: write the results of what the run folder holds")
+    args = parser.parse_args(argv)
+    s = SETTINGS[args.setting](args.quick)
+    if args.seeds:
+        s["seeds"] = args.seeds
+    suffix = ("" if args.setting == "lenet5_fashion" else "_" + args.setting) + ("_quick" if args.quick else "")
+    out = pathlib.Path(args.out or common.RESULTS / (NAME + suffix))
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = pathlib.Path(args.workdir + (suffix if args.workdir.endswith(NAME) else ""))
+    title = {"lenet5_fashion": "LeNet-5 on Fashion-MNIST", "resnet20_cifar10": "ResNet-20 on CIFAR-10",
+             "vgg16_cifar10": "VGG-16 on CIFAR-10"}[args.setting]
+    settings = {k: v for k, v in s.items() if k != "config"}
+    prov = common.Provenance(out, {**settings, "setting": args.setting, "config": s["config"].to_dict()})
+    if not args.report:
+        data = lottery.load_data(s["config"], args.data_dir, args.manual_dir)
+        for seed in range(s["seeds"]):
+            t = time.perf_counter()
+            run_seed(s, seed, workdir / f"seed{seed}", data)
+            prov.stage(f"seed{seed}", time.perf_counter() - t)
+            write_outputs(workdir, out, s, title)
+    write_outputs(workdir, out, s, title)
+    summary = out / "summary.md"
+    print(summary.read_text() if summary.exists() else "no results yet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
