@@ -242,3 +242,10 @@ def test_non_finite_loss_names_step_and_replica(capsys, tmp_path):
     code = cli.main(["imp", "--config", "demo", "--levels", "0", "--steps", "60", "--set", "lr=1e30",
                      "--workdir", str(tmp_path / "r"), "--no-progress"])
     _one_line(capsys, code, 1, "non-finite training loss", "at step", "replicas")
+
+
+def test_non_finite_loss_of_a_single_seed_names_replica_0(capsys, tmp_path):
+    """One seed is still a stacked run: the message names replica 0, not an empty list."""
+    code = cli.main(["imp", "--config", "demo", "--levels", "0", "--steps", "60", "--set", "lr=1e30",
+                     "--set", "seeds=1", "--workdir", str(tmp_path / "r"), "--no-progress"])
+    _one_line(capsys, code, 1, "non-finite training loss", "(replicas [0])")

@@ -479,7 +479,12 @@ def _raise_if_non_finite(m: dict, first: int, batched: bool) -> None:
     finite = np.isfinite(m["loss"])
     if not finite.all():
         bad = int(np.argwhere(~finite)[0, 0])
-        reps = sorted(int(r) for r in np.argwhere(~finite[bad]).ravel()) if batched else None
+        if not batched:
+            reps = None
+        elif finite.ndim == 1:  # one replica: its metrics carry no replica axis
+            reps = [0]
+        else:
+            reps = sorted(int(r) for r in np.argwhere(~finite[bad]).ravel())
         raise NonFiniteLossError(first + bad, reps, _tolist(m["loss"][bad]))
 
 
