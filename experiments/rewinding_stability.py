@@ -200,7 +200,9 @@ def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str)
         if curves and len({len(m) for m, _ in curves.values()}) == 1:
             plots.plot_instability_vs_k(kk, curves, out / name, title=f"{title}: {label}",
                                         percent=key == "test_barrier",
-                                        threshold=0.02 if key == "test_barrier" else None)
+                                        threshold=0.02 if key == "test_barrier" else None,
+                                        ylabel="test error barrier (%)" if key == "test_barrier"
+                                        else "L2 distance to the dense network's final weights")
     return rows
 
 

@@ -112,6 +112,7 @@ def plot_instability_vs_k(
     xlabel: str = "rewind step k",
     percent: bool = True,
     threshold: float | None = 0.02,
+    ylabel: str | None = None,
 ) -> str:
     """Instability (error barrier) vs the step ``k`` the two copies branch from.
 
@@ -122,6 +123,8 @@ def plot_instability_vs_k(
     Args:
       ks: ``[n_k]`` steps (or epochs; set ``xlabel``).
       barriers: ``{label: (mean [n_k], std [n_k])}`` (fractions), e.g. test/train.
+      ylabel: the y axis label (default "instability", with "(%)" when ``percent``);
+        any other per-k quantity (a distance) plots the same way with its own label.
 
     Example:
         >>> import os, shutil, tempfile
@@ -148,7 +151,7 @@ def plot_instability_vs_k(
     if threshold is not None:
         ax.axhline(scale * threshold, color="gray", linestyle="--", linewidth=1, label="stability threshold")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("instability (%)" if percent else "instability")
+    ax.set_ylabel(ylabel or ("instability (%)" if percent else "instability"))
     if title:
         ax.set_title(title)
     ax.legend(fontsize="small")
