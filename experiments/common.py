@@ -70,7 +70,7 @@ class Provenance:
         old = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data = {"settings": settings, "sessions": old.get("sessions", [])}
         self.session = {"commit": git_commit(), "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "stages": {}}
+                        "settings": settings, "stages": {}}  # a later session may run other settings
         self.data["sessions"].append(self.session)
 
     def stage(self, name: str, seconds: float) -> None:
