@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import configs, lottery, plots  # noqa: E402
+from jaxticket import configs, lottery, plots, report  # noqa: E402
 
 NAME = "frankle_carbin_lenet"
 FIELDS = ("kind", "level", "density", "seed", "early_stop_step", "test_accuracy_at_early_stop",
@@ -81,13 +81,44 @@ def summarize(rows: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines), levels
 
 
+def per_seed(rows, kind, level, key) -> dict:
+    return {r["seed"]: r[key] for r in rows if r["kind"] == kind and r["level"] == level}
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Differences paired by seed, mean [95% t-interval] over seeds: each level's ticket
+    against the dense network (level 0) of the same seed, and the controls against the
+    ticket of the same level and seed."""
+    def cell(d, scale=100.0, digits=2):
+        if d is None:
+            return "-"
+        lo, hi = d.ci95
+        return f"{d.mean * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
+
+    lines = ["| level | weights % | ticket - dense acc @ es (points) | ticket - dense final acc | "
+             "ticket - dense early stop (iterations) | reinit - ticket acc @ es | random mask - ticket acc @ es |",
+             "|---|---|---|---|---|---|---|"]
+    acc, final, es = "test_accuracy_at_early_stop", "final_test_accuracy", "early_stop_step"
+    for level in sorted({r["level"] for r in rows if r["kind"] == "ticket" and r["level"] > 0}):
+        ticket = {key: per_seed(rows, "ticket", level, key) for key in (acc, final, es)}
+        cells = [str(level), f"{100 * np.mean(by(rows, 'ticket', level, 'density')):.2f}",
+                 cell(report.paired_stats(ticket[acc], per_seed(rows, "ticket", 0, acc))),
+                 cell(report.paired_stats(ticket[final], per_seed(rows, "ticket", 0, final))),
+                 cell(report.paired_stats(ticket[es], per_seed(rows, "ticket", 0, es)), scale=1, digits=0),
+                 cell(report.paired_stats(per_seed(rows, "reinit", level, acc), ticket[acc])),
+                 cell(report.paired_stats(per_seed(rows, "random_mask", level, acc), ticket[acc]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_outputs(workdir: pathlib.Path, out: pathlib.Path) -> list[dict]:
     rows = tidy(lottery.load_results(workdir))
     common.write_csv(out / "results.csv", rows, FIELDS)
     table, _ = summarize(rows)
     common.rundir.write_atomic(out / "summary.md", f"# {NAME}: per level, over seeds\n\n"
                                "accuracy in %, mean ± std [95% t-interval]; early stop = iteration of "
-                               f"minimum validation loss\n\n{table}\n")
+                               f"minimum validation loss\n\n{table}\n\n## Paired by seed\n\n"
+                               f"{paired_table(rows)}\n")
     acc_rows = [{"method": r["kind"], "density": r["density"], "accuracy": r["test_accuracy_at_early_stop"]}
                 for r in rows if r["test_accuracy_at_early_stop"] is not None]
     plots.plot_density_accuracy(acc_rows, out / "accuracy_vs_density.png",

@@ -86,7 +86,7 @@ from jaxticket.instability import instability_sweep, train_copies
 from jaxticket.stability import error_barrier, error_curve, interpolate
 from jaxticket.analysis import agreement, ensemble_accuracy, jaccard
 from jaxticket.compare import compare_runs
-from jaxticket.report import seed_stats
+from jaxticket.report import paired_stats, seed_stats
 
 __all__ = [
     "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
@@ -94,7 +94,8 @@ __all__ = [
     "compilation_cache",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
-    "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "parallel", "partition", "plots",
+    "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "paired_stats", "parallel", "partition",
+    "plots",
     "per_level", "pruning", "random_like", "random_structured", "random_unstructured", "register_branch",
     "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "sparsity", "stability",
     "task_from_config", "to_density", "train", "train_copies", "with_mask",
