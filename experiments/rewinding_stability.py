@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import configs, instability, lottery, plots, rundir  # noqa: E402
+from jaxticket import configs, instability, lottery, plots, report, rundir  # noqa: E402
 from jaxticket import train as train_lib  # noqa: E402
 from jaxticket.train import TrainConfig  # noqa: E402
 
@@ -148,13 +148,15 @@ def values(rows, key, **where):
 def summarize(rows: list[dict]) -> str:
     """Per (k, level): accuracy, barriers and distance, mean ± std [95% interval] over seeds,
     and whether the subnetwork matches the dense network (mean accuracy >= dense mean -
-    dense std, the papers' 'within one standard deviation')."""
+    dense std, the papers' 'within one standard deviation'), and its accuracy minus the
+    dense network's of the same seed, mean [95% interval] (paired)."""
     ks, levels = sorted({r["k"] for r in rows}), sorted({r["level"] for r in rows})
     # Level 0 is the same dense training in every k's lineage of a seed: one value per seed.
     dense = common.stats(values(rows, "test_accuracy", level=0, k=ks[0]))
+    dense_by_seed = {r["seed"]: r["test_accuracy"] for r in rows if r["level"] == 0 and r["k"] == ks[0]}
     lines = [f"Dense test accuracy (level 0, one per seed): {common.fmt(dense)}", "",
-             "| k | level | weights % | seeds | test accuracy | matches dense | test barrier | train barrier | "
-             "L2 to dense final |", "|---|---|---|---|---|---|---|---|---|"]
+             "| k | level | weights % | seeds | test accuracy | matches dense | minus dense (paired) | test barrier | "
+             "train barrier | L2 to dense final |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k in ks:
         for level in levels:
             acc = common.stats(values(rows, "test_accuracy", k=k, level=level))
@@ -163,7 +165,11 @@ def summarize(rows: list[dict]) -> str:
             density = np.mean(values(rows, "density", k=k, level=level))
             matches = "-" if dense is None else ("yes" if acc.mean >= dense.mean - dense.std else "no")
             l2 = common.stats(values(rows, "l2_to_full", k=k, level=level))
-            cells = [str(k), str(level), f"{100 * density:.1f}", str(acc.n), common.fmt(acc), matches,
+            paired = report.paired_stats({r["seed"]: r["test_accuracy"] for r in rows
+                                          if r["k"] == k and r["level"] == level}, dense_by_seed)
+            diff = "-" if level == 0 or paired is None else (
+                f"{100 * paired.mean:+.2f} [{100 * paired.ci95[0]:+.2f}, {100 * paired.ci95[1]:+.2f}]")
+            cells = [str(k), str(level), f"{100 * density:.1f}", str(acc.n), common.fmt(acc), matches, diff,
                      common.fmt(common.stats(values(rows, "test_barrier", k=k, level=level))),
                      common.fmt(common.stats(values(rows, "train_barrier", k=k, level=level))),
                      "-" if l2 is None else f"{l2.mean:.2f} ± {l2.std:.2f}"]
