@@ -406,8 +406,8 @@ def _prune(pruner, params, mask: Mask, seed, level) -> Mask:
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _rewound(task: train_lib.Task, restores: tuple, rewind_state, mask: Mask, fresh_batch_stats):
     state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
-    if "opt_state" not in restores:
-        state = state.replace(opt_state=jax.vmap(task.tx.init)(state.params))
+    if "opt_state" not in restores:  # fresh moments; the optimizer's own schedules resume at k
+        state = state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), state.step))
     if "batch_stats" not in restores:
         state = state.replace(batch_stats=fresh_batch_stats)
     return state
@@ -416,7 +416,7 @@ def _rewound(task: train_lib.Task, restores: tuple, rewind_state, mask: Mask, fr
 @functools.partial(jax.jit, static_argnums=0)
 def _finetuned(task: train_lib.Task, rewind_state, params, batch_stats, mask: Mask):
     state = train_lib.with_mask(rewind_state.replace(params=params, batch_stats=batch_stats), mask)
-    return state.replace(opt_state=jax.vmap(task.tx.init)(state.params))
+    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), state.step))
 
 
 class _Engine:

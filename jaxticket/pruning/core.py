@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxticket import fingerprints
 from jaxticket import masks as masks_lib
 from jaxticket.masks import Mask
 
@@ -610,11 +611,13 @@ def from_config(config: dict):
 
 
 def describe(pruner) -> Any:
-    """Plain data for a pruner when it can be had (:func:`to_config`), else its name."""
+    """Plain data for a pruner when it can be had (:func:`to_config`), else its name with a
+    hash of its code and captured values (:func:`jaxticket.fingerprints.callable_fingerprint`),
+    so that two different unregistered pruners are never taken for one."""
     try:
         return to_config(pruner)
     except ValueError:
-        return getattr(pruner, "__qualname__", type(pruner).__name__)
+        return fingerprints.callable_fingerprint(pruner.fn if isinstance(pruner, Callable_) else pruner)
 
 
 def to_config(pruner) -> dict:

@@ -47,7 +47,9 @@ from jaxticket.train.config import (
     validate_config,
 )
 from jaxticket.train.state import (
+    SCHEDULE_STATES,
     VARY_STREAMS,
+    advance_schedules,
     TrainState,
     init_state,
     is_batched,
@@ -78,8 +80,8 @@ from jaxticket.train.loop import (
 
 __all__ = [
     "Checkpointing", "DIVERGENCE_FACTOR", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
-    "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "Task", "TrainConfig",
-    "TrainState", "VARY_STREAMS", "abstract", "accuracy", "evaluate", "fit", "host_step", "init_state",
+    "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
+    "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",
     "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "run_steps", "scale_by_step_schedule",
     "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "train_step", "validate_config",

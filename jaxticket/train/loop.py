@@ -590,6 +590,7 @@ def _check_inputs(task: Task, ds) -> None:
     if tuple(ds.example_shape) != tuple(task.input_shape):
         raise ValueError(f"the task expects inputs of shape {tuple(task.input_shape)} per example, "
                          f"the data has {tuple(ds.example_shape)} ({ds.name})")
+    task.check_labels(getattr(ds, "labels", None), f"the training split ({ds.name})")
 
 
 class _Evaluator:

@@ -21,14 +21,17 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxticket import masks as masks_lib
 from jaxticket.masks import Mask
 from jaxticket.train.task import Task
 
 __all__ = [
+    "SCHEDULE_STATES",
     "TrainState",
     "VARY_STREAMS",
+    "advance_schedules",
     "init_state",
     "is_batched",
     "num_replicas",
@@ -209,10 +212,54 @@ def with_mask(state: TrainState, mask: Mask) -> TrainState:
         128
     """
     params_def = jax.tree.structure(state.params)
-    is_params_like = lambda x: jax.tree.structure(x) == params_def  # noqa: E731
-    opt_state = jax.tree.map(lambda x: masks_lib.apply(x, mask) if is_params_like(x) else x,
+
+    def is_params_like(x) -> bool:  # optax.masked / multi_transform hold MaskedNode where a leaf is not theirs
+        return not _is_masked_node(x) and jax.tree.structure(x, is_leaf=_is_masked_node) == params_def
+
+    opt_state = jax.tree.map(lambda x: _apply_skipping_masked_nodes(x, mask) if is_params_like(x) else x,
                              state.opt_state, is_leaf=is_params_like)
     return state.replace(params=masks_lib.apply(state.params, mask), opt_state=opt_state, mask=mask)
+
+
+def _is_masked_node(x) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _apply_skipping_masked_nodes(tree, mask: Mask):
+    """:func:`jaxticket.masks.apply` on a params-shaped tree whose leaves may be
+    ``optax.MaskedNode`` (the parts of the params an ``optax.masked`` optimizer leaves alone)."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_masked_node)
+    out = [x if _is_masked_node(x) or not flag else jnp.where(keep, x, jnp.zeros((), jnp.result_type(x)))
+           for x, keep, flag in zip(leaves, mask.leaves(), mask.prunable)]
+    return jax.tree.unflatten(treedef, out)
+
+
+#: optimizer states that count steps for a learning-rate (or other hyperparameter) schedule
+SCHEDULE_STATES = tuple(t for t in (optax.ScaleByScheduleState, getattr(optax, "InjectHyperparamsState", None),
+                                    getattr(optax, "InjectStatefulHyperparamsState", None)) if t is not None)
+
+
+def advance_schedules(opt_state: PyTree, step) -> PyTree:
+    """``opt_state`` with the step counter of every optax schedule in it set to ``step``.
+
+    A fresh optimizer state (``tx.init``) counts from 0; training resumed at step k (a
+    rewound IMP level) needs its schedules at k, as ``optax.scale_by_schedule``,
+    ``scale_by_learning_rate(schedule)`` and ``inject_hyperparams`` read their counter, not
+    the training step. Other counters (Adam's bias correction of its fresh moments) are
+    left at 0. ``step``: an int or an ``int[S]`` for a state with a seeds axis.
+
+    Example:
+        >>> tx = optax.sgd(optax.linear_schedule(0.0, 1.0, 10))
+        >>> state = advance_schedules(tx.init({"w": jnp.zeros(2)}), 5)
+        >>> int(jax.tree.leaves(state)[-1])
+        5
+    """
+    def advance(x):
+        if isinstance(x, SCHEDULE_STATES):
+            return x._replace(count=jnp.broadcast_to(jnp.asarray(step).astype(x.count.dtype), jnp.shape(x.count)))
+        return x
+
+    return jax.tree.map(advance, opt_state, is_leaf=lambda x: isinstance(x, SCHEDULE_STATES))
 
 
 def is_batched(state: TrainState) -> bool:

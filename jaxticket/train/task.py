@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxticket import fingerprints
+
 __all__ = ["MODEL_COLLECTIONS", "Task", "accuracy", "softmax_cross_entropy"]
 
 PyTree = Any
@@ -99,8 +101,9 @@ class Task:
       tx: any ``optax.GradientTransformation`` (chains, schedules, ``optax.masked``
         weight decay...). Its ``update`` also receives ``step=`` (the global step) when
         it accepts extra arguments, which :func:`jaxticket.train.scale_by_step_schedule`
-        uses so that a schedule continues at step ``k`` after rewinding; optax's own
-        schedules count the optimizer's updates instead. Default ``optax.adam(1e-3)``.
+        uses; optax's own schedules count the optimizer's updates, and IMP sets that
+        counter to ``k`` when it rewinds (:func:`jaxticket.train.advance_schedules`), so
+        either kind continues at step ``k``. Default ``optax.adam(1e-3)``.
       metrics: ``{name: (outputs, labels) -> per-example values [B]}`` (or a sequence of
         ``(name, fn)`` pairs), averaged over batches and splits. Default
         ``{"accuracy": accuracy}``; IMP reports ``accuracy`` when present.
@@ -186,6 +189,12 @@ class Task:
                              f"{MODEL_COLLECTIONS} only (BatchNorm statistics must be 'batch_stats')")
         if "params" not in variables:
             raise ValueError("Task: the model has no 'params' to train")
+        not_float = [f"{jax.tree_util.keystr(path)} ({jnp.dtype(x.dtype)})"
+                     for path, x in jax.tree_util.tree_leaves_with_path(variables["params"])
+                     if not jnp.issubdtype(x.dtype, jnp.inexact)]
+        if not_float:
+            raise ValueError(f"Task: params {', '.join(not_float)} are not floating point and cannot be trained; "
+                             "keep integer constants out of 'params' (a module attribute, or computed in __call__)")
         return variables
 
     def apply(self, variables: dict, x: jax.Array, *, train: bool, **kwargs):
@@ -206,6 +215,41 @@ class Task:
             return out, updates["batch_stats"]
         return self.apply(variables, x, train=train, rngs=rngs), batch_stats
 
+    def abstract_outputs(self):
+        """The model's outputs for a batch of one example, in evaluation mode, as
+        ``jax.ShapeDtypeStruct`` s (no computation): ``[1, C]`` for a classifier."""
+        x = jax.ShapeDtypeStruct((1, *self.input_shape), jnp.dtype(self.input_dtype))
+        return jax.eval_shape(lambda v, x: self.apply(v, x, train=False), _abstract_variables(self), x)
+
+    def check_labels(self, labels, name: str = "the data") -> None:
+        """Refuses labels that the default loss (softmax cross-entropy over the model's
+        ``C`` outputs) cannot take: not integer class indices ``[N]``, or outside
+        ``[0, C)``. With a loss of your own, anything goes (nothing is checked).
+
+        Example:
+            >>> import flax.linen as nn
+            >>> task = Task(nn.Dense(3), input_shape=(2,))
+            >>> task.check_labels(jnp.array([0, 2, 1]))
+            >>> task.check_labels(jnp.array([0, 3]))
+            Traceback (most recent call last):
+            ValueError: the data has labels from 0 to 3, the model has 3 outputs (classes 0..2): ...
+        """
+        if self.loss is not softmax_cross_entropy or not hasattr(labels, "dtype"):
+            return
+        if not jnp.issubdtype(labels.dtype, jnp.integer) or jnp.ndim(labels) != 1:
+            raise ValueError(f"{name} has labels of shape {tuple(jnp.shape(labels))} and dtype {labels.dtype}; the "
+                             "default loss takes integer class indices [N] (one-hot labels: labels.argmax(-1), "
+                             "or give the Task a loss= for them)")
+        outputs = jax.tree.leaves(self.abstract_outputs())
+        if len(outputs) != 1 or len(outputs[0].shape) != 2 or labels.shape[0] == 0:
+            return
+        classes = int(outputs[0].shape[-1])
+        low, high = (int(v) for v in jax.device_get((jnp.min(labels), jnp.max(labels))))
+        if low < 0 or high >= classes:
+            raise ValueError(f"{name} has labels from {low} to {high}, the model has {classes} outputs (classes "
+                             f"0..{classes - 1}): map the labels to 0..C-1 (e.g. np.unique(y, return_inverse=True)) "
+                             "or give the model one output per class")
+
     def abstract_params(self) -> PyTree:
         """The params' tree of ``jax.ShapeDtypeStruct`` (no computation)."""
         return _abstract_variables(self)["params"]
@@ -217,40 +261,60 @@ class Task:
         shapes = jax.tree.map(lambda x: list(x.shape), self.abstract_params())
         return {"name": self.name, "model": repr(self.model), "params": shapes,
                 "input_shape": list(self.input_shape), "input_dtype": self.input_dtype,
-                "loss": _qualname(self.loss), "metrics": {n: _qualname(f) for n, f in self.metrics},
-                "tx": optimizer_fingerprint(self.tx)}
+                "loss": fingerprints.callable_fingerprint(self.loss),
+                "metrics": {n: fingerprints.callable_fingerprint(f) for n, f in self.metrics},
+                "tx": optimizer_fingerprint(self.tx, self.abstract_params())}
 
 
-def _qualname(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def optimizer_fingerprint(tx) -> str:
+def optimizer_fingerprint(tx, params_like: PyTree = None) -> str:
     """A short hash of what ``tx`` does: its updates on a fixed probe for a few steps.
 
     Two optimizers that differ in any setting that matters (learning rate, schedule,
     momentum, weight decay, ...) give different fingerprints; the same settings built
-    twice give the same one.
+    twice give the same one. The probe is one 7-vector ``{"w": f32[7]}``; an optimizer
+    that needs the params' structure (``optax.masked`` or ``optax.multi_transform`` with
+    a label tree) is probed with arrays shaped like ``params_like`` (arrays or
+    ``jax.ShapeDtypeStruct`` s) instead.
 
     Example:
         >>> optimizer_fingerprint(optax.sgd(0.1)) == optimizer_fingerprint(optax.sgd(0.1))
         True
         >>> optimizer_fingerprint(optax.sgd(0.1)) == optimizer_fingerprint(optax.sgd(0.2))
         False
+        >>> labels = {"w": "a", "b": "b"}
+        >>> tx = optax.multi_transform({"a": optax.adam(1e-3), "b": optax.sgd(0.1)}, labels)
+        >>> like = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+        >>> len(optimizer_fingerprint(tx, like))
+        16
     """
+    try:
+        return _probe_fingerprint(tx, {"w": jax.ShapeDtypeStruct((7,), jnp.float32)})
+    except Exception:  # noqa: BLE001 - the 7-vector does not fit this optimizer
+        if params_like is None:
+            raise
+    return _probe_fingerprint(tx, params_like)
+
+
+def _probe_fingerprint(tx, params_like: PyTree) -> str:
     import hashlib
 
-    params = {"w": jnp.linspace(-1.0, 1.0, 7, dtype=jnp.float32)}
+    leaves, treedef = jax.tree.flatten(params_like)
+    shapes = [(tuple(x.shape), jnp.dtype(x.dtype)) for x in leaves]
+    params = jax.tree.unflatten(treedef, [jnp.linspace(-1.0, 1.0, int(np.prod(shape)), dtype=jnp.float32)
+                                          .reshape(shape).astype(dtype) for shape, dtype in shapes])
     state = tx.init(params)
     digest = hashlib.sha256()
     for step in (0, 1, 2, 50, 5000):
-        grads = {"w": jnp.cos(jnp.arange(7, dtype=jnp.float32) + step)}
+        grads = jax.tree.unflatten(treedef, [
+            jnp.cos(jnp.arange(int(np.prod(shape)), dtype=jnp.float32) + step + i).reshape(shape).astype(dtype)
+            for i, (shape, dtype) in enumerate(shapes)])
         try:
             updates, state = tx.update(grads, state, params, step=jnp.int32(step))
         except TypeError:
             updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
-        digest.update(np.asarray(jax.device_get(updates["w"]), np.float32).tobytes())
+        for leaf in jax.tree.leaves(updates):
+            digest.update(np.asarray(jax.device_get(leaf), np.float32).tobytes())
     return digest.hexdigest()[:16]
 
 
