@@ -7,6 +7,9 @@ different pruning techniques find different subnetworks that make different mist
 * Mask similarity (:func:`jaccard`, :func:`overlap`, :func:`hamming`,
   :func:`similarity_matrix`): over the *prunable* entries of :class:`~jaxticket.masks.Mask`
   objects; non-prunable leaves (biases, BN) are ignored.
+* Predictions from logits (:func:`predicted_labels`, :func:`class_probabilities`): a last
+  axis of size 1 is a sigmoid binary classifier (class 1 iff logit > 0), any other size
+  softmax classes; every function below derives labels and probabilities through them.
 * Prediction agreement (:func:`agreement`, :func:`error_overlap`) on a test set.
 * Ensembles of subnetworks (:func:`ensemble_accuracy`, :func:`ensemble_table`).
 * Weight trajectories across pruning levels (:func:`weight_trajectories`,
@@ -57,6 +60,7 @@ __all__ = [
     "Hamming",
     "Movement",
     "agreement",
+    "class_probabilities",
     "connectivity",
     "connectivity_summary",
     "ensemble_accuracy",
@@ -66,6 +70,7 @@ __all__ = [
     "hamming",
     "jaccard",
     "overlap",
+    "predicted_labels",
     "similarity_matrix",
     "trajectory_movement",
     "weight_trajectories",
@@ -270,14 +275,64 @@ def similarity_matrix(masks_list: Sequence[Mask] | Mask, metric: str = "jaccard"
 # ----------------------------------------------------------------------------- predictions
 
 
+def predicted_labels(logits) -> jax.Array:
+    """Predicted classes (int32) from logits ``[..., n_classes]`` -> ``[...]``.
+
+    A last axis of size 1 is a single-logit (sigmoid) binary classifier: class 1 iff
+    ``logit > 0``. Any other size: the argmax over the classes (softmax). Jit-able.
+
+    Example:
+        >>> predicted_labels(jnp.array([[0.2, 1.0], [3.0, -1.0]])).tolist()   # 2 classes
+        [1, 0]
+        >>> predicted_labels(jnp.array([[0.7], [-0.1], [0.0]])).tolist()      # sigmoid logits
+        [1, 0, 0]
+    """
+    logits = jnp.asarray(logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"predicted_labels: logits need a last axis of classes (1 = sigmoid), got {logits.shape}.")
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).astype(jnp.int32)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def class_probabilities(logits) -> jax.Array:
+    """Class probabilities (float32) from logits ``[..., n_classes]``.
+
+    Softmax over the last axis; a last axis of size 1 (a sigmoid binary classifier)
+    gives two classes ``[..., 2] = [1 - sigmoid(logit), sigmoid(logit)]``, so that
+    ``argmax`` agrees with :func:`predicted_labels` and averaging them over models
+    averages the sigmoid probabilities. Jit-able.
+
+    Example:
+        >>> class_probabilities(jnp.array([[0.0], [jnp.log(3.0)]])).round(4).tolist()
+        [[0.5, 0.5], [0.25, 0.75]]
+    """
+    logits = jnp.asarray(logits).astype(jnp.float32)
+    if logits.ndim >= 1 and logits.shape[-1] == 1:
+        p = jax.nn.sigmoid(logits)
+        return jnp.concatenate([1.0 - p, p], axis=-1)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _as_labels(labels, shape: tuple, fn: str) -> jax.Array:
+    """True labels of shape ``shape`` (``[n_examples]``); binary targets ``[n, 1]`` are
+    taken as ``[n]`` (``labels.float == prediction`` compares 0./1. with 0/1)."""
+    labels = jnp.asarray(labels)
+    if labels.shape == (*shape, 1):
+        labels = labels[..., 0]
+    if labels.shape != tuple(shape):
+        raise ValueError(f"{fn}: labels shape {labels.shape} != [n_examples] = {tuple(shape)}.")
+    return labels
+
+
 def _labels_from(predictions, fn: str) -> jax.Array:
     p = jnp.asarray(predictions)
     if p.ndim == 3:
-        p = jnp.argmax(p, axis=-1)
+        p = predicted_labels(p)
     if p.ndim != 2:
         raise ValueError(
             f"{fn}: expected predicted labels [n_models, n_examples] or logits "
-            f"[n_models, n_examples, n_classes], got shape {p.shape}."
+            f"[n_models, n_examples, n_classes] (n_classes 1: sigmoid), got shape {p.shape}."
         )
     return p
 
@@ -295,7 +350,8 @@ def agreement(predictions) -> Agreement:
 
     Args:
       predictions: labels ``[n_models, n_examples]`` or logits
-        ``[n_models, n_examples, n_classes]`` (argmax taken).
+        ``[n_models, n_examples, n_classes]`` (labels by :func:`predicted_labels`: argmax,
+        or ``logit > 0`` for a single sigmoid logit).
 
     Returns:
       :class:`Agreement`: symmetric matrices with ``n_examples`` (fraction 1) on the
@@ -303,6 +359,8 @@ def agreement(predictions) -> Agreement:
 
     Example:
         >>> agreement(jnp.array([[0, 1, 2], [0, 1, 1]])).counts.tolist()
+        [[3, 2], [2, 3]]
+        >>> agreement(jnp.array([[[0.5], [-1.], [2.]], [[0.1], [1.], [2.]]])).counts.tolist()  # sigmoid
         [[3, 2], [2, 3]]
     """
     p = _labels_from(predictions, "agreement")
@@ -326,9 +384,7 @@ def error_overlap(predictions, labels) -> ErrorOverlap:
     Example: ``error_overlap(logits, y).jaccard`` -> ``[n, n]``. Jit-able.
     """
     p = _labels_from(predictions, "error_overlap")
-    labels = jnp.asarray(labels)
-    if labels.shape != p.shape[1:]:
-        raise ValueError(f"error_overlap: labels shape {labels.shape} != [n_examples] = {p.shape[1:]}.")
+    labels = _as_labels(labels, p.shape[1:], "error_overlap")
     wrong = (p != labels[None]).astype(jnp.int32)
     both = wrong @ wrong.T
     n_wrong = jnp.diagonal(both)
@@ -362,15 +418,14 @@ def _member_indices(members, n_models: int, names: Sequence[str] | None, fn: str
 
 @jax.jit
 def _mean_softmax_predict(logits):
-    probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=0)
+    probs = jnp.mean(class_probabilities(logits), axis=0)
     return jnp.argmax(probs, axis=-1)
 
 
 @jax.jit
 def _vote_predict(logits):
-    k = logits.shape[-1]
-    votes = jnp.sum(jax.nn.one_hot(jnp.argmax(logits, axis=-1), k, dtype=jnp.int32), axis=0)  # [E, K]
-    probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=0)
+    probs = jnp.mean(class_probabilities(logits), axis=0)  # [E, K]; K = 2 for a sigmoid logit
+    votes = jnp.sum(jax.nn.one_hot(predicted_labels(logits), probs.shape[-1], dtype=jnp.int32), axis=0)
     tied = votes == jnp.max(votes, axis=-1, keepdims=True)
     return jnp.argmax(jnp.where(tied, probs, -jnp.inf), axis=-1)
 
@@ -379,10 +434,12 @@ def ensemble_predictions(logits, members=None, method: str = "mean_softmax", *, 
     """Predicted labels ``[n_examples]`` of an ensemble of models.
 
     Args:
-      logits: ``[n_models, n_examples, n_classes]``.
+      logits: ``[n_models, n_examples, n_classes]``; ``n_classes == 1`` is a sigmoid
+        binary classifier (its probabilities are ``sigmoid(logit)``, see
+        :func:`class_probabilities`).
       members: ``None`` (all), or indices / names (with ``names=``) of the members.
-      method: ``"mean_softmax"``: argmax of the mean of the members' softmax
-        probabilities. ``"vote"``: majority vote of the members' argmax; **ties are broken
+      method: ``"mean_softmax"``: argmax of the mean of the members' softmax (or
+        sigmoid) probabilities. ``"vote"``: majority vote of the members' argmax; **ties are broken
         by the summed (mean) softmax probability among the tied classes**, and, if still
         tied, by the lowest class index.
 
@@ -419,9 +476,7 @@ def ensemble_accuracy(
         0.75
     """
     pred = ensemble_predictions(logits, members, method, names=names)
-    labels = jnp.asarray(labels)
-    if labels.shape != pred.shape:
-        raise ValueError(f"ensemble_accuracy: labels shape {labels.shape} != [n_examples] = {pred.shape}.")
+    labels = _as_labels(labels, pred.shape, "ensemble_accuracy")
     return jnp.mean((pred == labels).astype(jnp.float32))
 
 
@@ -431,7 +486,8 @@ def ensemble_table(
     """One row per named subset: ensemble accuracies and the best single member.
 
     Args:
-      logits: ``[n_models, n_examples, n_classes]``; labels ``[n_examples]``.
+      logits: ``[n_models, n_examples, n_classes]`` (1 class: sigmoid); labels
+        ``[n_examples]`` (or ``[n_examples, 1]`` binary targets).
       names: one name per model.
       subsets: ``{subset_name: [member names]}``.
 
@@ -452,8 +508,8 @@ def ensemble_table(
     names = list(names)
     if len(names) != logits.shape[0]:
         raise ValueError(f"ensemble_table: {len(names)} names for {logits.shape[0]} models.")
-    labels = jnp.asarray(labels)
-    single = np.asarray(jnp.mean((jnp.argmax(logits, axis=-1) == labels[None]).astype(jnp.float32), axis=-1))
+    labels = _as_labels(labels, logits.shape[1:2], "ensemble_table")
+    single = np.asarray(jnp.mean((predicted_labels(logits) == labels[None]).astype(jnp.float32), axis=-1))
     rows = []
     for subset, members in subsets.items():
         idx = _member_indices(members, len(names), names, f"ensemble_table[{subset!r}]")

@@ -118,7 +118,9 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
       names: labels of the runs (default: directory names).
       seed: which replica of each run.
       layer: leaf path for the weight trajectories (default: the first prunable leaf).
-      test_labels: ``int[N]`` test labels (default: loaded from the runs' dataset).
+      test_labels: ``int[N]`` test labels (default: loaded from the runs' dataset);
+        ``[N, 1]`` 0/1 targets for single-logit (sigmoid) binary classifiers, whose
+        predictions are ``logit > 0`` (:func:`jaxticket.analysis.predicted_labels`).
 
     Returns:
       dict with ``level``, ``names``, ``densities``, ``jaccard`` ``[n, n]``,
@@ -167,6 +169,8 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
     test_labels = np.asarray(test_labels)
     if test_labels.shape[0] != logits.shape[1]:
         raise ValueError(f"{test_labels.shape[0]} test labels for {logits.shape[1]} logged test predictions.")
+    # binary targets [N, 1] of a single-logit (sigmoid) model compare as [N]
+    flat_labels = test_labels.reshape(test_labels.shape[0]) if test_labels.shape[1:] == (1,) else test_labels
     ensembles = analysis.ensemble_table(jnp.asarray(logits), jnp.asarray(test_labels), names,
                                         _ensemble_subsets(names))
 
@@ -185,7 +189,8 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
     report = {
         "level": level, "names": names, "runs": [str(d) for d in run_dirs],
         "densities": [r["density"] for r in runs],
-        "test_accuracy": [float(np.mean(np.argmax(r["logits"], -1) == test_labels)) for r in runs],
+        "test_accuracy": [float(np.mean(np.asarray(analysis.predicted_labels(r["logits"])) == flat_labels))
+                          for r in runs],
         "jaccard": jacc.tolist(), "jaccard_per_layer": per_layer,
         "agreement_counts": np.asarray(agree.counts).tolist(),
         "agreement_fraction": np.asarray(agree.fraction).tolist(),

@@ -11,7 +11,14 @@ BatchNorm. ``batch_stats="interpolate"`` (default) interpolates the running stat
 linearly along with the weights; ``"recompute"`` recomputes them for every interpolated
 network as the plain average over ``recompute_batches`` training batches (train mode),
 which is what the paper's ResNet/VGG experiments need when interpolated statistics are
-far off. Models without BatchNorm ignore the choice.
+far off. Models without BatchNorm ignore the choice. The recomputation is the
+training-mode forward pass, dropout on (keyed from copy 0's dropout key; see
+:func:`jaxticket.stability.recompute_batch_stats` for why).
+
+Error. ``error="accuracy"`` (default) measures ``1 - accuracy``, the paper's error;
+``error="loss"`` the task's loss; any other name one of the task's metrics as it is (an
+error: lower is better), e.g. for a regression task with only an MSE loss or an ``mae``
+metric. ``stable_*`` compares the barrier with 0.02 whatever the quantity.
 
 :func:`instability_sweep` runs the paper's central experiment: for every rewind step
 ``k`` and IMP level ``L``, IMP with rewinding to ``k`` (one lineage), then the
@@ -42,10 +49,12 @@ from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
 
-__all__ = ["copies_from", "instability", "instability_sweep", "sweep_from_config", "train_copies"]
+__all__ = ["check_error", "copies_from", "error_of", "instability", "instability_sweep", "sweep_from_config",
+           "train_copies"]
 
 BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
+RECOMPUTE_STREAM = 0xB57A75  # folded into copy 0's dropout key for recomputing BN statistics
 SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
                 "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
                 "l2_to_dense_final", "l2_to_dense_final_normalized", "aligned_train_barrier", "aligned_test_barrier")
@@ -90,7 +99,35 @@ def train_copies(task: train_lib.Task, state, data, copies: int = 2, *, steps: i
 # ============================================================================ barriers
 
 
-def _error_fn(task: train_lib.Task, template, eval_batch_size: int):
+def check_error(task: train_lib.Task, error: str, fn: str = "instability") -> None:
+    """``ValueError`` unless ``error`` names a quantity the task evaluates: ``"loss"`` or
+    one of its metrics (``"accuracy"`` needs an ``accuracy`` metric).
+
+    Example: ``check_error(regression_task, "loss")`` passes; with ``"accuracy"`` it says
+    which metrics the task has and how to choose one.
+    """
+    names = ("loss", *task.metric_names)
+    if not isinstance(error, str) or error not in names:
+        raise ValueError(
+            f"{fn}: error={error!r} is not evaluated by the task {task.name!r}, which has the loss and "
+            f"{f'the metrics {list(task.metric_names)}' if task.metric_names else 'no metrics'}; pass "
+            "error='loss' or the name of one of its metrics (taken as an error: lower is better; the default "
+            "'accuracy' measures 1 - accuracy).")
+
+
+def error_of(metrics: dict, error: str = "accuracy"):
+    """The error quantity in a :func:`jaxticket.train.evaluate` result: ``1 - accuracy``
+    for ``"accuracy"``, else ``metrics[error]`` (the loss or an error metric).
+
+    Example: ``error_of({"loss": 0.3, "accuracy": 0.9})`` -> ``0.1`` (up to rounding);
+    ``error_of({"loss": 0.3}, "loss")`` -> ``0.3``.
+    """
+    if error == "accuracy":
+        return 1.0 - metrics["accuracy"]
+    return metrics[error]
+
+
+def _error_fn(task: train_lib.Task, template, eval_batch_size: int, error: str = "accuracy"):
     """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network.
 
     The interpolated params are evaluated as they are (both ends are masked, so pruned
@@ -99,20 +136,24 @@ def _error_fn(task: train_lib.Task, template, eval_batch_size: int):
 
     def errors(variables, train_ds, test_ds):
         state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
-        return {name: 1.0 - train_lib.evaluate(task, state, ds, batch_size=eval_batch_size)["accuracy"]
+        return {name: error_of(train_lib.evaluate(task, state, ds, batch_size=eval_batch_size), error)
                 for name, ds in (("train", train_ds), ("test", test_ds))}
 
     return errors
 
 
 def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, batch_size: int):
+    """``variables -> batch_stats`` recomputed on ``num_batches`` training batches in
+    training mode, dropout on with one key for every interpolated network (its masks
+    are then the same along the path: no dropout noise in the curve)."""
     from jaxticket import data as data_lib
 
     key = jax.random.wrap_key_data(template.data_key)
     batches = jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(template.dropout_key), RECOMPUTE_STREAM)
 
     def recompute(variables):  # the interpolated params are masked already (see _error_fn)
-        return stability.recompute_batch_stats(task.apply, variables, batches)
+        return stability.recompute_batch_stats(task.apply, variables, batches, dropout_key=dropout_key)
 
     return recompute
 
@@ -136,7 +177,8 @@ def align_copies(task: train_lib.Task, finals):
 
 def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, batch_stats: str = "interpolate",
                 recompute_batches: int = 10, batch_size: int = 128, train_examples: Optional[int] = None,
-                alpha_batch_size: Optional[int] = None, eval_batch_size: int = 1000, align: bool = False) -> dict:
+                alpha_batch_size: Optional[int] = None, eval_batch_size: int = 1000, align: bool = False,
+                error: str = "accuracy") -> dict:
     """Error barriers between every pair of copies in ``finals`` (leading ``[C]`` axis).
 
     Args:
@@ -150,15 +192,19 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
       alpha_batch_size: alphas evaluated at once (memory bound; ``None``: all).
       align: also measure the barriers after permuting copies 1.. to match copy 0
         (:func:`align_copies`): ``aligned_train_barrier``, ``aligned_test_barrier``, ...
+      error: the quantity on the path: ``"accuracy"`` (``1 - accuracy``), ``"loss"`` or
+        another metric of the task, taken as an error (module docstring); a name the task
+        does not evaluate is a ``ValueError`` listing its metrics.
 
     Returns:
       dict with ``train_barrier`` / ``test_barrier`` (mean over pairs), their ``_std``,
       per-pair values, the ``curves`` ``{"train", "test"}: [pairs, num_alphas]``,
       ``alphas``, the pairwise L2 distances between the copies' weights (raw and
-      normalised by the first copy's norm) and the copies' final test errors.
+      normalised by the first copy's norm), the copies' final test errors and ``error``.
     """
     if batch_stats not in BATCH_STATS_MODES:
         raise ValueError(f"batch_stats must be one of {BATCH_STATS_MODES}, got {batch_stats!r}")
+    check_error(task, error)
     template = train_lib.replica(finals, 0)
     variables = {"params": finals.params}
     has_bn = bool(jax.tree.leaves(finals.batch_stats))
@@ -174,7 +220,7 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
     train_ds = data["train"] if train_examples is None else data["train"].take(train_examples)
     alphas = stability.alphas(num_alphas)
     result = stability.pairwise_barriers(
-        _error_fn(task, template, eval_batch_size), variables, alphas, batch_size=alpha_batch_size,
+        _error_fn(task, template, eval_batch_size, error), variables, alphas, batch_size=alpha_batch_size,
         interpolate_fn=interpolate_fn, eval_args=(train_ds, data["test"]))
     distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
     norms = np.asarray([float(stability.l2_distance(jax.tree.map(lambda x: x[i], finals.params),
@@ -191,12 +237,13 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
         "copy_l2": distances[iu].tolist(),
         "copy_l2_normalized": (distances[iu] / norms[iu[0]]).tolist(),
         "batch_stats": batch_stats if has_bn else "none",
+        "error": error,
     }
     if align:
         aligned = align_copies(task, finals)
         again = instability(task, aligned, data, num_alphas=num_alphas, batch_stats=batch_stats,
                             recompute_batches=recompute_batches, batch_size=batch_size, train_examples=train_examples,
-                            alpha_batch_size=alpha_batch_size, eval_batch_size=eval_batch_size)
+                            alpha_batch_size=alpha_batch_size, eval_batch_size=eval_batch_size, error=error)
         out.update({f"aligned_{k}": again[k] for k in ("train_barrier", "train_barrier_std", "test_barrier",
                                                         "test_barrier_std", "train_barriers", "test_barriers",
                                                         "copy_l2")})
@@ -223,8 +270,8 @@ def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, ba
 def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], levels: Sequence[int] = (0,), *,
                       workdir, steps: int, batch_size: int, copies: int = 2, num_alphas: int = 30,
                       batch_stats: str = "interpolate", train_examples: Optional[int] = None,
-                      align: bool = False, identity: Optional[dict] = None, progress=None,
-                      log: Optional[Callable] = print, **imp_settings) -> list[dict]:
+                      align: bool = False, error: str = "accuracy", identity: Optional[dict] = None,
+                      progress=None, log: Optional[Callable] = print, **imp_settings) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
     For each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``, the
@@ -232,6 +279,8 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     copies of the level-``L`` subnetwork at ``k`` trained to ``steps``; with only level 0
     no IMP is run (one dense trajectory gives every ``k``). ``align``: also the barriers
     after weight matching the copies (:func:`align_copies`), as ``aligned_*`` columns.
+    ``error``: the quantity on the path, as for :func:`instability` (checked before any
+    training; ``final_test_error`` is that quantity too).
 
     Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level)),
     ``curves.npz``, the plots ``instability_vs_k.png`` and ``error_curves.png``, and per
@@ -248,11 +297,14 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
         raise ValueError(f"rewind steps {bad} are outside [0, steps={steps}]")
     if any(l < 0 for l in levels):
         raise ValueError(f"levels must be >= 0, got {levels}")
+    check_error(task, error, "instability_sweep")
     settings = lottery.ImpSettings(levels=max(levels), steps=steps, batch_size=batch_size, seeds=1,
                                    **{k: v for k, v in imp_settings.items() if k not in ("seeds", "levels")})
     workdir = pathlib.Path(workdir)
     sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
              "batch_stats": batch_stats, "train_examples": train_examples, "align": align}
+    if error != "accuracy":  # only then: sweeps made before the option keep their identity
+        sweep["error"] = error
     base = identity if identity is not None else {"task": task.describe(), "pruner": pruning.describe(pruner),
                                                   "settings": settings.to_dict()}
     ckpt_lib.RunCheckpoints(workdir, {**base, "sweep": sweep, "data": data.fingerprint()}).close()
@@ -287,7 +339,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                   progress=progress, **fit_kw)
             res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
                               train_examples=train_examples, batch_size=batch_size,
-                              eval_batch_size=settings.eval_batch_size, align=align)
+                              eval_batch_size=settings.eval_batch_size, align=align, error=error)
             row = {"k": k, "level": level, "copies": copies,
                    "density": float(masks_lib.density(states[level].mask)),
                    **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",

@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import errors as flax_errors
 
 from jaxticket import masks as masks_lib
 
@@ -470,6 +471,7 @@ def recompute_batch_stats(
     *,
     apply_kwargs: Mapping[str, Any] | None = None,
     collection: str = "batch_stats",
+    dropout_key: jax.Array | None = None,
 ) -> PyTree:
     """Recomputes BatchNorm running statistics as the plain average over ``batches``.
 
@@ -487,6 +489,16 @@ def recompute_batch_stats(
     Every leaf of ``variables[collection]`` must follow that update rule (true for
     ``flax.linen.BatchNorm``).
 
+    Dropout. The pass is the *training-mode* forward pass, dropout included, as in the
+    usual reset-and-recompute (PyTorch's ``model.train()`` pass, e.g.
+    ``torch.optim.swa_utils.update_bn``) and in Frankle et al.'s recomputation: the
+    running statistics a trained network carries were accumulated by exactly that pass,
+    so a BatchNorm after a dropout layer is given statistics of the (rescaled, noisier)
+    activations it saw in training, and the recomputed endpoints of an interpolation path
+    estimate the trained networks' own statistics. Dropout off would measure another
+    distribution. Batch ``i`` draws its dropout masks from ``fold_in(dropout_key, i)``
+    (deterministic; the same masks for every network given the same key).
+
     Args:
       model_apply: e.g. ``model.apply`` of a Flax Linen module.
       variables: ``{"params": ..., collection: ...}``; the incoming running statistics are
@@ -497,6 +509,8 @@ def recompute_batch_stats(
         ``jax.lax.scan`` (jit/vmap-able).
       apply_kwargs: keyword arguments for train mode; default ``{"train": True}``.
       collection: name of the running-statistics collection.
+      dropout_key: a key for the model's ``"dropout"`` rng (required when the model has
+        dropout in train mode; ignored by models without).
 
     Returns:
       A pytree like ``variables[collection]`` holding the averaged statistics.
@@ -530,32 +544,45 @@ def recompute_batch_stats(
     n_batches = _leading_dim(batches, "recompute_batch_stats")
     if n_batches < 1:
         raise ValueError("recompute_batch_stats: no batches given (leading axis has size 0).")
+    try:
+        return _recompute(model_apply, variables, batches, n_batches, kwargs, collection, dropout_key)
+    except flax_errors.InvalidRngError as e:
+        raise ValueError(
+            f"recompute_batch_stats: the model needs a PRNG key in train mode ({e}); pass "
+            "dropout_key=jax.random.key(0) (the statistics are recomputed with dropout on, as in training)."
+        ) from None
+
+
+def _recompute(model_apply, variables, batches, n_batches, kwargs, collection, dropout_key):
+    """:func:`recompute_batch_stats` after its checks."""
     old = variables[collection]
 
     def acc_dtype(x):
         return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
-    def run(stats, batch):
-        _, mutated = model_apply({**variables, collection: stats}, batch, mutable=[collection], **kwargs)
+    def run(stats, batch, i):
+        rngs = {} if dropout_key is None else {"rngs": {"dropout": jax.random.fold_in(dropout_key, i)}}
+        _, mutated = model_apply({**variables, collection: stats}, batch, mutable=[collection], **kwargs, **rngs)
         return mutated[collection]
 
     zeros = jax.tree.map(jnp.zeros_like, old)
     first = jax.tree.map(lambda x: x[0], batches)
     # (1 - m) per entry: new(0) = (1-m)s, new(c) = m c + (1-m)s  ->  m = (new(c) - new(0)) / c.
-    n0 = run(zeros, first)
+    # Both calls see batch 0 with its dropout masks, so s is the same in both.
+    n0 = run(zeros, first, 0)
     big = jax.tree.map(lambda x: (1024.0 * (1.0 + jnp.abs(x))).astype(jnp.result_type(x)), n0)
-    n_big = run(big, first)
+    n_big = run(big, first, 0)
     one_minus_m = jax.tree.map(
         lambda nb, z, c: 1.0 - (nb.astype(acc_dtype(nb)) - z.astype(acc_dtype(nb))) / c.astype(acc_dtype(nb)),
         n_big, n0, big,
     )
 
-    def body(total, batch):
-        stats = run(zeros, batch)
+    def body(total, batch_and_index):
+        stats = run(zeros, *batch_and_index)
         return jax.tree.map(lambda t, s: t + s.astype(t.dtype), total, stats), None
 
     init = jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), acc_dtype(x)), old)
-    total, _ = jax.lax.scan(body, init, batches)
+    total, _ = jax.lax.scan(body, init, (batches, jnp.arange(n_batches)))
     return jax.tree.map(
         lambda t, om, o: (t / n_batches / om).astype(jnp.result_type(o)), total, one_minus_m, old
     )

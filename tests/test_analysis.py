@@ -167,6 +167,27 @@ def test_error_overlap():
     np.testing.assert_allclose(res.fraction[2, 2], 0.75)
 
 
+def test_single_logit_is_a_sigmoid_binary_classifier():
+    # [3 models, 4 examples, 1 logit]: class 1 iff logit > 0 (argmax over one class would say 0)
+    logits = np.array([[2.0, -1.0, 0.5, -3.0], [1.0, 1.0, -0.5, -1.0], [-4.0, -2.0, 0.2, 2.0]], np.float32)[..., None]
+    labels = np.array([[1.0], [0.0], [1.0], [0.0]], np.float32)  # BCE targets [N, 1]
+    np.testing.assert_array_equal(analysis.predicted_labels(logits), [[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(analysis.predicted_labels(np.array([[0.0], [-0.0], [1e-30]])), [0, 0, 1])
+    probs = analysis.class_probabilities(logits)
+    np.testing.assert_allclose(probs[..., 1], 1 / (1 + np.exp(-logits[..., 0])), rtol=1e-6)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(analysis.agreement(logits).counts, [[4, 2, 2], [2, 4, 0], [2, 0, 4]])
+    np.testing.assert_array_equal(analysis.error_overlap(logits, labels).both_wrong, [[0, 0, 0], [0, 2, 0], [0, 0, 2]])
+    # all three: mean sigmoid [.543, .373, .517, .399] -> [1, 0, 1, 0]; votes 2-1 the same way
+    for method in ("mean_softmax", "vote"):
+        assert float(analysis.ensemble_accuracy(logits, labels, method=method)) == 1.0
+    # members 1, 2: every vote ties 1-1, broken by the mean sigmoid [.374, .425, .464, .575]
+    np.testing.assert_array_equal(analysis.ensemble_predictions(logits, [1, 2], "vote"), [0, 0, 0, 1])
+    assert float(analysis.ensemble_accuracy(logits, labels[:, 0], [1, 2])) == 0.25
+    rows = analysis.ensemble_table(logits, labels, ["a", "b", "c"], {"all": ["a", "b", "c"]})
+    assert (rows[0]["mean_softmax"], rows[0]["best_single"], rows[0]["best_member"]) == (1.0, 1.0, "a")
+
+
 # ----------------------------------------------------------------------------- ensembles
 
 

@@ -66,3 +66,34 @@ def test_compare_errors(runs, tmp_path):
         compare.compare_runs(dirs[:2], out_dir=tmp_path, level=7)
     with pytest.raises(FileNotFoundError, match="not an IMP run directory"):
         compare.compare_runs([dirs[0], tmp_path], out_dir=tmp_path)
+
+
+def test_compare_single_logit_binary_runs(tmp_path):
+    import flax.linen as nn
+    import optax
+
+    import jaxticket as jt
+
+    class Binary(nn.Module):  # one logit: class 1 iff logit > 0
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.relu(nn.Dense(8)(x)))
+
+    x = np.random.default_rng(0).normal(size=(96, 6)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)  # BCE targets [N, 1]
+    data = jt.data.from_arrays(train=(x[:64], y[:64]), test=(x[64:], y[64:]))
+    task = jt.Task(Binary(), input_shape=(6,), loss=lambda o, t: optax.sigmoid_binary_cross_entropy(o, t).mean(-1),
+                   metrics={"accuracy": lambda o, t: ((o > 0) == (t > 0.5)).all(-1)}, tx=optax.adam(1e-2))
+    own = {}
+    for name, pruner in (("mag", jt.magnitude(0.5)), ("rand", jt.pruning.random(0.5))):
+        run = jt.imp(task, data, pruner, levels=1, steps=10, batch_size=16, log=None, progress=False,
+                     workdir=tmp_path / name)
+        own[name] = float(run.levels[1].test_accuracy[0])
+    report = compare.compare_runs([tmp_path / "mag", tmp_path / "rand"], out_dir=tmp_path / "cmp")
+    # the comparison's accuracies are the task's own (logit > 0), not argmax over one class
+    assert report["test_accuracy"] == pytest.approx([own["mag"], own["rand"]])
+    for row in report["ensembles"][1:]:
+        assert row["mean_softmax"] == row["vote"] == pytest.approx(own[row["subset"]])
+    logits = np.stack([compare.load_run(tmp_path / n, 1)["logits"] for n in ("mag", "rand")])[..., 0]
+    agree = float(np.mean((logits[0] > 0) == (logits[1] > 0)))
+    assert report["agreement_fraction"][0][1] == pytest.approx(agree)

@@ -126,3 +126,57 @@ def test_aligned_barriers_of_copies(full_digits):
     np.testing.assert_array_equal(np.asarray(aligned.params["fc1"]["kernel"][0]), np.asarray(finals.params["fc1"]["kernel"][0]))
     for split in ("train", "test"):  # the aligned ends are the same networks: same end errors
         np.testing.assert_allclose(res["aligned_curves"][split][:, [0, -1]], res["curves"][split][:, [0, -1]], atol=1e-6)
+
+
+def _tiny_arrays(n=48, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, 6)).astype(np.float32)
+    return x, x[:, :3].argmax(1).astype(np.int32)
+
+
+def test_recompute_with_batchnorm_and_dropout_keys_the_dropout():
+    import flax.linen as nn
+    import optax
+
+    class BNDropout(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            h = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+            return nn.Dense(3)(nn.Dropout(0.3, deterministic=not train)(nn.relu(h)))
+
+    task = train.Task(BNDropout(), input_shape=(6,), tx=optax.sgd(0.1))
+    x, y = _tiny_arrays()
+    small = data_lib.from_arrays(train=(x[:32], y[:32]), test=(x[32:], y[32:]))
+    finals = instability.train_copies(task, train.init_state(task), small, 2, steps=2, batch_size=8, chunk_size=2)
+    kw = dict(num_alphas=3, batch_stats="recompute", recompute_batches=2, batch_size=8)
+    res = instability.instability(task, finals, small, **kw)
+    assert res["batch_stats"] == "recompute" and res["curves"]["test"].shape == (1, 3)
+    np.testing.assert_array_equal(instability.instability(task, finals, small, **kw)["curves"]["test"],
+                                  res["curves"]["test"])  # dropout keyed deterministically
+
+
+def test_error_quantity_for_tasks_without_accuracy(tmp_path):
+    import flax.linen as nn
+    import jax.numpy as jnp
+    import optax
+
+    class Regressor(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.relu(nn.Dense(8)(x)))
+
+    x, _ = _tiny_arrays()
+    t = x[:, :2].sum(1, keepdims=True)
+    small = data_lib.from_arrays(train=(x[:32], t[:32]), test=(x[32:], t[32:]))
+    task = train.Task(Regressor(), input_shape=(6,), loss=lambda o, y: jnp.mean((o - y) ** 2, -1),
+                      metrics={"mae": lambda o, y: jnp.abs(o - y).mean(-1)}, tx=optax.adam(1e-2))
+    finals = instability.train_copies(task, train.init_state(task), small, 2, steps=3, batch_size=8, chunk_size=3)
+    with pytest.raises(ValueError, match=r"error='accuracy' is not evaluated.*metrics \['mae'\]; pass error='loss'"):
+        instability.instability(task, finals, small, num_alphas=3)
+    with pytest.raises(ValueError, match="error='accuracy' is not evaluated"):  # before any training
+        instability.instability_sweep(task, small, PRUNER, ks=[0], workdir=tmp_path, steps=3, batch_size=8, log=None)
+    for error in ("loss", "mae"):
+        res = instability.instability(task, finals, small, num_alphas=3, error=error)
+        assert res["error"] == error
+        for i, end in ((0, 0), (1, -1)):  # the curve's ends are the copies' own loss / mae
+            own = train.evaluate(task, train.replica(finals, i).replace(mask=None), small.test)[error]
+            assert res["curves"]["test"][0, end] == pytest.approx(float(own), rel=1e-5)

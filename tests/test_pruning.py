@@ -548,6 +548,25 @@ def test_level_schedules():
         pruning.to_density(0.1, 5, {"method": "magnitude", "fraction": 0.2})
 
 
+def test_to_density_takes_a_pruner_and_sets_its_fraction():
+    params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (20, 10))}}
+    sched = pruning.to_density(0.1, 3, pruning.magnitude(0.2, "global", rounding="ceil"))
+    want = pruning.magnitude(1 - 0.1 ** (1 / 3), "global", rounding="ceil")  # the schedule's fraction
+    assert pruning.for_level(sched, 2) == want
+    mask = masks.ones_like(params)
+    for level in (1, 2, 3):
+        mask = pruning.for_level(sched, level)(params, mask)
+    assert int(np.asarray(mask.keep["fc"]["kernel"]).sum()) == 19  # 200 -> 92 -> 42 -> 19: ceil kept
+    config = pruning.to_config(sched)  # saved without the pruner's own fraction, rebuilt alike
+    assert config["pruner"] == {"method": "magnitude", "scope": "global", "rounding": "ceil"}
+    assert pruning.from_config(config).at_level(1) == sched.at_level(1)
+    for bad, match in ((pruning.chain(pruning.magnitude(0.2)), "has no fraction"),
+                       (lambda params, mask, key: mask, "does not take a fraction alone"),
+                       (3, "the pruner is a int")):
+        with pytest.raises(TypeError, match=match):
+            pruning.to_density(0.1, 3, bad)
+
+
 @settings(max_examples=15, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(1, 4))
 def test_many_ties_are_broken_by_position_like_a_stable_sort(tree, fraction, scope, levels):

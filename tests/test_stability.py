@@ -247,6 +247,34 @@ def test_interpolate_variables_modes_and_error_curve_with_recompute():
     np.testing.assert_allclose(errs, loop, rtol=1e-5)
 
 
+class _TinyBNDropout(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dropout(0.5, deterministic=not train)(nn.Dense(4, name="fc1")(x))
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn1")(x)
+
+
+def test_recompute_batch_stats_with_dropout_runs_it_as_in_training():
+    model = _TinyBNDropout()
+    x = jax.random.normal(jax.random.key(0), (3, 8, 3)) + 1.0  # 3 batches of 8
+    variables = model.init(jax.random.key(1), x[0], train=False)
+    with pytest.raises(ValueError, match="dropout_key=jax.random.key"):
+        stability.recompute_batch_stats(model.apply, variables, x)
+    key = jax.random.key(7)
+    stats = stability.recompute_batch_stats(model.apply, variables, x, dropout_key=key)
+    # reference: the dropped activations of batch i (masks from fold_in(key, i)), their
+    # batch mean / variance averaged over the batches
+    dropped = [model.apply(variables, x[i], train=True, rngs={"dropout": jax.random.fold_in(key, i)},
+                           mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+               [1]["intermediates"]["Dropout_0"]["__call__"][0] for i in range(3)]
+    dropped = np.asarray(dropped, np.float64)
+    np.testing.assert_allclose(stats["bn1"]["mean"], dropped.mean(1).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["bn1"]["var"], dropped.var(1).mean(0), rtol=1e-5, atol=1e-6)
+    assert np.any(dropped == 0)  # dropout was on
+    again = jax.jit(lambda v: stability.recompute_batch_stats(model.apply, v, x, dropout_key=key))(variables)
+    chex.assert_trees_all_close(again, stats, rtol=1e-5, atol=1e-6)  # deterministic in the key
+
+
 # ----------------------------------------------------------------------------- distances
 
 

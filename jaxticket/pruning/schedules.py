@@ -11,10 +11,11 @@ A plain pruner prunes the same way at every level. A schedule gives level ``L`` 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any, Callable
 
-from jaxticket.pruning.core import as_pruner, from_config, register, to_config
+from jaxticket.pruning.core import Configured, Pruner, as_pruner, from_config, register, to_config
 
 __all__ = ["PerLevel", "Schedule", "ToDensity", "for_level", "per_level", "to_density"]
 
@@ -108,9 +109,7 @@ class ToDensity(Schedule):
             raise ValueError(f"to_density: target must be a density in (0, 1), got {self.target!r}")
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 1:
             raise ValueError(f"to_density: levels must be an int >= 1, got {self.levels!r}")
-        if not (isinstance(self.pruner, dict) or callable(self.pruner)):
-            raise ValueError("to_density: pruner is a config dict without 'fraction' (e.g. "
-                             "{'method': 'magnitude', 'scope': 'global'}) or a callable fraction -> pruner")
+        object.__setattr__(self, "pruner", _fractionless(self.pruner))
         if isinstance(self.pruner, dict):
             if "fraction" in self.pruner:
                 raise ValueError("to_density: the pruner config must not set 'fraction' (the schedule does)")
@@ -125,15 +124,53 @@ class ToDensity(Schedule):
     def at_level(self, level: int):
         if level > self.levels:
             raise ValueError(f"to_density: level {level} is past the schedule's {self.levels} levels")
+        if isinstance(self.pruner, Pruner):
+            return dataclasses.replace(self.pruner, fraction=self.fraction)
         if callable(self.pruner):
             return as_pruner(self.pruner(self.fraction))
         return from_config({**dict(self.pruner), "fraction": self.fraction})
 
     def config(self) -> dict:
-        if callable(self.pruner):
+        if isinstance(self.pruner, Pruner):  # saved as the config it is rebuilt from
+            pruner = {k: v for k, v in to_config(self.pruner).items() if k != "fraction"}
+        elif callable(self.pruner):
             raise ValueError("to_config: to_density with a callable pruner cannot be saved; use a config dict")
-        return {"method": "to_density", "target": self.target, "levels": self.levels,
-                "pruner": dict(self.pruner)}
+        else:
+            pruner = dict(self.pruner)
+        return {"method": "to_density", "target": self.target, "levels": self.levels, "pruner": pruner}
+
+
+_EXPECTED = ("a config dict without 'fraction' (e.g. {'method': 'magnitude', 'scope': 'global'}), a pruner "
+             "with a fraction (e.g. magnitude(0.2, 'global'); the schedule sets the fraction) or a callable "
+             "fraction -> pruner (e.g. lambda f: chain(magnitude(f), random(0.1)))")
+
+
+def _fractionless(pruner):
+    """``to_density``'s ``pruner`` argument checked: a config dict, a Pruner dataclass with a
+    ``fraction`` field (rebuilt per level with the schedule's), a registered pruner with a
+    ``fraction`` setting (as its config dict), or a one-argument ``fraction -> pruner``.
+
+    Example: ``_fractionless(magnitude(0.2))`` is the pruner itself; ``_fractionless(
+    chain(...))`` raises ``TypeError`` (nothing to set the fraction of).
+    """
+    if isinstance(pruner, dict):
+        return pruner
+    if isinstance(pruner, Configured) and "fraction" in dict(pruner.settings):
+        return {k: v for k, v in pruner.config().items() if k != "fraction"}
+    if isinstance(pruner, Pruner) and "fraction" in {f.name for f in dataclasses.fields(pruner)}:
+        return pruner
+    if not callable(pruner):
+        raise TypeError(f"to_density: the pruner is a {type(pruner).__name__}; give {_EXPECTED}.")
+    if isinstance(pruner, (Pruner, Configured)):
+        raise TypeError(f"to_density: {pruner!r} has no fraction for the schedule to set; give {_EXPECTED}.")
+    try:
+        inspect.signature(pruner).bind(0.5)
+    except TypeError:
+        raise TypeError(f"to_density: {pruner!r} does not take a fraction alone (is it a pruner "
+                        f"(params, mask, key)?); give {_EXPECTED}.") from None
+    except ValueError:  # no signature to inspect (a builtin): taken as a factory
+        pass
+    return pruner
 
 
 def to_density(target: float, levels: int, pruner: Any = None) -> ToDensity:
@@ -142,11 +179,18 @@ def to_density(target: float, levels: int, pruner: Any = None) -> ToDensity:
     Each level removes ``1 - target ** (1 / levels)`` of the survivors, so after
     ``levels`` levels the density is ``target`` up to each level's rounding (at most one
     weight per layer and level). ``pruner``: a config dict without ``fraction`` (default
-    ``{"method": "magnitude", "scope": "global"}``) or a callable ``fraction -> pruner``.
+    ``{"method": "magnitude", "scope": "global"}``), a pruner with a ``fraction`` (its
+    fraction is replaced by the schedule's at every level; its other settings are kept),
+    or a callable ``fraction -> pruner``. Anything else (a pruner without a fraction, a
+    plain ``(params, mask, key)`` function) is a ``TypeError``.
 
     Example:
         >>> s = to_density(0.05, levels=10)
         >>> round(s.fraction, 4), s.at_level(3).scope
         (0.2589, 'global')
+        >>> from jaxticket.pruning import magnitude
+        >>> s = to_density(0.1, 3, magnitude(0.2, "global", rounding="ceil"))
+        >>> round(s.at_level(1).fraction, 4), s.at_level(1).rounding    # fraction from the schedule
+        (0.5358, 'ceil')
     """
     return ToDensity(target, levels, {"method": "magnitude", "scope": "global"} if pruner is None else pruner)
