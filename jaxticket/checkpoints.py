@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import hashlib
@@ -56,7 +57,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -235,6 +236,17 @@ def _added_with_default(diffs, defaults: Any) -> tuple[list, list]:
         else:
             other.append((key, old, new))
     return added, other
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _set_dotted(d: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        d = d[part]
+    d[last] = value
 
 
 def _mismatch_message(directory: pathlib.Path, diffs) -> str:
@@ -422,6 +434,9 @@ class RunCheckpoints:
         taken to have (see :func:`dataclass_defaults`). A run saved before a config
         field existed resumes when the new config holds that field at its default; the
         run keeps its saved config and hash, so its level directories stay valid.
+      growable: dotted keys of counts that may differ from the saved ones (the number of
+        IMP levels: a finished run is extended, or read back in part); the run keeps its
+        hash and records the larger count.
 
     Example:
         >>> import shutil, tempfile
@@ -439,34 +454,41 @@ class RunCheckpoints:
         >>> shutil.rmtree(tmp_dir)
     """
 
-    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2, defaults=None):
+    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2, defaults=None,
+                 growable: Sequence[str] = ()):
         if int(keep_last) < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
         self.directory = pathlib.Path(directory).absolute()
         self.keep_last = int(keep_last)
         self.config = config_to_dict(config)
         self.config_hash = config_hash(config)
+
+        config_path = self.directory / CONFIG_FILE
+        previous = None if overwrite else _read_config(config_path)
+        fresh, grown = previous is None, []
+        if previous is not None and not overwrite:
+            added, diffs = _added_with_default(config_diff(previous.get("config"), self.config), defaults)
+            grown = [(k, old, new) for k, old, new in diffs if k in growable and _is_count(old) and _is_count(new)]
+            diffs = [d for d in diffs if d not in grown]
+            if diffs:
+                raise ConfigMismatchError(_mismatch_message(self.directory, diffs))
+            if added or grown:  # the same run, saved before fields existed or with fewer levels
+                self.config = copy.deepcopy(previous["config"])
+                for key, old, new in grown:  # records the larger count
+                    _set_dotted(self.config, key, max(old, new))
+            # The same run keeps its identity (an extended run's config hashes otherwise).
+            self.config_hash = previous.get("config_hash", self.config_hash)
         text = json.dumps(
             {"config_hash": self.config_hash, "config": self.config},
             indent=2, sort_keys=True, allow_nan=False,
         ) + "\n"
-
-        config_path = self.directory / CONFIG_FILE
-        previous = None if overwrite else _read_config(config_path)
-        fresh = previous is None
-        if previous is not None and not overwrite:
-            added, diffs = _added_with_default(config_diff(previous.get("config"), self.config), defaults)
-            if diffs:
-                raise ConfigMismatchError(_mismatch_message(self.directory, diffs))
-            if added:  # saved before these fields existed: resume under the saved identity
-                self.config, self.config_hash = previous["config"], previous.get("config_hash", self.config_hash)
         _sync("config_checked")
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             if overwrite:
                 for sub in (PERIODIC_DIR, REWIND_DIR):
                     shutil.rmtree(self.directory / sub, ignore_errors=True)
-            if fresh or previous.get("config_hash") != self.config_hash:
+            if fresh or previous.get("config_hash") != self.config_hash or previous.get("config") != self.config:
                 write_atomic(config_path, text)
             for stale in self.directory.glob(f".{CONFIG_FILE}.*.tmp"):  # from a killed write
                 stale.unlink(missing_ok=True)

@@ -48,6 +48,7 @@ def load_run(run_dir, level: int, seed: int = 0) -> dict:
     finished = run.finished()
     if level not in finished:
         raise ValueError(f"{run_dir} has no finished level {level}; finished levels: {finished}.")
+    run.check_level(level)  # every file as it was written, or one line naming the first that is not
     mask = run.load_mask(level)
     seeds = int(np.shape(mask.leaves()[0])[0])
     if not 0 <= seed < seeds:
@@ -82,7 +83,11 @@ def test_labels_of(run_dir, data_dir=None, manual_dir=None) -> np.ndarray:
     run = rundir_lib.RunDir(run_dir)
     path = run.root / rundir_lib.TEST_LABELS_FILE
     if path.exists():
-        return np.load(path)
+        try:
+            return np.load(path)
+        except (OSError, ValueError, EOFError) as e:
+            raise rundir_lib.CorruptRunError(f"cannot read {path} ({e}); the file is damaged: delete it and run "
+                                             "the run's imp command again (it writes the labels anew), or pass test_labels=") from None
     identity = run.identity() or {}
     if "config" in identity.get("config", {}):
         config = lottery.LotteryConfig.from_dict(identity["config"]["config"])

@@ -66,6 +66,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -518,7 +519,9 @@ class ImpRun:
         self._dir = None if workdir is None else rundir_lib.RunDir(workdir)
         self._run = None
         self._lock = None
+        self._identity = identity
         if self._dir is not None:
+            train_lib.check_inputs(task, data.train)  # a bad input is refused before anything is written
             self._open(identity, overwrite, redo_levels, redo_kind)
 
     def __repr__(self) -> str:
@@ -541,26 +544,53 @@ class ImpRun:
         if self._lock.previous:
             self.log(f"[run] took over the lock of {self._lock.previous}, which is no longer running")
         self._dir.clean_temporary()
-        for level in redo_levels:
-            self._dir.discard_level(int(level), redo_kind)
-            self.log(f"[{redo_kind}] level {int(level):2d}  discarded, to be trained again")
+        stored = self._dir.identity()
         if overwrite:
-            for sub in ("levels", "branches"):
-                shutil.rmtree(root / sub, ignore_errors=True)
-            for name in (rundir_lib.RESULTS_JSON, rundir_lib.RESULTS_CSV):
-                (root / name).unlink(missing_ok=True)
-        stored = None if overwrite else self._dir.identity()
-        if stored is not None and "data" in stored.get("config", {}) and stored["config"]["data"] != identity["data"]:
+            foreign = self._dir.foreign_entries()
+            if foreign:
+                raise ValueError(f"{root} holds files that are not a jaxticket run ({', '.join(foreign[:5])}"
+                                 f"{', ...' if len(foreign) > 5 else ''}); overwrite deletes a run's files only: "
+                                 "choose a new or empty folder")
+        elif stored is None and self._dir.has_trained_files():
+            raise ckpt_lib.ConfigMismatchError(
+                f"{root} holds trained levels but no {rundir_lib.CONFIG_FILE} saying what they are (deleted?); "
+                "restore that file to resume, or overwrite to start over")
+        if not overwrite and stored is not None and "data" in stored.get("config", {}) \
+                and stored["config"]["data"] != identity["data"]:
             raise ckpt_lib.DataMismatchError(
                 f"run directory {root} was trained on {_describe_data(stored['config']['data'])}, not on "
                 f"{_describe_data(identity['data'])} given now; use another directory, or overwrite to start over")
         # A run saved before a settings field existed resumes if the field is at its default.
         defaults = {"config": ckpt_lib.dataclass_defaults(LotteryConfig),
                     "settings": ckpt_lib.dataclass_defaults(ImpSettings)}
-        self._run = ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite, defaults=defaults)
+        # More (or fewer) levels are the same run: its levels are kept and it is extended.
+        self._run = ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite, defaults=defaults,
+                                            growable=("config.levels", "settings.levels"))
+        # Only now that the run is known to be this one is anything deleted.
+        if overwrite:
+            for sub in ("levels", "branches"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            for name in (rundir_lib.RESULTS_JSON, rundir_lib.RESULTS_CSV):
+                (root / name).unlink(missing_ok=True)
+        for level in redo_levels:
+            self._dir.discard_level(int(level), redo_kind)
+            self.log(f"[{redo_kind}] level {int(level):2d}  discarded, to be trained again")
         test = self.data.test
         if hasattr(test, "labels") and not (root / rundir_lib.TEST_LABELS_FILE).exists():
             self._dir.save_test_labels(test.labels)
+
+    @contextlib.contextmanager
+    def _directory_open(self):
+        """The run directory open (locked, its checkpoints at hand) for the block: reopened
+        when the run was closed (``imp`` closes it when it returns), closed again after."""
+        if self._dir is None or self._run is not None:
+            yield
+            return
+        self._open(self._identity, False)
+        try:
+            yield
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self._run is not None:
@@ -573,12 +603,13 @@ class ImpRun:
     @property
     def rewind_state(self):
         """The (seeds-batched) state at the rewind step ``k``."""
-        if self._rewind_state is None and self._run is not None:
-            k = self.settings.rewind_step
-            if k not in self._run.rewind_steps():
-                raise RuntimeError(f"the rewind point at step {k} is missing from {self.workdir}; "
-                                   "rerun with overwrite to start this experiment again.")
-            self._rewind_state = self._run.restore_rewind_point(k, train_lib.abstract(self._engine.initial()))
+        if self._rewind_state is None and self._dir is not None:
+            with self._directory_open():
+                k = self.settings.rewind_step
+                if k not in self._run.rewind_steps():
+                    raise RuntimeError(f"the rewind point at step {k} is missing from {self.workdir}; "
+                                       "rerun with overwrite to start this experiment again.")
+                self._rewind_state = self._run.restore_rewind_point(k, train_lib.abstract(self._engine.initial()))
         return self._rewind_state
 
     def _final_state(self, level: int):
@@ -593,6 +624,12 @@ class ImpRun:
         if self._dir is None or not self._dir.is_done(level, kind):
             return None
         self._dir.check_level(level, kind)  # every file as it was written, or one line saying which is not
+        trained_by = self._dir.level_run_hash(level, kind)
+        if self._run is not None and trained_by is not None and trained_by != self._run.config_hash:
+            raise rundir_lib.CorruptRunError(
+                f"{self._dir.level_dir(level, kind)} was trained by another run (hash {trained_by}, this run "
+                f"{self._run.config_hash}); redo that level (jaxticket imp/branch ... --redo-level {level}, or "
+                f"redo_levels=[{level}])")
         summary = self._dir.summary(level, kind)
         like = self._engine.initial()
         d = self._dir
@@ -701,6 +738,10 @@ class ImpRun:
         missing = [l for l in levels if l not in finished or l < 1]
         if missing:
             raise ValueError(f"branch levels {missing} are not finished IMP levels >= 1; finished: {finished}")
+        with self._directory_open():
+            return self._branch(kind, levels)
+
+    def _branch(self, kind: str, levels: list[int]) -> list[LevelResult]:
         out = []
         for level in levels:
             result = self._read_level(level, kind)
@@ -732,7 +773,8 @@ class ImpRun:
         level-``L`` subnetwork, ``branch_state("rewind", L)``), without training it."""
         if kind not in _BRANCHES:
             raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
-        return _BRANCHES[kind](BranchContext(self, kind, level))
+        with self._directory_open():
+            return _BRANCHES[kind](BranchContext(self, kind, level))
 
     def rows(self) -> list[dict]:
         """Every row: the lineage's levels, then the branches by kind."""
@@ -866,7 +908,15 @@ class LotteryConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LotteryConfig":
+        """The config of :meth:`to_dict`; a field this jaxticket does not know (a run
+        directory written by a newer version) is a ``ValueError`` naming it."""
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown += sorted(f"train.{k}" for k in set(d.get("train", {})) - {f.name for f in
+                                                                           dataclasses.fields(train_lib.TrainConfig)})
+        if unknown:
+            raise ValueError(f"the config has fields this jaxticket does not know ({', '.join(unknown)}): it was "
+                             "written by a newer jaxticket; upgrade jaxticket to read it")
         if "train" in d:
             d["train"] = train_lib.TrainConfig(**d["train"])
         return cls(**d)
@@ -1011,10 +1061,17 @@ def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, da
     """
     if kind not in _BRANCHES:
         raise ValueError(f"unknown branch {kind!r}; valid: {branch_kinds()}")
-    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log,
-                   redo_levels=redo_levels, redo_kind=kind)
+    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log)
     try:
-        return [r for result in run.branch(kind, levels) for r in result.rows]
+        finished = [l.level for l in run.levels]
+        wanted = [l for l in finished if l >= 1] if levels is None else [int(l) for l in levels]
+        bad = sorted({int(l) for l in [*wanted, *redo_levels]} - {l for l in finished if l >= 1})
+        if bad:  # checked before a redone level is deleted
+            raise ValueError(f"branch levels {bad} are not finished IMP levels >= 1; finished: {finished}")
+        for level in redo_levels:
+            run._dir.discard_level(int(level), kind)
+            log(f"[{kind}] level {int(level):2d}  discarded, to be trained again")
+        return [r for result in run.branch(kind, wanted) for r in result.rows]
     finally:
         run.close()
 

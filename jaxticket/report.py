@@ -154,7 +154,11 @@ def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory {str(run_dir)!r}")
-    rows = rundir_lib.RunDir(run_dir).rows()
+    run = rundir_lib.RunDir(run_dir)
+    for kind in run.kinds():  # the numbers reported are the numbers written, or one line says which are not
+        for level in run.finished(kind):
+            run.check_level(level, kind)
+    rows = run.rows()
     if not rows:
         raise ValueError(f"{run_dir} holds no finished levels yet (run `jaxticket imp` first)")
     summary = summarize(rows)

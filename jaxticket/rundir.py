@@ -45,6 +45,7 @@ import pathlib
 import re
 import sys
 import tempfile
+import zipfile
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -184,7 +185,7 @@ def load_tree(path, like=None):
             if missing:
                 raise ValueError(f"{path} does not hold {missing[:3]}: it was written for another model")
             leaves = [stored[p] for p in paths]
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         if isinstance(e, ValueError) and "written for another model" in str(e):
             raise
         raise ValueError(f"cannot read {path} ({e}); the file is damaged or truncated") from None
@@ -208,7 +209,7 @@ def load_mask(path, like: Optional[Mask] = None) -> Mask:
         with np.load(path) as stored:
             prunable = tuple(bool(x) for x in stored["__prunable__"])
             ranks = tuple(int(x) for x in stored["__ranks__"]) if "__ranks__" in stored.files else None
-    except (OSError, EOFError, KeyError, ValueError) as e:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read the mask {path} ({e}); the file is damaged or truncated") from None
     keep = load_tree(path, None if like is None else like.keep)
     if like is not None:
@@ -332,6 +333,38 @@ class RunDir:
         """The stored ``config.json`` (``{"config_hash", "config"}``), or ``None``."""
         return read_json(self.config_path) if self.config_path.exists() else None
 
+    def level_run_hash(self, level: int, kind: str = IMP_KIND) -> Optional[str]:
+        """The hash of the run that trained a level (its ``config.json``), or ``None``."""
+        path = self.level_dir(level, kind) / CONFIG_FILE
+        if not path.exists():
+            return None
+        try:
+            return read_json(path).get("config", {}).get("run")
+        except ValueError:
+            return None
+
+    def has_trained_files(self) -> bool:
+        """Whether the folder holds a rewind point or levels (of a run, maybe without its
+        ``config.json``)."""
+        return any((self.root / sub).is_dir() and any((self.root / sub).iterdir())
+                   for sub in ("rewind", "levels", "branches"))
+
+    def foreign_entries(self) -> list[str]:
+        """What the folder holds that a run directory does not write (a user's files):
+        top-level names outside the layout, and non-level entries of ``levels/`` and
+        ``branches/<kind>/``. Empty for a run directory or an empty folder."""
+        own = {CONFIG_FILE, LOCK_FILE, "rewind", "checkpoints", "levels", "branches", RESULTS_JSON, RESULTS_CSV,
+               TEST_LABELS_FILE, "report.md"}
+        if not self.root.is_dir():
+            return []
+        out = [p.name for p in self.root.iterdir()
+               if p.name not in own and p.suffix != ".png" and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+        level_parents = [self.root / "levels"] + [p for p in (self.root / "branches").glob("*") if p.is_dir()]
+        for parent in level_parents:
+            if parent.is_dir():
+                out += [str(p.relative_to(self.root)) for p in parent.iterdir() if not _LEVEL.match(p.name)]
+        return sorted(out)
+
     def level_dir(self, level: int, kind: str = IMP_KIND) -> pathlib.Path:
         base = self.root / "levels" if kind == IMP_KIND else self.root / "branches" / kind
         return base / f"level_{int(level):02d}"
@@ -382,7 +415,9 @@ class RunDir:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ValueError(f"{path}: line {i + 1} is not valid JSON; the file is damaged") from None
+                    raise CorruptRunError(
+                        f"{path}: line {i + 1} is not valid JSON; the file is damaged: redo that level "
+                        f"(jaxticket imp/branch ... --redo-level {int(level)}, or redo_levels=[{int(level)}])") from None
                 by_step[rec["step"]] = rec
         return [by_step[s] for s in sorted(by_step)]
 

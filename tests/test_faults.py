@@ -249,3 +249,137 @@ def test_non_finite_loss_of_a_single_seed_names_replica_0(capsys, tmp_path):
     code = cli.main(["imp", "--config", "demo", "--levels", "0", "--steps", "60", "--set", "lr=1e30",
                      "--set", "seeds=1", "--workdir", str(tmp_path / "r"), "--no-progress"])
     _one_line(capsys, code, 1, "non-finite training loss", "(replicas [0])")
+
+
+# ----------------------------------------------------------------------------- nothing good deleted, nothing silently reused
+
+
+def test_a_run_without_its_config_file_is_refused_not_reused(copy, capsys):
+    (copy / "config.json").unlink()
+    before = sorted(p.name for p in (copy / "levels").iterdir())
+    capsys.readouterr()
+    _one_line(capsys, cli.main(["imp", *TINY, "--set", "lr=0.01", "--workdir", str(copy)]), 1,
+              "no config.json", "overwrite")
+    assert sorted(p.name for p in (copy / "levels").iterdir()) == before
+
+
+def test_a_level_trained_by_another_run_is_refused(copy, capsys):
+    path = copy / "levels" / "level_01" / "config.json"
+    level = json.loads(path.read_text())
+    level["config"]["run"] = "0123456789ab"
+    path.write_text(json.dumps(level))
+    capsys.readouterr()
+    _one_line(capsys, cli.main(["imp", *TINY, "--workdir", str(copy)]), 1, "trained by another run",
+              "--redo-level 1")
+
+
+def test_redo_with_a_different_config_deletes_nothing(copy, capsys):
+    capsys.readouterr()
+    code = cli.main(["imp", *TINY, "--set", "lr=0.002", "--redo-level", "1", "--workdir", str(copy)])
+    assert code != 0
+    assert rundir.RunDir(copy).is_done(1)  # the good level is still there
+
+
+def test_branch_levels_are_checked_before_a_redone_level_is_deleted(copy, capsys):
+    assert cli.main(["branch", str(copy), "--kind", "reinit", "--levels", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["branch", str(copy), "--kind", "reinit", "--levels", "9", "--redo-level", "1",
+                     "--no-progress"]) != 0
+    assert rundir.RunDir(copy).is_done(1, "reinit")
+
+
+def test_overwrite_refuses_a_folder_of_other_files(tmp_path, capsys):
+    folder = tmp_path / "project"
+    (folder / "src").mkdir(parents=True)
+    (folder / "notes.txt").write_text("important")
+    (folder / "levels").mkdir()
+    (folder / "levels" / "draft.txt").write_text("mine")
+    capsys.readouterr()
+    _one_line(capsys, cli.main(["imp", *TINY, "--workdir", str(folder), "--overwrite"]), 1,
+              "not a jaxticket run", "notes.txt")
+    assert (folder / "notes.txt").read_text() == "important" and (folder / "levels" / "draft.txt").exists()
+    assert (folder / "src").is_dir()
+
+
+def test_a_bad_input_writes_no_run_directory(tmp_path, capsys):
+    workdir = tmp_path / "bad"
+    capsys.readouterr()
+    code = cli.main(["imp", *TINY, "--set", "input_shape=[4,4,1]", "--workdir", str(workdir)])
+    assert code != 0 and "input" in capsys.readouterr().err
+    assert not (workdir / "config.json").exists()
+    assert cli.main(["imp", *TINY, "--levels", "0", "--workdir", str(workdir)]) == 0  # the fixed command runs
+
+
+def test_an_unfinished_metrics_line_is_cut_and_the_run_resumes(copy, straight):
+    level2 = copy / "levels" / "level_02"
+    (level2 / "manifest.json").unlink()  # level 2 unfinished: it resumes from its last checkpoint
+    shutil.rmtree(level2 / "checkpoints" / "40", ignore_errors=True)
+    metrics = level2 / "metrics.jsonl"
+    text = metrics.read_text()
+    last = text.rstrip("\n").rfind("\n") + 1
+    metrics.write_text(text[:last] + text[last:last + 30])  # a write cut mid-line (crash, full disk)
+    assert train.loop.cut_unfinished_line(metrics) and metrics.read_text() == text[:last]
+    metrics.write_text(text[:last] + text[last:last + 30])
+    assert cli.main(["imp", *TINY, "--workdir", str(copy)]) == 0
+    _same_results(copy, straight)
+
+
+def test_branch_after_imp_with_a_run_directory(tmp_path):
+    import flax.linen as nn
+    import jaxticket as jt
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8)).astype(np.float32)
+    data = jt.data.from_arrays(train=(x[:100], (x[:100, 0] > 0).astype(np.int32)),
+                               test=(x[100:], (x[100:, 0] > 0).astype(np.int32)))
+    task = jt.Task(nn.Dense(2), input_shape=(8,))
+    run = jt.imp(task, data, jt.magnitude(0.5), levels=1, steps=10, batch_size=20, workdir=tmp_path / "run", log=None)
+    controls = run.branch("random_mask")  # imp closed the directory; branch reopens it
+    assert len(controls) == 1 and rundir.RunDir(tmp_path / "run").is_done(1, "random_mask")
+    again = jt.imp(task, data, jt.magnitude(0.5), levels=1, steps=10, batch_size=20, workdir=tmp_path / "run",
+                   log=None)  # and released it: the same process opens it again
+    again.close()
+
+
+def test_report_and_compare_check_the_files_they_read(copy, capsys):
+    from jaxticket import compare, report
+
+    summary_path = copy / "levels" / "level_01" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["rows"][0]["final_test_accuracy"] = 0.123  # a hand edit keeping the JSON valid
+    summary_path.write_text(json.dumps(summary))
+    with pytest.raises(rundir.CorruptRunError, match="summary.json"):
+        report.write_report(copy)
+    mask_path = copy / "levels" / "level_02" / "mask.npz"
+    mask_path.write_bytes(b"not a zip file at all")
+    with pytest.raises(rundir.CorruptRunError, match="mask.npz"):
+        compare.load_run(copy, 2)
+    with pytest.raises(ValueError, match="mask.npz"):  # read directly, the file is named too
+        rundir.load_mask(mask_path)
+    (copy / "test_labels.npy").write_bytes(b"garbage")
+    with pytest.raises(rundir.CorruptRunError, match="test_labels.npy"):
+        compare.test_labels_of(copy)
+
+
+def test_a_run_from_a_newer_jaxticket_is_named_as_such(copy, capsys):
+    path = copy / "config.json"
+    stored = json.loads(path.read_text())
+    stored["config"]["config"]["train"]["future_setting"] = 1
+    path.write_text(json.dumps(stored))
+    capsys.readouterr()
+    _one_line(capsys, cli.main(["branch", str(copy), "--kind", "reinit", "--no-progress"]), 1,
+              "train.future_setting", "newer jaxticket")
+
+
+def test_a_finished_run_is_extended_by_more_levels(copy, straight, tmp_path):
+    assert cli.main(["imp", *TINY, "--levels", "3", "--workdir", str(copy)]) == 0
+    assert rundir.RunDir(copy).finished() == [0, 1, 2, 3]
+    longer = tmp_path / "longer"  # the same run trained with 3 levels from the start
+    assert cli.main(["imp", *TINY, "--levels", "3", "--workdir", str(longer)]) == 0
+    _same_results(copy, longer)
+    stored = json.loads((copy / "config.json").read_text())
+    assert stored["config"]["config"]["levels"] == 3
+    assert stored["config_hash"] == json.loads((straight / "config.json").read_text())["config_hash"]
+    assert cli.main(["imp", *TINY, "--workdir", str(copy)]) == 0  # fewer levels: read back, nothing lost
+    assert rundir.RunDir(copy).finished() == [0, 1, 2, 3]
+    assert cli.main(["branch", str(copy), "--kind", "reinit", "--levels", "3", "--no-progress"]) == 0

@@ -72,6 +72,7 @@ from jaxticket.train.loop import (
     ProgressBar,
     RewindPoint,
     abstract,
+    check_inputs,
     evaluate,
     fit,
     host_step,
@@ -81,7 +82,8 @@ from jaxticket.train.loop import (
 __all__ = [
     "Checkpointing", "DIVERGENCE_FACTOR", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
     "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
-    "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "evaluate", "fit", "host_step", "init_state",
+    "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "check_inputs",
+    "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",
     "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "run_steps", "scale_by_step_schedule",
     "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "train_step", "validate_config",

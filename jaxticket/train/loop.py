@@ -328,13 +328,17 @@ class RewindPoint(Hook):
 
 
 class MetricsFile(Hook):
-    """Appends every evaluation record to a JSON-lines file (flushed; process 0 only)."""
+    """Appends every evaluation record to a JSON-lines file (flushed; process 0 only).
+
+    On start, an unfinished last line (a write cut by a crash or a full disk) is cut off:
+    the resumed training evaluates that step again and appends it whole."""
 
     def __init__(self, path):
         self.path, self.file = path, None
 
     def on_start(self, state, end):
         if jax.process_index() == 0:
+            cut_unfinished_line(self.path)
             self.file = open(self.path, "a")
         return state
 
@@ -346,6 +350,24 @@ class MetricsFile(Hook):
     def on_end(self, state):
         if self.file is not None:
             self.file.close()
+
+
+def cut_unfinished_line(path) -> bool:
+    """Truncates a text file after its last newline when its last line is unfinished (no
+    newline at the end); returns whether it did. A missing file is left alone."""
+    import os
+
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return False
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+            return True
+    except FileNotFoundError:
+        return False
 
 
 class ProgressBar(Hook):
@@ -551,7 +573,7 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     loop = resolve_loop(loop, state)
     train, val, test = (sources.as_source(d) for d in (train, val, test))
     if not sources.is_streamed(train):
-        _check_inputs(task, train)
+        check_inputs(task, train)
     standard = _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, progress, steps)
     hooks = [*standard, *hooks]
     rewind = next((h for h in hooks if isinstance(h, RewindPoint)), None)
@@ -586,7 +608,13 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
                      history=evaluator.history)
 
 
-def _check_inputs(task: Task, ds) -> None:
+def check_inputs(task: Task, ds) -> None:
+    """Refuses, in one line, a device-resident split the task cannot train on: examples of
+    another shape than ``task.input_shape``, or labels its loss cannot take
+    (:meth:`~jaxticket.train.Task.check_labels`). Streamed splits are not checked."""
+    ds = sources.as_source(ds)
+    if sources.is_streamed(ds):
+        return
     if tuple(ds.example_shape) != tuple(task.input_shape):
         raise ValueError(f"the task expects inputs of shape {tuple(task.input_shape)} per example, "
                          f"the data has {tuple(ds.example_shape)} ({ds.name})")
