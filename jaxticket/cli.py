@@ -18,7 +18,9 @@ Flags of ``train`` / ``imp``: ``--config NAME``, ``--workdir DIR``, ``--levels N
 ``--batch-size B``, ``--data-dir``, ``--manual-dir``, ``--overwrite``, ``--no-progress``,
 ``--set key=value`` (repeatable: any :class:`~jaxticket.lottery.LotteryConfig` field, or
 a :class:`~jaxticket.train.TrainConfig` field as ``lr=0.01`` or ``train.lr=0.01``;
-values are JSON when they parse as JSON, else strings; JSON lists become tuples) and
+values are JSON when they parse as JSON, else strings, but one starting with ``{`` or ``[``
+must be valid JSON; JSON lists become tuples; a pruner is a JSON object, or the bare name of
+a registered method that needs no settings) and
 ``--debug`` (tracebacks). ``--no-compilation-cache`` runs without JAX's persistent
 compilation cache (on by default, see :mod:`jaxticket.compilation_cache`). The preset is applied first, then ``--set``, then the named
 flags. ``--import MODULE`` (any command, repeatable) imports a module first, e.g. one that
@@ -28,6 +30,8 @@ registers a pruner of your own (``@jaxticket.pruning.register("mine")``) so that
 Errors print one line on stderr: exit code 2 for usage errors (flags, presets, config
 keys and values), 1 for runtime errors (a workdir made by another config, a dataset not
 available offline, a non-finite loss, ...), 130 when interrupted (run again to resume).
+``instability --overwrite`` deletes only what a previous sweep wrote in ``--workdir`` and
+refuses a non-empty folder that holds no sweep.
 
 Example::
 
@@ -42,8 +46,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import errno
 import json
+import os
 import pathlib
+import re
 import sys
 import time
 from typing import Optional, Sequence
@@ -184,15 +191,57 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def parse_value(raw: str, *, keep_lists: bool = False):
-    """JSON if ``raw`` parses as JSON (lists -> tuples unless ``keep_lists``), else the string."""
+# --set values that may legitimately start with "[" or "{" without being JSON (a regex)
+_STRING_KEYS = ("prunable",)
+
+
+def parse_value(raw: str, *, keep_lists: bool = False, key: Optional[str] = None):
+    """JSON if ``raw`` parses as JSON (lists -> tuples unless ``keep_lists``), else the string.
+
+    A value that starts with ``{`` or ``[`` is meant as JSON: when it does not parse, a
+    :class:`UsageError` names the JSON error (and ``key``, the ``--set`` key).
+    """
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as e:
+        if raw.lstrip()[:1] in ("{", "[") and key not in _STRING_KEYS:
+            where = f"--set {key}=" if key else "--set "
+            raise UsageError(f"{where}{raw}: not valid JSON ({e.msg} at column {e.colno}); write the whole "
+                             "value as JSON in single quotes, e.g. --set 'pruner={\"method\": \"magnitude\", "
+                             "\"fraction\": 0.2}' or --set 'milestones=[10, 20]'") from None
         return raw
     if isinstance(value, list) and not keep_lists:
         return tuple(value)
     return value
+
+
+def _pruner_value(raw: str, value):
+    """``--set pruner=...``: a JSON object as given; a bare registered method name that
+    needs no settings becomes ``{"method": name}``; any other bare name is a usage error
+    saying how to write a pruner."""
+    from jaxticket import pruning
+
+    if not isinstance(value, str):
+        return value
+    name = value.strip()
+    example = '--set \'pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"}\''
+    if name not in pruning.methods():
+        close = difflib.get_close_matches(name, pruning.methods(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"--set pruner={raw}: a pruner is a JSON object with a method and its settings, "
+                         f"e.g. {example}; {name!r} is not a pruning method{hint}; methods: "
+                         f"{', '.join(pruning.methods())} (or your own, registered in an --import module)")
+    try:
+        pruning.from_config({"method": name})
+    except ValueError as e:
+        try:
+            pruning.from_config({"method": name, "fraction": 0.2})
+            example = f'--set \'pruner={{"method": "{name}", "fraction": 0.2}}\''
+        except (ValueError, TypeError):
+            pass
+        raise UsageError(f"--set pruner={raw}: {str(e).rstrip('.')}; write the pruner as JSON with its settings, "
+                         f"e.g. {example}") from None
+    return {"method": name}
 
 
 def parse_overrides(items: Sequence[str]) -> tuple[dict, dict]:
@@ -215,15 +264,17 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict, dict]:
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         name = key[len("train."):] if key.startswith("train.") else key
         if key == "train":
-            value = parse_value(raw)
+            value = parse_value(raw, key=key)
             if not isinstance(value, dict):
                 raise UsageError(f"--set train=... expects a JSON object of TrainConfig fields, got {raw!r}")
             for k, v in value.items():
                 train_changes.update(parse_overrides([f"train.{k}={json.dumps(v)}"])[1])
         elif name in train_keys and (key != name or name not in lottery_keys):
-            train_changes[name] = parse_value(raw)
+            train_changes[name] = parse_value(raw, key=key)
+        elif key == "pruner":
+            lottery_changes[key] = _pruner_value(raw, parse_value(raw, keep_lists=True, key=key))
         elif key in lottery_keys:
-            lottery_changes[key] = parse_value(raw, keep_lists=(key == "pruner"))
+            lottery_changes[key] = parse_value(raw, key=key)
         else:
             valid = lottery_keys + train_keys
             close = difflib.get_close_matches(name, valid, n=1)
@@ -267,7 +318,46 @@ def resolve_config(args, *, levels: Optional[int] = None):
         models.get(config.train.model, num_classes=config.train.num_classes)
     except (ValueError, TypeError) as e:
         raise UsageError(f"bad config value: {e}") from None
+    _check_sizes(config)
     return config
+
+
+def _train_examples(config) -> Optional[int]:
+    """Training examples left after the validation split, from the dataset's registry
+    entry (``None`` when the registry does not say); a ``validation_size`` that leaves
+    none is a :class:`UsageError`."""
+    from jaxticket import data
+
+    spec = data.get_spec(config.train.dataset)
+    n = (spec.split_sizes or {}).get("train")
+    if not n:
+        return None
+    validation = spec.default_validation_size if config.validation_size is None else config.validation_size
+    if not 0 <= validation < n:
+        raise UsageError(f"--set validation_size={validation}: {config.train.dataset} has {n:,} training examples "
+                         f"and the validation split must leave some to train on; choose a value in [0, {n})")
+    return n - validation
+
+
+def _check_sizes(config) -> None:
+    """``validation_size`` and ``batch_size`` against the dataset's size, before anything loads."""
+    n = _train_examples(config)
+    if n is not None and config.train.batch_size > n:
+        raise UsageError(f"--batch-size {config.train.batch_size} is larger than the {n:,} training examples of "
+                         f"{config.train.dataset} (after validation_size); choose at most {n}")
+
+
+def _check_workdir(workdir: pathlib.Path, flag: str = "--workdir") -> None:
+    """A folder (new or existing) that can be written to; else a :class:`UsageError`."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"{flag} {workdir} is a file, not a folder; choose a folder (new or existing) for the run")
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"{flag} {workdir}: {existing} is a file, not a folder; choose another {flag}")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {workdir}: the folder {existing} is not writable; choose another {flag}")
 
 
 def _check_trainable(config, preset: str) -> None:
@@ -323,6 +413,7 @@ def _run(args, *, levels: Optional[int], default_suffix: str) -> int:
 
     config = resolve_config(args, levels=levels)
     workdir = pathlib.Path(args.workdir or f"runs/{args.config}{default_suffix}")
+    _check_workdir(workdir)
     _print_config(config, f"jaxticket {args.command}: preset {args.config}, workdir {workdir}\nconfig:")
     lottery.run_imp(config, workdir, data_dir=args.data_dir, manual_dir=args.manual_dir,
                     overwrite=args.overwrite, redo_levels=args.redo_levels, progress=_progress(args), log=_log)
@@ -342,8 +433,19 @@ def cmd_imp(args) -> int:
 
 def cmd_branch(args) -> int:
     """``jaxticket branch RUN_DIR --kind KIND``: a baseline at chosen IMP levels."""
-    from jaxticket import lottery
+    from jaxticket import lottery, rundir
 
+    run = rundir.RunDir(args.run_dir)
+    if run.identity() is not None:  # (no run there: run_branch says so)
+        finished = run.finished()
+        usable = [level for level in finished if level >= 1]
+        for flag, levels in (("--levels", args.levels or []), ("--redo-level", args.redo_levels)):
+            bad = sorted({level for level in levels if level not in usable})
+            if bad:
+                choose = (f"choose among {', '.join(map(str, usable))}" if usable
+                          else "none is yet: run `jaxticket imp` further first")
+                raise UsageError(f"{flag} {' '.join(map(str, bad))}: not a finished pruned level of {args.run_dir} "
+                                 f"(finished IMP levels: {finished}; a branch starts at level 1); {choose}")
     lottery.run_branch(args.run_dir, args.kind, args.levels, data_dir=args.data_dir, manual_dir=args.manual_dir,
                        redo_levels=args.redo_levels, progress=_progress(args), log=_log)
     print(f"results: {pathlib.Path(args.run_dir) / 'results.csv'}")
@@ -392,6 +494,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     config = configs.get("demo")
     workdir = pathlib.Path(args.workdir)
+    _check_workdir(workdir)
     print(f"jaxticket demo: {configs.lookup('demo').summary}\nworkdir: {workdir}", flush=True)
     progress = _progress(args)
     lottery.run_imp(config, workdir, overwrite=args.overwrite, progress=progress, log=_log)
@@ -405,8 +508,96 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# what instability_sweep (and the IMP lineages it runs) writes in its folder
+_SWEEP_FILES = ("config.json", "results.json", "results.csv", "curves.npz", "instability_vs_k.png",
+                "error_curves.png")
+_SWEEP_DIRS = ("checkpoints", "rewind", "points", ".trash")
+_SWEEP_IMP_DIR = re.compile(r"imp_k\d{6}$")
+_SWEEP_TMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in _SWEEP_FILES) + r")\..*\.tmp$")
+
+
+def _is_sweep_folder(workdir: pathlib.Path) -> bool:
+    """Whether ``workdir/config.json`` is the one :func:`jaxticket.instability.instability_sweep`
+    writes (its identity holds the sweep's settings)."""
+    try:
+        stored = json.loads((workdir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and isinstance(stored.get("config"), dict) and "sweep" in stored["config"]
+
+
+def _sweep_entries(workdir: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """``(written by the sweep, anything else)`` among the entries of ``workdir``."""
+    ours, others = [], []
+    for entry in sorted(workdir.iterdir()):
+        name = entry.name
+        mine = (name in _SWEEP_FILES and entry.is_file()) or (name in _SWEEP_DIRS and entry.is_dir()) \
+            or (_SWEEP_IMP_DIR.match(name) and entry.is_dir()) or (_SWEEP_TMP.match(name) and entry.is_file())
+        (ours if mine else others).append(entry)
+    return ours, others
+
+
+def _check_overwrite_sweep(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """What ``instability --overwrite`` deletes in ``workdir``: the files a previous sweep
+    wrote there, nothing else. A non-empty folder that holds no sweep is a :class:`UsageError`."""
+    if not workdir.is_dir():
+        return []
+    entries = list(workdir.iterdir())
+    if not entries:
+        return []
+    if not _is_sweep_folder(workdir):
+        shown = ", ".join(sorted(e.name for e in entries)[:5]) + (", ..." if len(entries) > 5 else "")
+        raise UsageError(f"--overwrite: {workdir} is not an instability sweep folder (no sweep config.json) and "
+                         f"holds {shown}; nothing deleted: choose a new or empty --workdir")
+    return _sweep_entries(workdir)[0]
+
+
+def _check_levels_reachable(config, levels: Sequence[int]) -> None:
+    """The deepest ``--levels`` against what the pruner can reach: a level schedule's
+    length, and for unstructured magnitude / random pruning the level by which a layer
+    must be emptied (the prunable weight counts are known without data). A global pruner
+    may empty a layer earlier (it depends on the trained weights): that still shows only
+    after training."""
+    from jaxticket import lottery, masks, pruning, train
+
+    deepest = max(levels)
+    if deepest < 1:
+        return
+    pruner = config.make_pruner()
+    try:
+        per_level = [pruning.for_level(pruner, level) for level in range(1, deepest + 1)]
+    except ValueError as e:
+        raise UsageError(f"--levels {deepest}: the pruner's schedule stops earlier ({e}); choose lower --levels "
+                         "or a longer schedule (--set pruner=...)") from None
+    try:
+        task = train.task_from_config(config.train, steps_per_epoch=1)
+        mask = masks.ones_like(task.abstract_params(), lottery.settings_from_config(config).prunable)
+    except Exception:  # noqa: BLE001: no bound then; the sweep reports its own errors
+        return
+    layers = [int(leaf.size) for leaf, prunable in zip(mask.leaves(), mask.prunable) if prunable]
+    total = None  # after a global step: the prunable weights left, all layers together
+    for level, step in enumerate(per_level, start=1):
+        if not isinstance(step, (pruning.Magnitude, pruning.scored.RandomUnstructured)) or step.allows_empty:
+            return
+        if step.scope == "global":
+            total = sum(layers) if total is None else total
+            total -= int(pruning.removal_count(step.fraction, total, step.rounding))
+            empty = total < len(layers)  # fewer weights than layers: one of them is empty
+        elif total is None:
+            layers = [c - int(pruning.removal_count(step.fraction, c, step.rounding)) for c in layers]
+            empty = min(layers, default=1) < 1
+        else:  # layer scope after a global step: the layers' counts are not known
+            return
+        if empty:
+            raise UsageError(f"--levels {deepest}: the pruner {json.dumps(config.pruner)} leaves too few weights "
+                             f"for every prunable layer by level {level} (it would empty a layer); choose "
+                             f"--levels {level - 1} or fewer")
+
+
 def cmd_instability(args) -> int:
-    """``jaxticket instability --config NAME --ks ... --levels ...``: the stability sweep."""
+    """``jaxticket instability --config NAME --ks ... --levels ...``: the stability sweep.
+
+    Every flag is checked before anything is written or trained."""
     from jaxticket import instability, report
 
     config = resolve_config(args)
@@ -420,12 +611,28 @@ def cmd_instability(args) -> int:
         raise UsageError(f"--levels must be >= 0, got {bad}")
     if args.copies < 2:
         raise UsageError(f"--copies must be >= 2, got {args.copies}")
+    if args.alphas < 2:
+        raise UsageError(f"--alphas must be >= 2 (both ends of the segment), got {args.alphas}")
+    if args.train_examples is not None and args.train_examples < 1:
+        raise UsageError(f"--train-examples must be >= 1 (or left out for all), got {args.train_examples}")
+    _check_levels_reachable(config, args.analysis_levels)
+    _check_workdir(workdir)
+    doomed = _check_overwrite_sweep(workdir) if args.overwrite else []
     _print_config(config, f"jaxticket instability: preset {args.config}, workdir {workdir}, "
                           f"ks {args.ks}, levels {args.analysis_levels}, copies {args.copies}\nconfig:")
-    if args.overwrite:
+    if doomed:
         import shutil
 
-        shutil.rmtree(workdir, ignore_errors=True)
+        # config.json last: a deletion cut short still leaves a folder recognised as a sweep
+        for entry in sorted(doomed, key=lambda e: e.name == "config.json"):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        kept = _sweep_entries(workdir)[1]
+        if kept:
+            print(f"--overwrite: deleted the previous sweep in {workdir}; kept "
+                  f"{', '.join(e.name for e in kept)} (not written by the sweep)", flush=True)
     rows = instability.sweep_from_config(
         config, args.ks, args.analysis_levels, workdir=workdir, copies=args.copies, data_dir=args.data_dir,
         manual_dir=args.manual_dir, num_alphas=args.alphas, batch_stats=args.batch_stats,
@@ -440,6 +647,7 @@ def cmd_compare(args) -> int:
     """``jaxticket compare RUN_DIR... --out DIR``: Paganini & Forde's comparisons."""
     from jaxticket import compare
 
+    _check_compare(args)
     report = compare.compare_runs(args.run_dirs, out_dir=args.out, level=args.level, names=args.names,
                                   seed=args.seed, layer=args.layer, data_dir=args.data_dir,
                                   manual_dir=args.manual_dir)
@@ -447,6 +655,48 @@ def cmd_compare(args) -> int:
     print(f"files in {args.out}: summary.md, masks_jaccard.png/.json, agreement.png/.json, "
           "ensembles.json, connectivity.json, trajectories_*.png")
     return 0
+
+
+def _check_compare(args) -> None:
+    """The flags of ``compare`` against the run directories (their masks only), before
+    anything is written; a directory that holds no run is left to ``compare_runs``."""
+    from jaxticket import rundir
+
+    if len(args.run_dirs) < 2:
+        raise UsageError(f"compare needs at least two run directories, got {len(args.run_dirs)}")
+    dirs = [pathlib.Path(d) for d in args.run_dirs]
+    names = list(args.names) if args.names is not None else [d.name for d in dirs]
+    if len(names) != len(dirs):
+        raise UsageError(f"--names gives {len(names)} label(s) for {len(dirs)} run directories; give one per run")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        how = "give distinct --names" if args.names is not None else "label them with --names"
+        raise UsageError(f"two runs are both named {twice[0]!r}; {how} (one per run, in order)")
+    runs = [rundir.RunDir(d) for d in dirs]
+    if any(run.identity() is None for run in runs):
+        return
+    finished = [set(run.finished()) for run in runs]
+    common = sorted(set.intersection(*finished))
+    if args.level is not None and args.level not in common:
+        raise UsageError(f"--level {args.level}: not a level every run finished; levels in common: "
+                         f"{common or 'none'}")
+    level = args.level if args.level is not None else (max(common) if common else None)
+    if level is None:
+        return
+    leaves = None
+    for d, run in zip(dirs, runs):
+        try:
+            mask = run.load_mask(level)
+        except (OSError, ValueError):
+            return  # a damaged run: compare_runs names the file
+        seeds = int(mask.leaves()[0].shape[0])
+        if not 0 <= args.seed < seeds:
+            raise UsageError(f"--seed {args.seed}: {d} has seeds 0..{seeds - 1}; choose one of them")
+        leaves = leaves or list(mask.paths())
+    if args.layer is not None and args.layer not in leaves:
+        close = difflib.get_close_matches(args.layer, leaves, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"--layer {args.layer}: no such leaf{hint}; leaves: {', '.join(leaves)}")
 
 
 def _log(line: str) -> None:
@@ -487,17 +737,31 @@ def _runtime_message(e: BaseException) -> Optional[str]:
 
     if isinstance(e, (rundir.RunLockedError, rundir.CorruptRunError, checkpoints.CheckpointError)):
         return str(e)
-    if isinstance(e, checkpoints.DataMismatchError):
-        return f"{e} (use another --workdir, or --overwrite to discard that run)"
-    if isinstance(e, checkpoints.ConfigMismatchError):
-        return f"{e} (use another --workdir, or --overwrite to discard that run)"
+    if isinstance(e, (checkpoints.DataMismatchError, checkpoints.ConfigMismatchError)):
+        message = _as_flags(str(e))
+        return message if "--overwrite" in message else \
+            f"{message} (use another --workdir, or --overwrite to discard that run)"
     if isinstance(e, data.DatasetUnavailableError):
         return str(e)
     if isinstance(e, (train.NonFiniteLossError, pruning.PruningError)):
         return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = pathlib.Path(e.filename).parent if e.filename else None
+        folder = f"the folder {where}" if where is not None else "the folder"
+        reason = e.strerror or str(e)
+        return f"{folder} is not writable ({reason}); make it writable, or choose another folder (--workdir)"
     if isinstance(e, (RunError, FileNotFoundError, ValueError, RuntimeError, OSError)):
-        return str(e)
+        return _as_flags(str(e))
     return None
+
+
+def _as_flags(message: str) -> str:
+    """Library wording of options (``overwrite=True``) as the command's flags."""
+    for old, new in (("pass overwrite=True (--overwrite)", "pass --overwrite"), ("overwrite=True (--overwrite)",
+                     "--overwrite"), ("overwrite=True", "--overwrite"),
+                     ("or overwrite to start over", "or --overwrite to start over")):
+        message = message.replace(old, new)
+    return message
 
 
 def import_plugins(argv: Sequence[str]) -> list[str]:
@@ -521,10 +785,78 @@ def import_plugins(argv: Sequence[str]) -> list[str]:
     return names
 
 
+def _install_interrupt_handler() -> None:
+    """Ctrl-C as ``KeyboardInterrupt``, but never raised inside a garbage-collector
+    callback or a ``__del__`` (JAX runs one at every collection): Python swallows an
+    exception there ("Exception ignored in ...") and the run would go on as if Ctrl-C had
+    not been pressed. There the interrupt is delivered again 50 ms later."""
+    import _thread
+    import gc
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # someone else's handler: leave it
+
+    def swallowed_here(frame) -> bool:
+        callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+        while frame is not None:
+            if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+                return True
+            frame = frame.f_back
+        return False
+
+    def on_sigint(signum, frame):
+        if swallowed_here(frame):
+            timer = threading.Timer(0.05, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _interrupted(*, exit_now: bool) -> int:
+    """Ctrl-C: the message, and exit code 130.
+
+    By the time the ``KeyboardInterrupt`` reaches :func:`main` the run has unwound: its
+    ``finally`` blocks wrote the results files, closed the orbax managers (their saves
+    are synchronous) and released the run's lock. As the process's own command line
+    (``exit_now``) the process then ends at once with ``os._exit(130)``: an ordinary
+    interpreter exit tears JAX/XLA down while its compile and runtime threads may still
+    be busy, which crashed (SIGSEGV) when Ctrl-C came during start-up or compilation.
+    Called as a function (``main([...])``) it returns 130.
+    """
+    import signal
+
+    if exit_now:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut this short
+        except ValueError:  # not the main thread
+            pass
+    print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+    if not exit_now:
+        return 130
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Without ``argv`` (the ``jaxticket`` command itself) an interrupted run ends the
+    process with exit code 130 (see :func:`_interrupted`); with ``argv`` it returns 130."""
+    argv_given = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not argv_given:
+        _install_interrupt_handler()
     try:
         import_plugins(argv)
         args = build_parser().parse_args(argv)
@@ -540,8 +872,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return UsageError.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return _interrupted(exit_now=argv_given is False)
     except Exception as e:  # noqa: BLE001: one line unless --debug
         if debug:
             raise

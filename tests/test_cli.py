@@ -97,9 +97,113 @@ def test_resolved_config_applies_preset_then_set_then_flags():
     (["frobnicate"], ["invalid choice"]),
     (["branch", "somewhere", "--kind", "bogus"], ["reinit"]),
     (["configs", "nope"], ["valid presets"]),
+    (["imp", "--config", "demo", "--set", 'pruner={"method": "magnitude", "fraction": 0.2'],
+     ["--set pruner=", "not valid JSON", "Expecting ','"]),
+    (["imp", "--config", "demo", "--set", "milestones=[10, 20"], ["--set milestones=", "not valid JSON"]),
+    (["imp", "--config", "demo", "--set", "pruner=magnitude"],
+     ["missing setting 'fraction'", '''--set 'pruner={"method": "magnitude", "fraction": 0.2}''']),
+    (["imp", "--config", "demo", "--set", "pruner=magnitud"], ["not a pruning method", "did you mean 'magnitude'"]),
+    (["imp", "--config", "demo", "--batch-size", "100000"], ["--batch-size 100000", "1,200 training examples"]),
+    (["imp", "--config", "demo", "--set", "validation_size=1797"], ["validation_size=1797", "[0, 1437)"]),
+    (["compare", "somewhere", "--out", "x"], ["at least two run directories"]),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, argv, needles):
     _one_line_error(capsys, cli.main(argv), 2, *needles)
+
+
+def test_set_bare_pruner_name_and_regex_values(monkeypatch):
+    """A registered method that needs no settings may be named bare; a value that starts
+    with "[" stays a string for prunable (a regex)."""
+    from jaxticket import pruning
+    from jaxticket.pruning import core
+
+    monkeypatch.setitem(core._REGISTRY, "cli_test_all_defaults", lambda fraction=0.3: pruning.magnitude(fraction))
+    assert cli.parse_overrides(["pruner=cli_test_all_defaults"])[0] == {"pruner": {"method": "cli_test_all_defaults"}}
+    assert cli.parse_overrides(["prunable=[a-z]+/kernel$"])[0] == {"prunable": "[a-z]+/kernel$"}
+
+
+@pytest.mark.parametrize("flags,needles", [
+    (["--train-examples", "-5"], ["--train-examples must be >= 1", "-5"]),
+    (["--train-examples", "0"], ["--train-examples must be >= 1"]),
+    (["--alphas", "0"], ["--alphas must be >= 2"]),
+    (["--alphas", "-3"], ["--alphas must be >= 2"]),
+    (["--levels", "99"], ["--levels 99", "by level 15", "--levels 14 or fewer"]),
+    (["--levels", "5", "--set", 'pruner={"method": "to_density", "target": 0.1, "levels": 3}'],
+     ["--levels 5", "past the schedule's 3 levels"]),
+])
+def test_instability_flags_are_checked_before_anything_is_written(capsys, tmp_path, flags, needles):
+    workdir = tmp_path / "sweep"
+    code = cli.main(["instability", "--config", "demo", "--ks", "0", "--workdir", str(workdir), "--no-progress", *flags])
+    _one_line_error(capsys, code, 2, *needles)
+    assert not workdir.exists()
+
+
+def _stop_before_training(monkeypatch):
+    from jaxticket import instability
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before training (test)")
+
+    monkeypatch.setattr(instability, "sweep_from_config", stop)
+
+
+def test_instability_overwrite_refuses_a_folder_that_is_no_sweep(capsys, tmp_path, monkeypatch):
+    _stop_before_training(monkeypatch)
+    folder = tmp_path / "project"
+    (folder / "src").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "config.json").write_text('{"config": {"lr": 1}}')  # someone else's config.json
+    argv = ["instability", "--config", "demo", "--ks", "0", "--no-progress", "--overwrite"]
+    _one_line_error(capsys, cli.main([*argv, "--workdir", str(folder)]), 2, "not an instability sweep folder",
+                    "notes.txt", "nothing deleted")
+    monkeypatch.chdir(folder)  # --workdir . is the same folder
+    _one_line_error(capsys, cli.main([*argv, "--workdir", "."]), 2, "not an instability sweep folder")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "notes.txt", "src"]
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_instability_overwrite_deletes_only_what_the_sweep_wrote(capsys, tmp_path, monkeypatch):
+    _stop_before_training(monkeypatch)
+    folder = tmp_path / "sweep"
+    for d in ("points", "checkpoints", "rewind", "imp_k000010/levels", "src"):
+        (folder / d).mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config_hash": "x", "config": {"sweep": {"ks": [10]}}}))
+    for name in ("results.json", "results.csv", "instability_vs_k.png", "error_curves.png", ".results.csv.abc.tmp",
+                 "points/k000010_level00.json", "notes.txt", "src/model.py"):
+        (folder / name).write_text("x")
+    code = cli.main(["instability", "--config", "demo", "--ks", "0", "--no-progress", "--overwrite",
+                     "--workdir", str(folder)])
+    _one_line_error(capsys, code, 1, "stopped before training")
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == ["notes.txt", "src", "src/model.py"]
+
+
+def test_workdir_that_is_a_file_or_not_writable(capsys, tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv in (["imp", "--config", "demo"], ["instability", "--config", "demo", "--ks", "0"], ["demo"]):
+        line = _one_line_error(capsys, cli.main([*argv, "--workdir", str(afile)]), 2, "is a file, not a folder")
+        assert "Errno" not in line
+    assert afile.read_text() == "x"
+    monkeypatch.setattr(cli.os, "access", lambda *args, **kwargs: False)  # (root writes anywhere)
+    _one_line_error(capsys, cli.main(["imp", "--config", "demo", "--workdir", str(tmp_path / "new" / "run")]), 2,
+                    f"the folder {tmp_path} is not writable", "choose another --workdir")
+
+
+def test_runtime_messages_name_flags_and_unwritable_folders(capsys, tmp_path, monkeypatch):
+    import errno
+
+    from jaxticket import checkpoints
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "ro1/run.lock")
+
+    monkeypatch.setattr(lottery, "run_imp", read_only)
+    line = _one_line_error(capsys, cli.main(["imp", "--config", "demo", "--workdir", str(tmp_path / "r")]), 1,
+                           "the folder ro1 is not writable (Read-only file system)", "--workdir")
+    assert "Errno" not in line
+    message = cli._runtime_message(checkpoints.ConfigMismatchError(checkpoints._mismatch_message(
+        tmp_path, [("lr", 0.1, 0.2)])))
+    assert "overwrite=True" not in message and "pass --overwrite" in message and message.count("--overwrite") == 1
 
 
 def test_debug_shows_the_exception():
@@ -203,6 +307,27 @@ def test_imp_again_resumes_and_a_different_config_is_refused(tiny_run, capsys):
     _one_line_error(capsys, code, 1, "--overwrite")
 
 
+@pytest.mark.parametrize("argv,needles", [
+    (["branch", "{run}", "--kind", "reinit", "--levels", "0"], ["--levels 0", "choose among 1, 2"]),
+    (["branch", "{run}", "--kind", "reinit", "--levels", "7"], ["--levels 7", "finished IMP levels: [0, 1, 2]"]),
+    (["branch", "{run}", "--kind", "reinit", "--levels", "-1"], ["--levels -1"]),
+    (["branch", "{run}", "--kind", "reinit", "--redo-level", "9"], ["--redo-level 9"]),
+    (["compare", "{run}", "--out", "{out}"], ["at least two run directories, got 1"]),
+    (["compare", "{run}", "{run}", "--out", "{out}"], ["both named 'run'", "--names"]),
+    (["compare", "{run}", "{run}", "--names", "a", "b", "--out", "{out}", "--seed", "5"],
+     ["--seed 5", "seeds 0..1"]),
+    (["compare", "{run}", "{run}", "--names", "a", "b", "--out", "{out}", "--level", "99"],
+     ["--level 99", "levels in common: [0, 1, 2]"]),
+    (["compare", "{run}", "{run}", "--names", "a", "b", "--out", "{out}", "--layer", "fc1/kernl"],
+     ["--layer fc1/kernl", "did you mean 'fc1/kernel'"]),
+])
+def test_levels_seeds_and_layers_not_in_the_run_are_usage_errors(tiny_run, tmp_path, capsys, argv, needles):
+    out = tmp_path / "out"
+    argv = [a.format(run=tiny_run, out=out) for a in argv]
+    _one_line_error(capsys, cli.main([*argv, "--no-progress"]), 2, *needles)
+    assert not out.exists()
+
+
 def test_train_is_level_zero(tmp_path, capsys):
     workdir = tmp_path / "dense"
     assert cli.main(["train", "--config", "demo", "--workdir", str(workdir), "--steps", "20", "--seeds", "1",
@@ -260,6 +385,29 @@ def test_sigkill_mid_level_then_resume_equals_uninterrupted_run(tmp_path):
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_sigint_during_start_up_exits_130(tmp_path):
+    """Ctrl-C while the run starts (data, compilation): the message and exit code 130,
+    not a crash of the interpreter's teardown (it segfaulted in about half the tries)."""
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(_cli("imp", "--config", "demo", "--levels", "3", "--no-progress", "--workdir",
+                                 str(workdir)), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the config is printed in full; then the run starts
+            if line.rstrip() == "}":
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, f"{proc.returncode}\n{out[-1000:]}\n{err[-2000:]}"
+    assert err.strip().splitlines()[-1] == "jaxticket: interrupted; run the same command again to resume"
+    lock = workdir / "run.lock"
+    assert not lock.exists() or lock.read_text() == ""  # released: the next run takes it without a word
 
 
 @pytest.mark.slow
