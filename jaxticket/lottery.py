@@ -485,6 +485,9 @@ def level_rows(kind: str, level: int, seeds: int, density, final: dict, history:
             "early_stop_step": None, "early_stop_val_loss": None, "early_stop_test_accuracy": None,
             "start_step": start_step, "end_step": end_step,
         }
+        for key in sorted(final):  # the task's other metrics: final_test_<metric>, final_val_<metric>
+            if key not in ("test_accuracy", "test_loss", "val_accuracy", "val_loss") and final[key] is not None:
+                row[f"final_{key}"] = final[key][s]
         if val_loss:
             step, loss = min(val_loss, key=lambda t: (t[1], t[0]))
             row["early_stop_step"], row["early_stop_val_loss"] = step, loss
@@ -671,6 +674,9 @@ class ImpRun:
                                                    logits=name == "test"))
             final[f"{name}_accuracy"] = _per_seed(ev.get("accuracy"), s.seeds)
             final[f"{name}_loss"] = _per_seed(ev["loss"], s.seeds)
+            for metric in self.task.metric_names:  # a task's own metrics (regression: mae, ...)
+                if metric != "accuracy":
+                    final[f"{name}_{metric}"] = _per_seed(ev.get(metric), s.seeds)
             if name == "test":
                 logits = np.asarray(ev["logits"], np.float32)
         density = masks_lib.host_density(result.state.mask, batch_dims=1).tolist()

@@ -87,14 +87,15 @@ def paired_stats(a: dict, b: dict) -> Optional[SeedStats]:
 
 
 def summarize(rows: Sequence[dict]) -> dict:
-    """``{(kind, level): {"density", "accuracy", "early_stop", "early_stop_accuracy",
-    "seeds"}}``, each a :class:`SeedStats` over seeds (``None`` where missing). Accuracy is
-    the final test accuracy; early stop is the iteration of minimum validation loss."""
+    """``{(kind, level): {"density", "accuracy", "loss", "early_stop", "early_stop_accuracy",
+    "seeds"}}``, each a :class:`SeedStats` over seeds (``None`` where missing). Accuracy and
+    loss are the final test ones; early stop is the iteration of minimum validation loss."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row["kind"], int(row["level"]))].append(row)
     return {key: {"density": seed_stats([r["density"] for r in rs]),
                   "accuracy": seed_stats([r["final_test_accuracy"] for r in rs]),
+                  "loss": seed_stats([r.get("final_test_loss") for r in rs]),
                   "early_stop": seed_stats([r["early_stop_step"] for r in rs]),
                   "early_stop_accuracy": seed_stats([r.get("early_stop_test_accuracy") for r in rs]),
                   "seeds": len(rs)}
@@ -115,16 +116,20 @@ def format_table(summary: dict) -> str:
     """A markdown table: one row per level, accuracy and early stop per kind side by side."""
     kinds = _kinds(summary)
     levels = sorted({level for _, level in summary})
+    # a task without an accuracy metric (regression) is reported by its test loss
+    quantity, label, scale = (("accuracy", "acc %", 100) if any(s["accuracy"] is not None for s in summary.values())
+                              else ("loss", "test loss", 1))
     header = ["level", "weights %"]
     for kind in kinds:
-        header += [f"{kind} acc %", f"{kind} stop"]
+        header += [f"{kind} {label}", f"{kind} stop"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for level in levels:
         ref = next(summary[(k, level)] for k in kinds if (k, level) in summary)
         cells = [str(level), f"{ref['density'].mean * 100:.2f}"]
         for kind in kinds:
             s = summary.get((kind, level))
-            cells += ["", ""] if s is None else [_fmt(s["accuracy"], 100), _fmt(s["early_stop"], 1, 0)]
+            cells += ["", ""] if s is None else [_fmt(s[quantity], scale, 2 if scale == 100 else 4),
+                                                 _fmt(s["early_stop"], 1, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -165,14 +170,16 @@ def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
     seeds = max(s["seeds"] for s in summary.values())
     table = format_table(summary)
     text = (f"# jaxticket report: {run_dir.resolve().name}\n\n{table}\n\n"
-            f"acc: final test accuracy, mean ± std over {seeds} seed(s); stop: the iteration of "
+            f"acc / test loss: final test accuracy (or loss, for a task without accuracy), mean ± std "
+            f"over {seeds} seed(s); stop: the iteration of "
             "minimum validation loss (Frankle & Carbin's early-stopping criterion), '-' without "
             "a validation set. weights %: density of the prunable weights.\n")
     rundir_lib.write_atomic(run_dir / REPORT_FILE, text)
     paths = [run_dir / REPORT_FILE]
-    paths.append(pathlib.Path(plots.plot_density_accuracy(
-        rows, run_dir / ACCURACY_PLOT, method_key="kind", accuracy_key="final_test_accuracy",
-        title=f"{run_dir.resolve().name}: test accuracy")))
+    if any(r.get("final_test_accuracy") is not None for r in rows):  # none for a regression task
+        paths.append(pathlib.Path(plots.plot_density_accuracy(
+            rows, run_dir / ACCURACY_PLOT, method_key="kind", accuracy_key="final_test_accuracy",
+            title=f"{run_dir.resolve().name}: test accuracy")))
     early = _plot_early_stop(summary, run_dir / EARLY_STOP_PLOT)
     if early is not None:
         paths.append(early)

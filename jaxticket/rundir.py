@@ -430,11 +430,14 @@ class RunDir:
         return out
 
     def write_results(self, rows: Optional[list[dict]] = None) -> None:
-        """``results.json`` and ``results.csv`` (one row per kind, level, seed)."""
+        """``results.json`` and ``results.csv`` (one row per kind, level, seed; the
+        :data:`RESULT_FIELDS`, then ``final_test_<metric>`` / ``final_val_<metric>`` of a
+        task's other metrics)."""
         rows = self.rows() if rows is None else rows
         write_atomic(self.root / RESULTS_JSON, json.dumps(rows, indent=2) + "\n")
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        extra = sorted({k for r in rows for k in r if k.startswith("final_") and k not in RESULT_FIELDS})
+        writer = csv.DictWriter(out, fieldnames=[*RESULT_FIELDS, *extra], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         write_atomic(self.root / RESULTS_CSV, out.getvalue())

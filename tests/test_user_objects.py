@@ -117,3 +117,48 @@ def test_integer_params_are_refused_with_their_path():
 
     with pytest.raises(ValueError, match=r"\['perm'\] \(int32\)"):
         train.init_state(jt.Task(WithIndex(), input_shape=(12,)))
+
+
+def test_a_numpy_pruner_gets_a_hint_that_pruners_are_traced():
+    def numpy_pruner(params, mask, key):
+        w = np.asarray(params["hidden"]["kernel"])  # fails under jit: a tracer
+        return jax.tree.map(lambda p: np.abs(np.asarray(p)) > np.median(np.abs(w)), params)
+
+    with pytest.raises(TypeError, match="jax.numpy"):
+        jt.imp(jt.Task(MLP(), input_shape=(12,)), DATA, numpy_pruner, **RUN)
+
+
+def test_a_use_running_average_keyword_sets_the_mode():
+    class BNNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, use_running_average: bool):
+            return nn.Dense(4)(nn.BatchNorm(use_running_average=use_running_average)(x))
+
+    task = jt.Task(BNNet(), input_shape=(12,))
+    state = train.init_state(task)
+    out, stats = task.forward(state.params, state.batch_stats, jnp.asarray(X[:8]), train=True)
+    assert out.shape == (8, 4)
+    assert not np.allclose(np.asarray(stats["BatchNorm_0"]["mean"]), 0)  # training updated the statistics
+
+
+def test_a_regression_task_keeps_its_metrics_in_results_and_report(tmp_path):
+    from jaxticket import report
+
+    class Regressor(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.relu(nn.Dense(16)(x)))[:, 0]
+
+    target = (X @ np.linspace(-1, 1, 12)).astype(np.float32)
+    data = jt.data.from_arrays(train=(X[:128], target[:128]), test=(X[128:], target[128:]))
+    task = jt.Task(Regressor(), input_shape=(12,), loss=lambda out, y: (out - y) ** 2,
+                   metrics={"mae": lambda out, y: jnp.abs(out - y)})
+    run = jt.imp(task, data, jt.magnitude(0.5), workdir=tmp_path / "reg", **RUN)
+    run.close()
+    row = run.rows()[-1]
+    assert row["final_test_accuracy"] is None and row["final_test_mae"] > 0
+    csv_text = (tmp_path / "reg" / "results.csv").read_text()
+    assert "final_test_mae" in csv_text.splitlines()[0]
+    table, paths = report.write_report(tmp_path / "reg")
+    assert "imp test loss" in table and not any(p.name == report.ACCURACY_PLOT for p in paths)
+    assert f"{row['final_test_loss']:.4f} ± 0.0000" in table  # level 1's test loss, one seed

@@ -406,7 +406,14 @@ class Callable_(Pruner):
         return getattr(self.fn, "__qualname__", type(self.fn).__name__)
 
     def compute(self, params, mask, key):
-        new = self.fn(params, mask, key)
+        try:
+            new = self.fn(params, mask, key)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+                jax.errors.TracerBoolConversionError) as e:
+            raise TypeError(f"the pruner {self.name} turns traced arrays into Python or NumPy values "
+                            f"({type(e).__name__}); pruners run under jax.jit and jax.vmap (one program per "
+                            "level, vmapped over seeds): write it with jax.numpy (jnp.where, jnp.quantile, "
+                            "jax.lax.top_k), not numpy, float() or if on array values") from None
         keep = new.keep if isinstance(new, Mask) else new
         try:
             masks_lib.validate(params, Mask(keep, mask.prunable))

@@ -11,8 +11,8 @@ The model contract:
   with ``x`` a batch ``[B, *input_shape]`` of ``input_dtype``, returning logits (or any
   output the loss takes). How the model is told train/eval mode is found from its
   ``__call__`` signature: a ``train``, ``training``, ``is_training`` (True when
-  training) or ``deterministic`` (True when evaluating) keyword; a model without any
-  of them gets none.
+  training) or ``deterministic`` / ``use_running_average`` (True when evaluating)
+  keyword; a model without any of them gets none.
 * Variables: ``params`` (trained and masked), and ``batch_stats`` when the model has
   BatchNorm (updated in training with ``mutable=["batch_stats"]``, used as running
   statistics in evaluation). Any other variable collection is refused at init, with
@@ -50,7 +50,8 @@ __all__ = ["MODEL_COLLECTIONS", "Task", "accuracy", "softmax_cross_entropy"]
 PyTree = Any
 #: The variable collections a model may have: trained ``params`` and BatchNorm's ``batch_stats``.
 MODEL_COLLECTIONS = ("params", "batch_stats")
-_MODE_KEYWORDS = ("train", "training", "is_training", "deterministic")
+_MODE_KEYWORDS = ("train", "training", "is_training", "deterministic", "use_running_average")
+_EVAL_TRUE_KEYWORDS = ("deterministic", "use_running_average")  # True when evaluating
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -173,7 +174,7 @@ class Task:
         keyword = _mode_keyword(self.model)
         if keyword is None:
             return {}
-        return {keyword: (not train) if keyword == "deterministic" else train}
+        return {keyword: (not train) if keyword in _EVAL_TRUE_KEYWORDS else train}
 
     def init_variables(self, key: jax.Array, x: Optional[jax.Array] = None) -> dict:
         """``model.init`` on a zero batch of one example (or ``x``), in evaluation mode.
