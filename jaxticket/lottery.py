@@ -547,7 +547,14 @@ class ImpRun:
         if self._lock.previous:
             self.log(f"[run] took over the lock of {self._lock.previous}, which is no longer running")
         self._dir.clean_temporary()
-        stored = self._dir.identity()
+        try:
+            stored = self._dir.identity()
+        except ValueError as e:
+            if not overwrite:
+                raise ckpt_lib.ConfigMismatchError(
+                    f"{e}: it says what run the folder holds; restore it (from a backup, or a copy of the run), "
+                    "or overwrite to start over") from None
+            stored = None
         if overwrite:
             foreign = self._dir.foreign_entries()
             if foreign:

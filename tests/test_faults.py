@@ -383,3 +383,11 @@ def test_a_finished_run_is_extended_by_more_levels(copy, straight, tmp_path):
     assert cli.main(["imp", *TINY, "--workdir", str(copy)]) == 0  # fewer levels: read back, nothing lost
     assert rundir.RunDir(copy).finished() == [0, 1, 2, 3]
     assert cli.main(["branch", str(copy), "--kind", "reinit", "--levels", "3", "--no-progress"]) == 0
+
+
+def test_a_damaged_config_file_names_the_fix(copy, capsys):
+    (copy / "config.json").write_text("{ broken")
+    capsys.readouterr()
+    _one_line(capsys, cli.main(["imp", *TINY, "--workdir", str(copy)]), 1, "config.json is not valid JSON",
+              "restore it", "--overwrite")
+    assert rundir.RunDir(copy).finished() == [0, 1, 2]  # nothing deleted
