@@ -561,7 +561,7 @@ def _check_levels_reachable(config, levels: Sequence[int]) -> None:
     from jaxticket import lottery, masks, pruning, train
 
     deepest = max(levels)
-    if deepest < 1:
+    if deepest < 1 or config.allow_empty_layers:
         return
     pruner = config.make_pruner()
     try:

@@ -427,3 +427,10 @@ def test_demo_end_to_end(tmp_path):
     rows = lottery.load_results(workdir)
     assert len(rows) == (2 * config.levels + 1) * config.seeds
     print(f"jaxticket demo: {elapsed:.1f} s")  # pytest -s shows it; the timeout bounds it
+
+
+def test_levels_past_an_emptied_layer_are_refused_unless_empty_layers_are_allowed():
+    config = configs.get("demo")
+    with pytest.raises(cli.UsageError, match="empty a layer"):
+        cli._check_levels_reachable(config, [99])
+    cli._check_levels_reachable(config.replace(allow_empty_layers=True), [99])  # asked for: no refusal
