@@ -98,6 +98,9 @@ def _describe(value: Any, depth: int) -> str:
         return f"method({_describe(value.__func__, depth + 1)},{_describe(value.__self__, depth + 1)})"
     if isinstance(value, types.FunctionType):
         return _describe_function(value, depth)
+    wrapped = getattr(value, "__wrapped__", None)  # jax.jit, functools.wraps decorators
+    if wrapped is not None and wrapped is not value:
+        return f"wrapped({qualified_name(type(value))},{_describe(wrapped, depth + 1)})"
     if _importable(value):  # classes and library functions
         return qualified_name(value)
     config = getattr(value, "config", None)

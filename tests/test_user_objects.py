@@ -33,6 +33,9 @@ def test_callable_fingerprints_tell_closures_lambdas_and_constants_apart():
     assert fingerprints.callable_fingerprint(factory(0.5)) != fingerprints.callable_fingerprint(factory(0.9))
     assert fingerprints.callable_fingerprint(factory(0.5)) == fingerprints.callable_fingerprint(factory(0.5))
     assert fingerprints.callable_fingerprint(lambda y: y + 1) != fingerprints.callable_fingerprint(lambda y: y + 2)
+    # decorated (jitted) functions are told apart by what they wrap
+    assert fingerprints.callable_fingerprint(jax.jit(lambda y: y + 1)) != \
+        fingerprints.callable_fingerprint(jax.jit(lambda y: y + 2))
     # library functions keep their plain name (saved runs keep their identity)
     assert fingerprints.callable_fingerprint(train.softmax_cross_entropy) == \
         "jaxticket.train.task.softmax_cross_entropy"
