@@ -259,3 +259,28 @@ def test_processes_preparing_at_once_prepare_once(tmp_path, no_network, monkeypa
     for t in threads:
         t.join(timeout=60)
     assert not errors and calls == ["mnist"]  # one prepared, the other waited and read it
+
+
+def test_a_registered_tfds_dataset_loads_and_trains_by_name(tmp_path, no_network, monkeypatch):
+    """Another TFDS dataset (KMNIST, MNIST's format) registered by the user: loaded by name."""
+    from jaxticket import lottery, train
+
+    files = data.get_spec("mnist").manual_files
+    spec = data.DatasetSpec(name="kmnist", num_classes=10, image_shape=(28, 28, 1),
+                            split_sizes={"train": 60000, "test": 10000}, mean=(0.2,), std=(0.35,),
+                            tfds_version="3.0.1", manual_files=files, default_validation_size=0)
+    monkeypatch.setitem(data.registry.DATASETS, "kmnist", spec)  # removed again after the test
+    with pytest.raises(ValueError, match="registered already"):
+        data.register_dataset(spec.__class__(**{**spec.__dict__, "num_classes": 9}))
+    manual = tmp_path / "manual" / "kmnist"
+    manual.mkdir(parents=True)
+    for f in files:
+        (manual / f).write_bytes(b"")
+    config = lottery.LotteryConfig(train=train.TrainConfig(model="lenet_300_100", dataset="kmnist", steps=4,
+                                                            batch_size=8), levels=1)
+    with tfds.testing.mock_data(num_examples=40):
+        split = data.load("kmnist", "train", data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
+        rows = lottery.run_imp(config, tmp_path / "run", data_dir=tmp_path / "data",
+                               manual_dir=tmp_path / "manual", log=None)
+    assert split.num_examples == 40 and split.num_classes == 10
+    assert {r["level"] for r in rows} == {0, 1}

@@ -72,6 +72,7 @@ from jaxticket.data.registry import (
     default_data_dir,
     get_spec,
     list_datasets,
+    register_dataset,
 )
 from jaxticket.data.streaming import (
     make_stream,
@@ -86,7 +87,7 @@ __all__ = [
     "ENV_DATA_DIR", "ENV_DOWNLOAD", "ENV_MANUAL_DIR", "SPLITS",
     "as_data", "augment", "batch_indices", "cache_path", "data_source", "default_data_dir",
     "digits_arrays", "epoch_batch_indices", "epoch_permutation", "eval_batch",
-    "gather_batch", "get_spec", "is_cached", "list_datasets", "load", "load_arrays",
+    "gather_batch", "get_spec", "is_cached", "list_datasets", "load", "load_arrays", "register_dataset",
     "load_cached", "make_batch", "make_stream", "normalization_stats", "normalize",
     "normalize_with", "num_eval_batches", "pad_and_crop", "prepare", "preprocess_eval",
     "preprocess_train", "random_crop", "random_flip", "read_arrays", "save_arrays",

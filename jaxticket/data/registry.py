@@ -148,6 +148,35 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
+    """Makes another TFDS image-classification dataset (features ``image`` and ``label``)
+    loadable by name: :func:`load`, configs (``dataset=...``) and the command line (from a
+    module given to ``--import``). Returns ``spec``.
+
+    Example:
+        >>> kmnist = DatasetSpec(name="kmnist", num_classes=10, image_shape=(28, 28, 1),
+        ...                      split_sizes={"train": 60000, "test": 10000}, mean=(0.19,), std=(0.35,),
+        ...                      tfds_version="3.0.1", manual_files=("train-images-idx3-ubyte.gz",
+        ...                      "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+        ...                      "t10k-labels-idx1-ubyte.gz"), default_validation_size=5000)
+        >>> register_dataset(kmnist, overwrite=True).name in list_datasets()
+        True
+        >>> _ = DATASETS.pop("kmnist")  # (this example leaves the registry as it found it)
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"register_dataset takes a DatasetSpec, got {type(spec).__name__}")
+    if spec.source not in ("tfds", "embedded"):
+        raise ValueError(f"dataset {spec.name!r}: source must be 'tfds' or 'embedded', got {spec.source!r}")
+    channels = spec.image_shape[-1] if spec.image_shape else None
+    if len(spec.mean) != len(spec.std) or (channels is not None and len(spec.mean) not in (1, channels)):
+        raise ValueError(f"dataset {spec.name!r}: mean and std need one value per channel ({channels}), "
+                         f"got {len(spec.mean)} and {len(spec.std)}")
+    if spec.name in DATASETS and not overwrite and DATASETS[spec.name] != spec:
+        raise ValueError(f"dataset {spec.name!r} is registered already; pass overwrite=True to replace it")
+    DATASETS[spec.name] = spec
+    return spec
+
+
 def list_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load`, sorted. Example: ``"mnist" in list_datasets()``."""
     return tuple(sorted(DATASETS))
