@@ -50,7 +50,6 @@ import errno
 import json
 import os
 import pathlib
-import re
 import sys
 import time
 from typing import Optional, Sequence
@@ -508,48 +507,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
-# what instability_sweep (and the IMP lineages it runs) writes in its folder
-_SWEEP_FILES = ("config.json", "results.json", "results.csv", "curves.npz", "instability_vs_k.png",
-                "error_curves.png")
-_SWEEP_DIRS = ("checkpoints", "rewind", "points", ".trash")
-_SWEEP_IMP_DIR = re.compile(r"imp_k\d{6}$")
-_SWEEP_TMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in _SWEEP_FILES) + r")\..*\.tmp$")
-
-
-def _is_sweep_folder(workdir: pathlib.Path) -> bool:
-    """Whether ``workdir/config.json`` is the one :func:`jaxticket.instability.instability_sweep`
-    writes (its identity holds the sweep's settings)."""
-    try:
-        stored = json.loads((workdir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(stored, dict) and isinstance(stored.get("config"), dict) and "sweep" in stored["config"]
-
-
-def _sweep_entries(workdir: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """``(written by the sweep, anything else)`` among the entries of ``workdir``."""
-    ours, others = [], []
-    for entry in sorted(workdir.iterdir()):
-        name = entry.name
-        mine = (name in _SWEEP_FILES and entry.is_file()) or (name in _SWEEP_DIRS and entry.is_dir()) \
-            or (_SWEEP_IMP_DIR.match(name) and entry.is_dir()) or (_SWEEP_TMP.match(name) and entry.is_file())
-        (ours if mine else others).append(entry)
-    return ours, others
-
-
 def _check_overwrite_sweep(workdir: pathlib.Path) -> list[pathlib.Path]:
     """What ``instability --overwrite`` deletes in ``workdir``: the files a previous sweep
     wrote there, nothing else. A non-empty folder that holds no sweep is a :class:`UsageError`."""
+    from jaxticket import instability
+
     if not workdir.is_dir():
         return []
     entries = list(workdir.iterdir())
     if not entries:
         return []
-    if not _is_sweep_folder(workdir):
+    if not instability.is_sweep_folder(workdir):
         shown = ", ".join(sorted(e.name for e in entries)[:5]) + (", ..." if len(entries) > 5 else "")
         raise UsageError(f"--overwrite: {workdir} is not an instability sweep folder (no sweep config.json) and "
                          f"holds {shown}; nothing deleted: choose a new or empty --workdir")
-    return _sweep_entries(workdir)[0]
+    return instability.sweep_entries(workdir)[0]
 
 
 def _check_levels_reachable(config, levels: Sequence[int]) -> None:
@@ -629,7 +601,7 @@ def cmd_instability(args) -> int:
                 shutil.rmtree(entry)
             else:
                 entry.unlink(missing_ok=True)
-        kept = _sweep_entries(workdir)[1]
+        kept = instability.sweep_entries(workdir)[1]
         if kept:
             print(f"--overwrite: deleted the previous sweep in {workdir}; kept "
                   f"{', '.join(e.name for e in kept)} (not written by the sweep)", flush=True)

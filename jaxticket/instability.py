@@ -39,6 +39,7 @@ import functools
 import io
 import json
 import pathlib
+import re
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -49,8 +50,8 @@ from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
 
-__all__ = ["check_error", "copies_from", "error_of", "instability", "instability_sweep", "sweep_from_config",
-           "train_copies"]
+__all__ = ["SWEEP_DIRS", "SWEEP_FILES", "check_error", "copies_from", "error_of", "instability",
+           "instability_sweep", "is_sweep_folder", "sweep_entries", "sweep_from_config", "train_copies"]
 
 BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
@@ -265,6 +266,38 @@ def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, ba
                                   chunk_size=chunk_size, progress=False).state
         out[k] = state
     return out
+
+
+# What instability_sweep (and the IMP lineages it runs) writes in its folder: the one
+# owner of that layout, so that --overwrite deletes these and nothing else.
+SWEEP_FILES = ("config.json", "results.json", "results.csv", "curves.npz", "instability_vs_k.png",
+               "error_curves.png")
+SWEEP_DIRS = ("checkpoints", "rewind", "points", ".trash")
+_SWEEP_IMP_DIR = re.compile(r"imp_k\d{6}$")
+_SWEEP_TMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in SWEEP_FILES) + r")\..*\.tmp$")
+
+
+def is_sweep_folder(workdir) -> bool:
+    """Whether ``workdir/config.json`` is the one :func:`instability_sweep` writes (its
+    identity holds the sweep's settings)."""
+    try:
+        stored = json.loads((pathlib.Path(workdir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and isinstance(stored.get("config"), dict) and "sweep" in stored["config"]
+
+
+def sweep_entries(workdir) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """``(written by a sweep, anything else)`` among the entries of ``workdir``.
+
+    Example: ``sweep_entries("runs/sweep")[1]`` are a user's own files there."""
+    ours, others = [], []
+    for entry in sorted(pathlib.Path(workdir).iterdir()):
+        name = entry.name
+        mine = (name in SWEEP_FILES and entry.is_file()) or (name in SWEEP_DIRS and entry.is_dir()) \
+            or (_SWEEP_IMP_DIR.match(name) and entry.is_dir()) or (_SWEEP_TMP.match(name) and entry.is_file())
+        (ours if mine else others).append(entry)
+    return ours, others
 
 
 def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], levels: Sequence[int] = (0,), *,
