@@ -88,6 +88,12 @@ def _abstract_variables(task: "Task") -> dict:
     return jax.eval_shape(lambda x: task.init_variables(jax.random.key(0), x), x)
 
 
+@functools.lru_cache(maxsize=256)
+def _abstract_outputs(task: "Task"):
+    x = jax.ShapeDtypeStruct((1, *task.input_shape), jnp.dtype(task.input_dtype))
+    return jax.eval_shape(lambda v, x: task.apply(v, x, train=False), _abstract_variables(task), x)
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A model, its input shape, loss, optimizer and metrics; hashable, the key of every
@@ -218,9 +224,9 @@ class Task:
 
     def abstract_outputs(self):
         """The model's outputs for a batch of one example, in evaluation mode, as
-        ``jax.ShapeDtypeStruct`` s (no computation): ``[1, C]`` for a classifier."""
-        x = jax.ShapeDtypeStruct((1, *self.input_shape), jnp.dtype(self.input_dtype))
-        return jax.eval_shape(lambda v, x: self.apply(v, x, train=False), _abstract_variables(self), x)
+        ``jax.ShapeDtypeStruct`` s (no computation; traced once per task): ``[1, C]`` for a
+        classifier."""
+        return _abstract_outputs(self)
 
     def check_labels(self, labels, name: str = "the data") -> None:
         """Refuses labels that the default loss (softmax cross-entropy over the model's
