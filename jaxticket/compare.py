@@ -132,6 +132,12 @@ def compare_runs(run_dirs: Sequence, *, out_dir, level: Optional[int] = None, na
       ``agreement`` (counts and fraction ``[n, n]``), ``ensembles`` rows,
       ``trajectory_movement`` per run and ``connectivity`` per run; ``summary.md`` and
       the PNG/JSON files are in ``out_dir``.
+
+    Example (``jaxticket compare runs/l1 runs/l2_structured --out cmp``)::
+
+        out = compare_runs(["runs/l1", "runs/l2_structured"], "cmp", level=5)
+        out["jaccard"][0][1]                  # mask overlap of the two subnetworks
+        out["agreement_fraction"][0][1]       # share of test examples both predict alike
     """
     from jaxticket import plots
 

@@ -71,6 +71,12 @@ def copies_from(state, copies: int, noise_seed: int = 0):
     then ``fold_in(., noise_seed * copies + i)``, so the copies differ from each other
     and from the run that produced ``state``; weights, BN statistics, optimizer state,
     mask and step are shared. Returns a state with a leading ``[copies]`` axis.
+
+    Example::
+
+        pair = copies_from(result.rewind_state, 2)       # the state at step k, one network
+        pair.params["fc1"]["kernel"].shape                # (2, 784, 300): identical weights
+        pair.data_key                                     # uint32 [2, 2]: different data orders
     """
     if copies < 2:
         raise ValueError(f"instability needs at least 2 copies, got {copies}")
@@ -91,6 +97,14 @@ def train_copies(task: train_lib.Task, state, data, copies: int = 2, *, steps: i
     """Trains ``copies`` noisy copies of ``state`` (single run, at step k) to ``steps``.
 
     One vmapped program; returns the final state with a leading ``[copies]`` axis.
+    The copies differ in their data order (``noise_seed``) and augmentation, not in ``state``.
+
+    Example::
+
+        at_k = result.rewind_state                     # fit(..., rewind_step=k) of one network
+        pair = train_copies(task, at_k, data, copies=2, steps=2000, batch_size=64)
+        pair.params["Dense_0"]["kernel"].shape         # [2, in, out]
+        instability(task, pair, data)                   # the error barrier between the two
     """
     batched = copies_from(state, copies, noise_seed)
     return train_lib.fit(task, batched, data["train"], steps=steps, batch_size=batch_size, augment=augment,
@@ -319,6 +333,12 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     ``curves.npz``, the plots ``instability_vs_k.png`` and ``error_curves.png``, and per
     point ``points/kK_levelL.json`` / ``.npz`` (curves) / ``_finals.npz`` (the copies'
     final params), read back on a rerun; ``workdir/config.json`` refuses a different sweep.
+
+    Example (the command ``jaxticket instability``, on objects)::
+
+        rows = instability_sweep(task, data, jt.magnitude(0.2), ks=[0, 100, 500], levels=[0, 3, 7],
+                                 workdir="runs/lmc", steps=2000, batch_size=64, copies=2)
+        [(r["k"], r["level"], r["test_barrier"]) for r in rows]   # one row per (k, level)
     """
     from jaxticket import plots
 

@@ -120,6 +120,15 @@ class Mask:
         again, so the two are told apart without guessing from shapes.
 
     Build one with :func:`ones_like` (or :func:`from_tree`), never by hand.
+
+    Example:
+        >>> params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
+        >>> mask = ones_like(params)
+        >>> mask.paths(), mask.prunable, mask.batch_dims
+        (['dense/bias', 'dense/kernel'], (False, True), 0)
+        >>> mask = mask.replace(keep={"dense": {"kernel": jnp.eye(4, 3, dtype=bool), "bias": jnp.ones(3, bool)}})
+        >>> float(apply(params, mask)["dense"]["kernel"].sum())   # pruned entries are exactly 0
+        3.0
     """
 
     __slots__ = ("keep", "prunable", "ranks")
@@ -364,6 +373,12 @@ def count(mask: Mask) -> tuple[jax.Array, int]:
     """``(kept, total)`` over prunable leaves: kept is an int array (traced under jit).
 
     With a leading seeds axis (vmapped mask) call it under ``jax.vmap``.
+
+    Example:
+        >>> mask = ones_like({"w": jnp.ones((3, 4)), "b": jnp.ones(4)})
+        >>> kept, total = count(mask)       # the bias is not prunable: not counted
+        >>> int(kept), total
+        (12, 12)
     """
     kept = jnp.zeros((), dtype=jnp.int32)
     total = 0
@@ -435,7 +450,16 @@ def density(mask: Mask) -> jax.Array:
 
 
 def sparsity(mask: Mask) -> jax.Array:
-    """Fraction of prunable entries removed: ``1 - density(mask)``."""
+    """Fraction of prunable entries removed: ``1 - density(mask)``; a float32 scalar (one
+    value per replica under ``vmap``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> mask = ones_like({"w": jnp.ones((2, 3)), "b": jnp.ones(3)})   # kernels only
+        >>> mask = mask.replace(keep={"w": jnp.array([[1, 0, 0], [1, 1, 0]], bool), "b": jnp.ones(3, bool)})
+        >>> float(sparsity(mask))   # 3 of the 6 kernel entries removed; the bias does not count
+        0.5
+    """
     return 1.0 - density(mask)
 
 

@@ -69,10 +69,19 @@ def test_grasp_removes_the_highest_minus_w_times_hessian_gradient(temperature):
     task, params, batch = setup()
     loss = loss_fn(task, batch, temperature)
     g = jax.grad(loss)(params)
-    hg = jax.jvp(jax.grad(loss), (params,), (g,))[1]  # forward-over-reverse Hessian-vector product
-    scores = [np.asarray(h * w) for h, w in zip(kernels(hg), kernels(params))]  # lowest w*Hg = highest S(-w)
-    want = keep_highest(scores, 0.5)
-    mask = pruning.grasp(0.5, task=task, batch=batch, temperature=temperature)(params, masks.ones_like(params))
+    # the authors' code: gradient and Hessian of the weights only (biases fixed): H_ww g_w
+    g_weights = {name: {"kernel": layer["kernel"], "bias": jnp.zeros_like(layer["bias"])} for name, layer in g.items()}
+    hvp = lambda v: jax.jvp(jax.grad(loss), (params,), (v,))[1]  # forward-over-reverse Hessian-vector product
+    want_scores = [np.asarray(h * w) for h, w in zip(kernels(hvp(g_weights)), kernels(params))]
+    all_scores = [np.asarray(h * w) for h, w in zip(kernels(hvp(g)), kernels(params))]  # biases in g: not GraSP's
+    grasp = pruning.grasp(0.5, task=task, batch=batch, temperature=temperature)
+    got_scores = kernels(grasp.score_tree(params, masks.ones_like(params)))
+    scale = max(np.abs(s).max() for s in want_scores)
+    for got, want, other in zip(got_scores, want_scores, all_scores):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5 * scale)
+    assert max(np.abs(w - o).max() for w, o in zip(want_scores, all_scores)) > 1e-2 * scale  # the test tells them apart
+    want = keep_highest(want_scores, 0.5)  # lowest w*Hg = highest S(-w)
+    mask = grasp(params, masks.ones_like(params))
     agree = np.mean(np.concatenate([(np.asarray(a) == b).ravel() for a, b in zip(kernels(mask.keep), want)]))
     assert agree > 0.99  # reverse-over-reverse vs forward-over-reverse: float rounding at the threshold
     other = pruning.grasp(0.5, task=task, batch=batch, temperature=201.0 - temperature)(params, masks.ones_like(params))

@@ -195,5 +195,13 @@ def count_weights(params: Any) -> int:
 
     Biases and BatchNorm scales/shifts (1-D) are not counted; this is the "weights"
     of the lottery-ticket papers (e.g. 266,200 for LeNet-300-100).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> params = {"fc1": {"kernel": jnp.zeros((784, 300)), "bias": jnp.zeros(300)},
+        ...           "fc2": {"kernel": jnp.zeros((300, 100)), "bias": jnp.zeros(100)},
+        ...           "output": {"kernel": jnp.zeros((100, 10)), "bias": jnp.zeros(10)}}
+        >>> count_weights(params), count_params(params)      # LeNet-300-100
+        (266200, 266610)
     """
     return sum(n for ndim, n in map(_size, jax.tree_util.tree_leaves(params)) if ndim >= 2)

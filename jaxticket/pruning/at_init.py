@@ -12,7 +12,9 @@ task and training data). SynFlow needs the model only.
 * **GraSP** (Wang et al. 2020, "Picking winning tickets before training by preserving
   gradient flow", Eq. 8): ``S(-w) = -w ⊙ Hg``, ``Hg`` the Hessian-gradient product of the
   loss on a batch; the weights with the *highest* ``S(-w)`` go (removing them reduces the
-  gradient flow least), i.e. the lowest signed ``w ⊙ Hg``.
+  gradient flow least), i.e. the lowest signed ``w ⊙ Hg``. ``g`` and ``H`` are taken over
+  the prunable weights only (biases and normalisation parameters held fixed), as in the
+  authors' code.
 * **SynFlow** (Tanaka et al. 2020, "Pruning neural networks without any data by
   iteratively conserving synaptic flow", Eq. 1 and Algorithm 1): with every parameter
   replaced by its absolute value and an all-ones input, ``R = 1ᵀ f(1; |w|)`` and
@@ -170,6 +172,10 @@ class GraSP(_AtInit):
     def score_tree(self, params, mask):
         stats, t = _batch_stats(self.task, params), self.temperature
         g = jax.lax.stop_gradient(jax.grad(self._loss)(params, stats, t))
+        # The gradient and the Hessian of the prunable weights only (the authors' code takes
+        # them over the conv/linear weights): H_ww g_w, without the biases' H_wb g_b.
+        g = jax.tree.unflatten(jax.tree.structure(g), [
+            x if flag else jnp.zeros_like(x) for x, flag in zip(jax.tree.leaves(g), mask.prunable)])
         # Hg = ∂/∂w (gᵀ ∂L/∂w) with g held fixed: a Hessian-gradient product
         hg = jax.grad(lambda p: sum(jnp.vdot(a, b) for a, b in zip(
             jax.tree.leaves(jax.grad(self._loss)(p, stats, t)), jax.tree.leaves(g))))(params)
@@ -226,7 +232,19 @@ def grasp(fraction: float, *, task=None, batch=None, scope: str = "global", iter
           temperature: float = 200.0, **kw) -> GraSP:
     """GraSP (Wang et al. 2020): removes the ``fraction`` of survivors with the highest
     ``S(-w) = -w ⊙ Hg`` on ``batch = (x, y)``, the logits divided by ``temperature`` (200
-    in the authors' code). Global by default, as in the paper."""
+    in the authors' code). Global by default, as in the paper.
+
+    Example (as for :func:`snip`; the task and batch can also be bound later by
+    :func:`jaxticket.imp`):
+        >>> import numpy as np
+        >>> from jaxticket import masks, train
+        >>> task = train.task_from_config(train.TrainConfig(model="lenet_32", input_shape=(4, 4, 1)))
+        >>> x, y = np.ones((8, 4, 4, 1), np.float32), np.arange(8) % 10
+        >>> params = train.init_state(task).params
+        >>> mask = grasp(0.5, task=task, batch=(x, y))(params, masks.ones_like(params))
+        >>> round(float(masks.density(mask)), 3)
+        0.5
+    """
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"pruning.grasp: temperature must be a number > 0, got {temperature!r}")
     return GraSP(fraction, scope, iterations=iterations, task=task, batch=batch, temperature=float(temperature), **kw)
@@ -234,7 +252,16 @@ def grasp(fraction: float, *, task=None, batch=None, scope: str = "global", iter
 
 def synflow(fraction: float, *, task=None, scope: str = "global", iterations: int = 100, **kw) -> SynFlow:
     """SynFlow (Tanaka et al. 2020): data-free, ``iterations`` rounds (100 by default) of
-    removing the lowest ``|∂R/∂w ⊙ w|`` on an exponential schedule to ``fraction``."""
+    removing the lowest ``|∂R/∂w ⊙ w|`` on an exponential schedule to ``fraction``.
+
+    Example (no data: only the model's input shape):
+        >>> from jaxticket import masks, train
+        >>> task = train.task_from_config(train.TrainConfig(model="lenet_32", input_shape=(4, 4, 1)))
+        >>> params = train.init_state(task).params
+        >>> mask = synflow(0.9, task=task, iterations=10)(params, masks.ones_like(params))
+        >>> round(float(masks.density(mask)), 3), min(row["kept"] for row in masks.summary(mask).as_dicts() if row["prunable"]) > 0
+        (0.1, True)
+    """
     return SynFlow(fraction, scope, iterations=iterations, task=task, **kw)
 
 

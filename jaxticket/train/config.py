@@ -74,6 +74,16 @@ class TrainConfig:
       init_seed, data_seed, aug_seed, dropout_seed: the random streams.
       chunk_size: training steps per compiled call in :func:`jaxticket.train.fit`.
       checkpoint_every: save a checkpoint every this many steps (0 = only at the end).
+
+    Example:
+        >>> config = TrainConfig(model="lenet_300_100", optimizer="sgd", lr=0.1, momentum=0.9,
+        ...                      steps=30000, milestones=(15000, 22500), batch_size=128)
+        >>> config.gamma, config.dataset
+        (0.1, 'mnist')
+        >>> TrainConfig(lr=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig: lr must be a finite number > 0, got -1.0
     """
 
     model: str = "lenet_300_100"

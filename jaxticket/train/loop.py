@@ -95,7 +95,15 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns: the state after the last step, the state at exactly
-    ``rewind_step`` (``None`` if not asked for), and one dict per evaluation."""
+    ``rewind_step`` (``None`` if not asked for), and one dict per evaluation.
+
+    Example::
+
+        result = fit(task, init_state(task, seeds=3), data.train, steps=1000, batch_size=64,
+                     val=data.validation, eval_every=100, rewind_step=50)
+        result.state.step, result.rewind_state.step        # 1000, 50
+        [r["val_loss"] for r in result.history]           # per evaluation: a list over the 3 seeds
+    """
 
     state: TrainState
     rewind_state: Optional[TrainState]

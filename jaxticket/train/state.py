@@ -57,6 +57,12 @@ class TrainState:
       opt_state: the optax state.
       mask: a :class:`jaxticket.masks.Mask` for ``params``, or ``None`` (dense, no masking).
       data_key, aug_key, dropout_key: raw ``uint32[2]`` keys of those streams.
+
+    Example (built by :func:`init_state`, never by hand)::
+
+        state = init_state(task, seeds=4)
+        state.step.shape, state.params["fc1"]["kernel"].shape    # (4,), (4, 784, 300)
+        state.mask.keep["fc1"]["kernel"].dtype                    # bool
     """
 
     step: jax.Array

@@ -119,6 +119,14 @@ class Task:
 
     Functions are compared by identity: build the Task once and reuse it, so the
     compiled programs are reused too.
+
+    Example:
+        >>> import flax.linen as nn, optax
+        >>> task = Task(nn.Dense(10), input_shape=(784,), tx=optax.sgd(0.1))
+        >>> task.abstract_params()["kernel"].shape           # [in, out]
+        (784, 10)
+        >>> task.metric_names
+        ('accuracy',)
     """
 
     model: Any
