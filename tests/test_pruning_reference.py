@@ -6,8 +6,8 @@ applied iteratively to the same module (its PruningContainer prunes ``round(amou
 survivors)``, Python's round of a float product), on weights in torch layout (Linear
 ``[out, in]``, Conv ``[O, I, H, W]``); here they are transposed to flax layout (Dense
 ``[in, out]``, Conv ``[H, W, I, O]``). The weights have distinct magnitudes, so ties (broken
-differently by torch's topk and jaxticket) do not arise. Script: /tmp/prunecheck/compare.py
-and make_test_data.py of the cross-check.
+differently by torch's topk and jaxticket) do not arise. The torch script that printed them
+is at the end of this file (it needs torch; the tests do not).
 """
 
 import math
@@ -83,3 +83,35 @@ def test_half_even_counts_are_exact_where_torch_rounds_a_float_product():
     assert 0.35 * 330 < 115.5 and 0.7 * 45 < 31.5  # the float products torch rounds
     for amount, n, exact_count in [(0.35, 330, 116), (0.7, 45, 32), (0.2, 330, 66), (0.2, 5, 1)]:
         assert int(pruning.removal_count(amount, n, "half_even")) == exact_count, (amount, n)
+
+
+# The torch side, run once with torch 2.13.0 (CPU) installed; it printed the constants above.
+# # torch side of tests/test_pruning_reference.py: expected masks from torch.nn.utils.prune
+# import numpy as np, torch, torch.nn as nn, torch.nn.utils.prune as prune
+# rng = np.random.default_rng(7)
+# def w(shape):
+#     while True:
+#         x = np.round(rng.standard_normal(shape), 2).astype(np.float32)
+#         a = np.abs(x).ravel()
+#         if len(np.unique(a)) == a.size and a.min() > 0: return x
+# fc = w((4, 5)); conv = w((5, 1, 2, 2)); fc2 = w((3, 4))
+# print("torch", torch.__version__)
+# print("FC =", fc.tolist()); print("CONV =", conv.tolist()); print("FC2 =", fc2.tolist())
+# def mod(x):
+#     m = nn.Module(); m.weight = nn.Parameter(torch.tensor(x)); return m
+# m = mod(fc); out = []
+# for r in range(3):
+#     prune.l1_unstructured(m, "weight", amount=0.2); out.append(m.weight_mask.int().tolist())
+# print("L1_FC_0.2 =", out)
+# for n in (1, 2, float("inf"), float("-inf")):
+#     m = mod(conv); out = []
+#     for r in range(3):
+#         prune.ln_structured(m, "weight", amount=0.5, n=n, dim=0)
+#         out.append(m.weight_mask.reshape(5, -1).any(1).int().tolist())
+#     print(f"LN_CONV_0.5[{n}] =", out)
+# a, b = mod(fc), mod(fc2); outa, outb = [], []
+# for r in range(3):
+#     prune.global_unstructured([(a, "weight"), (b, "weight")], prune.L1Unstructured, amount=0.2)
+#     outa.append(a.weight_mask.int().tolist()); outb.append(b.weight_mask.int().tolist())
+# print("GLOBAL_FC =", outa); print("GLOBAL_FC2 =", outb)
+# print("counts", {(am, n): prune._compute_nparams_toprune(am, n) for am, n in ((0.35, 330), (0.7, 45), (0.5, 5), (0.5, 1), (0.2, 3))})
