@@ -1,7 +1,7 @@
 """Paganini & Forde (2020), "On iterative neural network pruning, reinitialization, and the
 similarity of masks": LeNet-5 on MNIST, nine pruning methods, five seeds.
 
-    python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --epochs 2   # this CPU
+    python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --epochs 1   # this CPU (committed)
     python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist              # the paper: 30
     python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --quick      # a check
 
