@@ -77,8 +77,12 @@ def lenet5_fashion(quick: bool = False) -> dict:
 # setting, LeNet-5 at lr 0.05, is the main run's seed 0.) ResNet-20 at a quarter of its
 # width (4-8-16 channels, BatchNorm) is the paper's architecture at a cost this CPU can pay:
 # 1,200 iterations, 7 levels (21% of weights), BatchNorm statistics recomputed along the path.
+# ``lenet5_lr0.1_deep`` follows the most unstable LeNet-5 to 20 levels (1.15% of weights), copies
+# at levels 0, 10, 15 and 20: does IMP at k = 0 fall behind k = 100 at extreme sparsity?
 SEARCH = {"lenet_300_100_lr0.1": ("lenet_300_100", 0.1), "lenet_300_100_lr0.4": ("lenet_300_100", 0.4),
-          "resnet20_w4_lr0.1": ("resnet20_w4", 0.1), "lenet5_lr0.1": ("lenet5", 0.1)}
+          "resnet20_w4_lr0.1": ("resnet20_w4", 0.1), "lenet5_lr0.1": ("lenet5", 0.1),
+          "lenet5_lr0.1_deep": ("lenet5", 0.1)}
+DEEP_LEVELS = {"lenet5_lr0.1_deep": (20, [0, 10, 15, 20])}
 SEARCH_FIELDS = ("setting", "model", "lr") + FIELDS + ("note",)
 
 
@@ -88,6 +92,9 @@ def search_setting(name: str) -> dict:
     if model.startswith("resnet"):
         train = dataclasses.replace(s["config"].train, steps=1200, milestones=(600, 900), eval_every=1200)
         s.update(config=s["config"].replace(train=train, levels=7), copy_levels=[0, 7], batch_stats="recompute")
+    if name in DEEP_LEVELS:
+        levels, copy_levels = DEEP_LEVELS[name]
+        s.update(config=s["config"].replace(levels=levels), copy_levels=copy_levels)
     return s
 
 
