@@ -56,7 +56,7 @@ __all__ = ["SWEEP_DIRS", "SWEEP_FILES", "check_error", "copies_from", "error_of"
 BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
 RECOMPUTE_STREAM = 0xB57A75  # folded into copy 0's dropout key for recomputing BN statistics
-SWEEP_FIELDS = ("k", "level", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
+SWEEP_FIELDS = ("k", "level", "seed", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
                 "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
                 "l2_to_dense_final", "l2_to_dense_final_normalized", "aligned_train_barrier", "aligned_test_barrier")
 
@@ -269,10 +269,12 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
 # ============================================================================ sweep
 
 
-def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, batch_size: int, augment,
-                     chunk_size: int) -> dict:
-    """The dense network's single-run state at every k (one trajectory, no IMP)."""
-    state = train_lib.init_state(task, mask=ones, **seed_streams)
+def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, seeds: int, vary, batch_size: int,
+                     augment, chunk_size: int) -> dict:
+    """The dense network's state at every k (one trajectory, no IMP): a single-run state
+    for one seed, else with a leading ``[seeds]`` axis (replicas trained together)."""
+    state = train_lib.init_state(task, mask=ones, **seed_streams) if seeds == 1 else \
+        train_lib.init_state(task, mask=ones, seeds=seeds, vary=vary, **seed_streams)
     out = {}
     for k in sorted(set(ks)):
         if k > train_lib.host_step(state):
@@ -280,6 +282,22 @@ def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, ba
                                   chunk_size=chunk_size, progress=False).state
         out[k] = state
     return out
+
+
+def _seed_copies(state, seeds: int, copies: int, noise_seeds: Sequence[int]):
+    """``copies`` noisy copies of each of the ``seeds`` replicas of ``state`` (a single-run
+    state when ``seeds == 1``), stacked seed-major: ``[seeds * copies]``. Replica ``s``'s
+    copies get ``noise_seeds[s]``, so they are the copies a one-seed sweep of that
+    replica makes."""
+    if seeds == 1 and not train_lib.is_batched(state):
+        return copies_from(state, copies, noise_seeds[0])
+    per_seed = [copies_from(train_lib.replica(state, s), copies, noise_seeds[s]) for s in range(seeds)]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *per_seed)
+
+
+def _point_name(k: int, level: int, seed: int, seeds: int) -> str:
+    """``kKKKKKK_levelLL`` (one seed: the layout of sweeps made before seeds) or ``..._seedS``."""
+    return f"k{k:06d}_level{level:02d}" + (f"_seed{seed}" if seeds > 1 else "")
 
 
 # What instability_sweep (and the IMP lineages it runs) writes in its folder: the one
@@ -318,27 +336,32 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                       workdir, steps: int, batch_size: int, copies: int = 2, num_alphas: int = 30,
                       batch_stats: str = "interpolate", train_examples: Optional[int] = None,
                       align: bool = False, error: str = "accuracy", identity: Optional[dict] = None,
-                      progress=None, log: Optional[Callable] = print, **imp_settings) -> list[dict]:
+                      seeds: int = 1, progress=None, log: Optional[Callable] = print, **imp_settings) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
     For each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``, the
     ``pruner`` and ``imp_settings`` as for :func:`jaxticket.imp`), then ``copies`` noisy
     copies of the level-``L`` subnetwork at ``k`` trained to ``steps``; with only level 0
-    no IMP is run (one dense trajectory gives every ``k``). ``align``: also the barriers
+    no IMP is run (one dense trajectory gives every ``k``). ``seeds``: replicas (the
+    streams of ``vary`` differ, as in :func:`jaxticket.imp`) trained together: one IMP
+    lineage of ``seeds`` replicas per ``k``, and the ``seeds x copies`` copies of a
+    point in one program; replica ``s`` gives the numbers of a one-seed sweep with its
+    seeds (``init_seed + s``, ... for the streams in ``vary``) and one row per seed. ``align``: also the barriers
     after weight matching the copies (:func:`align_copies`), as ``aligned_*`` columns.
     ``error``: the quantity on the path, as for :func:`instability` (checked before any
     training; ``final_test_error`` is that quantity too).
 
-    Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level)),
-    ``curves.npz``, the plots ``instability_vs_k.png`` and ``error_curves.png``, and per
-    point ``points/kK_levelL.json`` / ``.npz`` (curves) / ``_finals.npz`` (the copies'
-    final params), read back on a rerun; ``workdir/config.json`` refuses a different sweep.
+    Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level, seed)),
+    the plots ``instability_vs_k.png`` (mean over seeds) and ``error_curves.png`` (seed
+    0), and per point ``points/kK_levelL[_seedS].json`` / ``.npz`` (curves) /
+    ``_finals.npz`` (the copies' final params), read back on a rerun;
+    ``workdir/config.json`` refuses a different sweep.
 
     Example (the command ``jaxticket instability``, on objects)::
 
         rows = instability_sweep(task, data, jt.magnitude(0.2), ks=[0, 100, 500], levels=[0, 3, 7],
-                                 workdir="runs/lmc", steps=2000, batch_size=64, copies=2)
-        [(r["k"], r["level"], r["test_barrier"]) for r in rows]   # one row per (k, level)
+                                 workdir="runs/lmc", steps=2000, batch_size=64, copies=2, seeds=3)
+        [(r["k"], r["level"], r["seed"], r["test_barrier"]) for r in rows]   # one row per (k, level, seed)
     """
     from jaxticket import plots
 
@@ -350,83 +373,98 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
         raise ValueError(f"rewind steps {bad} are outside [0, steps={steps}]")
     if any(l < 0 for l in levels):
         raise ValueError(f"levels must be >= 0, got {levels}")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    seeds = int(seeds)
     check_error(task, error, "instability_sweep")
-    settings = lottery.ImpSettings(levels=max(levels), steps=steps, batch_size=batch_size, seeds=1,
+    settings = lottery.ImpSettings(levels=max(levels), steps=steps, batch_size=batch_size, seeds=seeds,
                                    **{k: v for k, v in imp_settings.items() if k not in ("seeds", "levels")})
     workdir = pathlib.Path(workdir)
     sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
              "batch_stats": batch_stats, "train_examples": train_examples, "align": align}
     if error != "accuracy":  # only then: sweeps made before the option keep their identity
         sweep["error"] = error
+    if seeds > 1:  # likewise; and a folder of one-seed points is never read as several seeds
+        sweep["seeds"] = seeds
     base = identity if identity is not None else {"task": task.describe(), "pruner": pruning.describe(pruner),
                                                   "settings": settings.to_dict()}
     ckpt_lib.RunCheckpoints(workdir, {**base, "sweep": sweep, "data": data.fingerprint()}).close()
     points = workdir / "points"
     rows, curves, dense_states = [], {}, None
     fit_kw = dict(batch_size=batch_size, augment=settings.augment, chunk_size=settings.chunk_size)
+    noise_seeds = train_lib.replica_seeds(seeds, settings.vary, **settings.seed_streams)["data"]
     for k in ks:
-        todo = [l for l in levels if not (points / f"k{k:06d}_level{l:02d}.json").exists()]
+        todo = [l for l in levels if not all((points / f"{_point_name(k, l, s, seeds)}.json").exists()
+                                             for s in range(seeds))]
         states, dense_final = {}, None
         if todo and max(levels) == 0:
             ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
-            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings.seed_streams, **fit_kw)
+            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings.seed_streams, seeds,
+                                                            settings.vary, **fit_kw)
             states = {0: dense_states[k]}
         elif todo:
             run_settings = {**settings.to_dict(), "rewind_step": k, "reset": "rewind"}
             for key in ("levels", "steps", "batch_size", "seeds", "rewind_step"):
                 run_settings.pop(key)
             run = lottery.imp(task, data, pruner, levels=max(levels), steps=steps, batch_size=batch_size,
-                              rewind_step=k, seeds=1, workdir=workdir / f"imp_k{k:06d}", progress=progress,
+                              rewind_step=k, seeds=seeds, workdir=workdir / f"imp_k{k:06d}", progress=progress,
                               log=log, **run_settings)
-            states = {level: train_lib.replica(run.branch_state("rewind", level), 0) for level in levels}
-            dense = run.levels[0]
-            dense_final = jax.tree.map(lambda x: x[0], dense.params)
+            states = {level: run.branch_state("rewind", level) for level in levels}  # [seeds] leading
+            dense_final = run.levels[0].params
         for level in levels:
-            path = points / f"k{k:06d}_level{level:02d}.json"
-            if path.exists():
-                rows.append(rundir_lib.read_json(path))
-                stored = rundir_lib.load_tree(path.with_suffix(".npz"))
-                curves[(k, level)] = {"train": stored["train"], "test": stored["test"]}
+            names = [_point_name(k, level, s, seeds) for s in range(seeds)]
+            if all((points / f"{name}.json").exists() for name in names):
+                for s, name in enumerate(names):
+                    rows.append({"seed": s, **rundir_lib.read_json(points / f"{name}.json")})
+                    stored = rundir_lib.load_tree(points / f"{name}.npz")
+                    curves[(k, level, s)] = {"train": stored["train"], "test": stored["test"]}
                 continue
-            finals = train_copies(task, states[level], data, copies, steps=steps, noise_seed=settings.data_seed,
-                                  progress=progress, **fit_kw)
-            res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
-                              train_examples=train_examples, batch_size=batch_size,
-                              eval_batch_size=settings.eval_batch_size, align=align, error=error)
-            row = {"k": k, "level": level, "copies": copies,
-                   "density": float(masks_lib.density(states[level].mask)),
-                   **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
-                                                "test_barrier_std", "train_barriers", "test_barriers",
-                                                "copy_l2", "copy_l2_normalized", "batch_stats")},
-                   "stable_test": res["test_barrier"] < 0.02, "stable_train": res["train_barrier"] < 0.02,
-                   "final_test_error": float(np.mean(np.asarray(res["curves"]["test"])[:, [0, -1]])),
-                   "l2_to_dense_final": None, "l2_to_dense_final_normalized": None,
-                   **{key: res[key] for key in ("aligned_train_barrier", "aligned_test_barrier",
-                                                "aligned_train_barrier_std", "aligned_test_barrier_std")
-                      if key in res}}
-            if dense_final is not None:
-                copy0 = jax.tree.map(lambda x: x[0], finals.params)
-                row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_final))
-                row["l2_to_dense_final_normalized"] = float(stability.l2_distance(copy0, dense_final, normalize=True))
-            rundir_lib.save_tree(path.with_name(path.stem + "_finals.npz"),
-                                 {"params": finals.params, "batch_stats": finals.batch_stats})
-            rundir_lib.save_tree(path.with_suffix(".npz"), dict(res["curves"]))
-            rundir_lib.write_atomic(path, json.dumps(row, indent=2) + "\n")
-            curves[(k, level)] = res["curves"]
-            rows.append(row)
-            log(f"[instability] k={k:6d} level {level:2d} density {row['density']:.4f}  "
-                f"test barrier {100 * row['test_barrier']:6.2f}%  train barrier {100 * row['train_barrier']:6.2f}%")
+            # every seed's copies in one program (a point cut short is trained again whole)
+            finals_all = train_lib.fit(task, _seed_copies(states[level], seeds, copies, noise_seeds), data.train,
+                                       steps=steps, progress=progress, **fit_kw).state
+            for s, name in enumerate(names):
+                finals = jax.tree.map(lambda x, s=s: x[s * copies:(s + 1) * copies], finals_all)
+                res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
+                                  train_examples=train_examples, batch_size=batch_size,
+                                  eval_batch_size=settings.eval_batch_size, align=align, error=error)
+                row = {"k": k, "level": level, "seed": s, "copies": copies,
+                       "density": float(masks_lib.density(train_lib.replica(finals, 0).mask)),
+                       **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
+                                                    "test_barrier_std", "train_barriers", "test_barriers",
+                                                    "copy_l2", "copy_l2_normalized", "batch_stats")},
+                       "stable_test": res["test_barrier"] < 0.02, "stable_train": res["train_barrier"] < 0.02,
+                       "final_test_error": float(np.mean(np.asarray(res["curves"]["test"])[:, [0, -1]])),
+                       "l2_to_dense_final": None, "l2_to_dense_final_normalized": None,
+                       **{key: res[key] for key in ("aligned_train_barrier", "aligned_test_barrier",
+                                                    "aligned_train_barrier_std", "aligned_test_barrier_std")
+                          if key in res}}
+                if dense_final is not None:
+                    copy0 = train_lib.replica(finals, 0).params
+                    dense_s = jax.tree.map(lambda x, s=s: x[s], dense_final)
+                    row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_s))
+                    row["l2_to_dense_final_normalized"] = float(stability.l2_distance(copy0, dense_s, normalize=True))
+                path = points / f"{name}.json"
+                rundir_lib.save_tree(path.with_name(path.stem + "_finals.npz"),
+                                     {"params": finals.params, "batch_stats": finals.batch_stats})
+                rundir_lib.save_tree(path.with_suffix(".npz"), dict(res["curves"]))
+                rundir_lib.write_atomic(path, json.dumps(row, indent=2) + "\n")
+                curves[(k, level, s)] = res["curves"]
+                rows.append(row)
+                log(f"[instability] k={k:6d} level {level:2d}" + (f" seed {s}" if seeds > 1 else "")
+                    + f" density {row['density']:.4f}  test barrier {100 * row['test_barrier']:6.2f}%  "
+                    f"train barrier {100 * row['train_barrier']:6.2f}%")
     _write_outputs(workdir, rows, curves, num_alphas, plots)
     return rows
 
 
 def sweep_from_config(config: "lottery.LotteryConfig", ks: Sequence[int], levels: Sequence[int] = (0,), *,
                       workdir, copies: int = 2, datasets=None, data_dir=None, manual_dir=None, **kw) -> list[dict]:
-    """:func:`instability_sweep` for a LotteryConfig (a preset, the command line)."""
+    """:func:`instability_sweep` for a LotteryConfig (a preset, the command line); its
+    ``seeds`` replicas train together."""
     task, data, pruner, settings = lottery.objects_from_config(config, data=datasets, data_dir=data_dir,
                                                                manual_dir=manual_dir)
     s = settings.to_dict()
-    for key in ("levels", "rewind_step", "seeds", "reset"):
+    for key in ("levels", "rewind_step", "reset"):
         s.pop(key)
     steps, batch_size = s.pop("steps"), s.pop("batch_size")
     return instability_sweep(task, data, pruner, ks, levels, workdir=workdir, steps=steps, batch_size=batch_size,
@@ -434,7 +472,9 @@ def sweep_from_config(config: "lottery.LotteryConfig", ks: Sequence[int], levels
 
 
 def _write_outputs(workdir: pathlib.Path, rows, curves, num_alphas, plots) -> None:
-    rows = sorted(rows, key=lambda r: (r["level"], r["k"]))
+    """results.json / .csv, and the plots: barriers vs k (one seed: the spread over pairs
+    of copies; several: mean and std over seeds) and seed 0's error curves."""
+    rows = sorted(rows, key=lambda r: (r["level"], r["k"], r.get("seed", 0)))
     rundir_lib.write_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=SWEEP_FIELDS, extrasaction="ignore")
@@ -446,12 +486,16 @@ def _write_outputs(workdir: pathlib.Path, rows, curves, num_alphas, plots) -> No
     for level in levels:
         sel = [r for r in rows if r["level"] == level]
         name = "dense" if level == 0 else f"level {level} ({100 * sel[0]['density']:.1f}%)"
-        barriers[f"{name}, test"] = ([r["test_barrier"] for r in sel], [r["test_barrier_std"] for r in sel])
-        barriers[f"{name}, train"] = ([r["train_barrier"] for r in sel], [r["train_barrier_std"] for r in sel])
+        for split in ("test", "train"):
+            per_k = [[r for r in sel if r["k"] == k] for k in sorted({r["k"] for r in sel})]
+            barriers[f"{name}, {split}"] = (
+                [float(np.mean([r[f"{split}_barrier"] for r in at])) for at in per_k],
+                [at[0][f"{split}_barrier_std"] if len(at) == 1 else float(np.std([r[f"{split}_barrier"] for r in at],
+                                                                                 ddof=1)) for at in per_k])
     ks = sorted({r["k"] for r in rows})
     if all(len(v[0]) == len(ks) for v in barriers.values()):
         plots.plot_instability_vs_k(ks, barriers, workdir / "instability_vs_k.png",
                                     title="Instability vs rewind step")
     alphas = np.asarray(stability.alphas(num_alphas))
-    labelled = {f"k={k}, level {l}": np.asarray(c["test"])[0] for (k, l), c in sorted(curves.items())}
+    labelled = {f"k={k}, level {l}": np.asarray(c["test"])[0] for (k, l, s), c in sorted(curves.items()) if s == 0}
     plots.plot_error_curve(alphas, labelled, workdir / "error_curves.png", title="Test error along the path")

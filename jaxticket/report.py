@@ -209,11 +209,15 @@ def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
 
 
 def format_instability_table(rows: Sequence[dict]) -> str:
-    """Instability rows as a fixed-width table (percentage points)."""
-    header = f"{'level':>5}  {'density':>8}  {'k':>7}  {'test barrier':>13}  {'train barrier':>14}  {'stable':>6}"
+    """Instability rows as a fixed-width table (percentage points; a ``seed`` column when
+    the rows come from several seeds)."""
+    seeded = any(r.get("seed", 0) for r in rows)
+    header = (f"{'level':>5}  {'density':>8}  {'k':>7}  " + (f"{'seed':>4}  " if seeded else "")
+              + f"{'test barrier':>13}  {'train barrier':>14}  {'stable':>6}")
     lines = [header, "-" * len(header)]
-    for r in sorted(rows, key=lambda r: (r["level"], r["k"])):
+    for r in sorted(rows, key=lambda r: (r["level"], r["k"], r.get("seed", 0))):
         lines.append(f"{r['level']:>5}  {100 * r['density']:>7.2f}%  {r['k']:>7}  "
+                     + (f"{r.get('seed', 0):>4}  " if seeded else "") +
                      f"{100 * r['test_barrier']:>6.2f} ± {100 * r['test_barrier_std']:<4.2f}  "
                      f"{100 * r['train_barrier']:>7.2f} ± {100 * r['train_barrier_std']:<4.2f}  "
                      f"{'yes' if r['stable_test'] else 'no':>6}")

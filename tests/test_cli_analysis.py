@@ -9,13 +9,14 @@ TINY = ["--config", "demo", "--steps", "40", "--seeds", "1", "--no-progress", "-
 
 def test_instability_command(tmp_path, capsys):
     workdir = tmp_path / "inst"
-    code = cli.main(["instability", *TINY, "--ks", "0", "10", "--levels", "0", "1", "--alphas", "4",
+    code = cli.main(["instability", *TINY, "--seeds", "2", "--ks", "0", "10", "--levels", "0", "1", "--alphas", "4",
                      "--workdir", str(workdir)])
     out = capsys.readouterr().out
     assert code == 0
-    rows = json.loads((workdir / "results.json").read_text())
-    assert sorted((r["k"], r["level"]) for r in rows) == [(0, 0), (0, 1), (10, 0), (10, 1)]
-    assert "test barrier" in out and "instability_vs_k.png" in out
+    rows = json.loads((workdir / "results.json").read_text())  # the two seeds trained together
+    assert sorted((r["k"], r["level"], r["seed"]) for r in rows) == \
+        [(k, level, seed) for k in (0, 10) for level in (0, 1) for seed in (0, 1)]
+    assert "test barrier" in out and "seed" in out and "instability_vs_k.png" in out
     assert (workdir / "instability_vs_k.png").exists()
 
 

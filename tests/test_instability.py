@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxticket import data as data_lib
+from jaxticket import checkpoints as ckpt
 from jaxticket import instability, lottery, masks, rundir, train
 
 CONFIG = train.TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="sgd", lr=0.1,
@@ -85,6 +86,41 @@ def test_dense_only_sweep_is_one_trajectory(full_digits, tmp_path):
                                          steps=60, batch_size=32, copies=2, num_alphas=3, progress=False, log=None)
     assert [r["k"] for r in rows] == [0, 10] and all(r["l2_to_dense_final"] is None for r in rows)
     assert not list(tmp_path.glob("imp_k*"))
+
+
+@pytest.mark.parametrize("levels", [[0, 1], [0]], ids=["imp", "dense_only"])
+def test_seeds_trained_together_give_the_one_seed_sweeps(full_digits, tmp_path, levels):
+    """A sweep of two seeds (one IMP lineage of two replicas per k, the four copies of a
+    point in one program) gives, seed by seed, the numbers and weights of the one-seed
+    sweeps with those seeds, bit for bit on CPU."""
+    kw = dict(steps=40, batch_size=32, chunk_size=20, copies=2, num_alphas=3, progress=False, log=None)
+    both = instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=levels,
+                                         workdir=tmp_path / "both", seeds=2, **kw)
+    assert sorted((r["k"], r["level"], r["seed"]) for r in both) == \
+        [(k, l, s) for k in (0, 10) for l in levels for s in (0, 1)]
+    for seed in (0, 1):
+        alone = instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=levels,
+                                              workdir=tmp_path / f"seed{seed}", init_seed=seed, data_seed=seed,
+                                              aug_seed=seed, **kw)
+        for r in alone:
+            twin = next(b for b in both if (b["k"], b["level"], b["seed"]) == (r["k"], r["level"], seed))
+            assert {key: v for key, v in twin.items() if key != "seed"} == {key: v for key, v in r.items()
+                                                                             if key != "seed"}
+            name = f"k{r['k']:06d}_level{r['level']:02d}"
+            mine = rundir.load_tree(tmp_path / "both" / "points" / f"{name}_seed{seed}_finals.npz")
+            theirs = rundir.load_tree(tmp_path / f"seed{seed}" / "points" / f"{name}_finals.npz")
+            for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)):
+                np.testing.assert_array_equal(a, b)
+    assert len({(r["test_barrier"], r["copy_l2"][0]) for r in both if r["level"] == max(levels)}) == 4
+    again = instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=levels,
+                                          workdir=tmp_path / "both", seeds=2, **kw)
+    key = lambda r: (r["k"], r["level"], r["seed"])  # noqa: E731
+    assert sorted(again, key=key) == sorted(both, key=key)  # read back
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0], workdir=tmp_path / "x", seeds=0, **kw)
+    with pytest.raises(ckpt.ConfigMismatchError):  # one seed's points are never read as several
+        instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=levels,
+                                      workdir=tmp_path / "both", seeds=1, **kw)
 
 
 def test_sweep_from_a_config(full_digits, tmp_path):
