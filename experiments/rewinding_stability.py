@@ -64,7 +64,7 @@ def fashion(model: str = "lenet5", lr: float = 0.05, quick: bool = False) -> dic
                         eval_every=steps)
     config = lottery.LotteryConfig(train=train, levels=4 if quick else 10, pruner=GLOBAL_20, validation_size=0)
     return {"config": config, "ks": [0, 100] if quick else [0, 25, 100, 500],
-            "copy_levels": [0, 4] if quick else [0, 4, 7, 10], "seeds": 2 if quick else 3,
+            "copy_levels": [0, 4] if quick else [0, 4, 7, 10], "seeds": 2 if quick else 5,
             "batch_stats": "interpolate", "train_examples": 10_000, "num_alphas": 15}
 
 
