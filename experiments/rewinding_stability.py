@@ -113,7 +113,22 @@ def seed_config(config: lottery.LotteryConfig, seed: int) -> lottery.LotteryConf
     return config.replace(train=dataclasses.replace(config.train, init_seed=seed, data_seed=seed))
 
 
+def started_sweep(workdir: pathlib.Path) -> dict:
+    """The ks and copy levels a seed's folder was started with (``{}`` for a new folder): a
+    sweep's identity holds them, so a folder continues with its own (more ks for a seed
+    need another folder)."""
+    if not instability.is_sweep_folder(workdir):
+        return {}
+    sweep = json.loads((workdir / "config.json").read_text())["config"]["sweep"]
+    return {"ks": sweep["ks"], "copy_levels": sweep["levels"]}
+
+
 def run_seed(s: dict, seed: int, workdir: pathlib.Path, data) -> None:
+    started = started_sweep(workdir)
+    if started and (started["ks"], started["copy_levels"]) != (s["ks"], s["copy_levels"]):
+        print(f"seed {seed}: {workdir.name} was started with ks {started['ks']}, copies at levels "
+              f"{started['copy_levels']}: continuing with those", flush=True)
+    s = {**s, **started}
     instability.sweep_from_config(seed_config(s["config"], seed), s["ks"], s["copy_levels"], workdir=workdir,
                                   copies=2, datasets=data, num_alphas=s["num_alphas"],
                                   train_examples=s["train_examples"], batch_stats=s["batch_stats"],
