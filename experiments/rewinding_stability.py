@@ -135,6 +135,34 @@ def run_seed(s: dict, seed: int, workdir: pathlib.Path, data) -> None:
                                   progress=False)
 
 
+def run_dense_ks(s: dict, first_seed: int, ks, workdir: pathlib.Path, data) -> None:
+    """The dense network's barrier at extra ``ks`` for seeds ``first_seed``..: one
+    seeds-together sweep of level 0 (replica i is seed ``first_seed + i``, the same dense
+    network as that seed's folder)."""
+    config = seed_config(s["config"], first_seed).replace(seeds=s["seeds"] - first_seed)
+    instability.sweep_from_config(config, ks, [0], workdir=workdir, copies=2, datasets=data,
+                                  num_alphas=s["num_alphas"], train_examples=s["train_examples"],
+                                  batch_stats=s["batch_stats"], progress=False)
+
+
+DENSE_FIELDS = ("k", "seed", "test_barrier", "train_barrier", "source")
+
+
+def dense_barriers(workdir: pathlib.Path, seeds: int) -> list[dict]:
+    """The dense network's barriers per k and seed: from the seed folders and the
+    seeds-together dense sweep (``workdir/dense_ks``, whose config says its first seed)."""
+    rows = [{"k": r["k"], "seed": r["seed"], "test_barrier": r["test_barrier"], "train_barrier": r["train_barrier"],
+             "source": f"seed{r['seed']}"} for r in collect(workdir, seeds)
+            if r["level"] == 0 and r["test_barrier"] is not None]
+    extra = workdir / "dense_ks"
+    if (extra / "results.json").exists():
+        first = json.loads((extra / "config.json").read_text())["config"]["lottery"]["train"]["init_seed"]
+        rows += [{"k": r["k"], "seed": first + r["seed"], "test_barrier": r["test_barrier"],
+                  "train_barrier": r["train_barrier"], "source": "dense_ks"}
+                 for r in json.loads((extra / "results.json").read_text())]
+    return sorted(rows, key=lambda r: (r["k"], r["seed"]))
+
+
 # ---------------------------------------------------------------------------- results
 
 
@@ -278,6 +306,9 @@ def main(argv=None) -> int:
                              "k in {0, 100}; writes search.csv")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of what the run folder holds")
+    parser.add_argument("--dense-ks", type=int, nargs="+", default=None,
+                        help="also the dense network's barrier at these ks for seeds --first-seed.. "
+                             "(one seeds-together sweep in <workdir>/dense_ks); writes dense_barriers.csv")
     args = parser.parse_args(argv)
     if args.search is not None:
         return search(args.search or sorted(SEARCH), pathlib.Path(args.workdir + "_search"),
@@ -302,7 +333,14 @@ def main(argv=None) -> int:
             run_seed(s, seed, workdir / f"seed{seed}", data)
             prov.stage(f"seed{seed}", time.perf_counter() - t)
             write_outputs(workdir, out, s, title)
+        if args.dense_ks:
+            t = time.perf_counter()
+            run_dense_ks(s, args.first_seed, args.dense_ks, workdir / "dense_ks", data)
+            prov.stage(f"dense_ks_from_seed{args.first_seed}", time.perf_counter() - t)
     write_outputs(workdir, out, s, title)
+    dense = dense_barriers(workdir, s["seeds"])
+    if (workdir / "dense_ks").exists():
+        common.write_csv(out / "dense_barriers.csv", dense, DENSE_FIELDS)
     summary = out / "summary.md"
     print(summary.read_text() if summary.exists() else "no results yet")
     return 0
