@@ -137,8 +137,9 @@ def run_seed(s: dict, seed: int, workdir: pathlib.Path, data) -> None:
 
 def run_dense_ks(s: dict, first_seed: int, ks, workdir: pathlib.Path, data) -> None:
     """The dense network's barrier at extra ``ks`` for seeds ``first_seed``..: one
-    seeds-together sweep of level 0 (replica i is seed ``first_seed + i``, the same dense
-    network as that seed's folder)."""
+    seeds-together sweep of level 0 (replica i has the initialisation and data order of
+    seed ``first_seed + i``'s folder; its dense trajectory is trained again, not read from
+    that folder, and bit-identity with the folder's rewind point is not checked)."""
     config = seed_config(s["config"], first_seed).replace(seeds=s["seeds"] - first_seed)
     instability.sweep_from_config(config, ks, [0], workdir=workdir, copies=2, datasets=data,
                                   num_alphas=s["num_alphas"], train_examples=s["train_examples"],
