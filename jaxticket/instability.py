@@ -50,7 +50,7 @@ from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
 
-__all__ = ["SWEEP_DIRS", "SWEEP_FILES", "check_error", "copies_from", "error_of", "instability",
+__all__ = ["SWEEP_DIRS", "SWEEP_FILES", "check_error", "copies_from", "distances_to_full", "error_of", "instability",
            "instability_sweep", "is_sweep_folder", "sweep_entries", "sweep_from_config", "train_copies"]
 
 BATCH_STATS_MODES = ("interpolate", "recompute")
@@ -58,7 +58,8 @@ NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
 RECOMPUTE_STREAM = 0xB57A75  # folded into copy 0's dropout key for recomputing BN statistics
 SWEEP_FIELDS = ("k", "level", "seed", "density", "copies", "train_barrier", "train_barrier_std", "test_barrier",
                 "test_barrier_std", "stable_train", "stable_test", "final_test_error", "batch_stats",
-                "l2_to_dense_final", "l2_to_dense_final_normalized", "aligned_train_barrier", "aligned_test_barrier")
+                "l2_to_full", "l2_to_full_normalized", "l2_to_full_all", "l2_to_full_all_normalized",
+                "aligned_train_barrier", "aligned_test_barrier")
 
 
 # ============================================================================ copies
@@ -269,6 +270,22 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
 # ============================================================================ sweep
 
 
+def distances_to_full(copy, dense_params) -> dict:
+    """How far a trained copy (a single-run state) ended from the dense network's final
+    weights: ``l2_to_full`` over the copy's surviving weights (its mask: the distance the
+    Stabilizing paper measures), ``l2_to_full_all`` over every parameter (pruned positions,
+    0 in the copy, and biases count), each also divided by the dense network's norm over
+    the same entries (``_normalized``). A copy without a mask counts every parameter in both.
+
+    Example::
+
+        distances_to_full(train_lib.replica(finals, 0), run.levels[0].params)["l2_to_full"]
+    """
+    d = functools.partial(stability.l2_distance, dense_params, copy.params)
+    return {"l2_to_full": float(d(copy.mask)), "l2_to_full_normalized": float(d(copy.mask, normalize=True)),
+            "l2_to_full_all": float(d()), "l2_to_full_all_normalized": float(d(normalize=True))}
+
+
 def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, seeds: int, vary, batch_size: int,
                      augment, chunk_size: int) -> dict:
     """The dense network's state at every k (one trajectory, no IMP): a single-run state
@@ -434,15 +451,14 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                                     "copy_l2", "copy_l2_normalized", "batch_stats")},
                        "stable_test": res["test_barrier"] < 0.02, "stable_train": res["train_barrier"] < 0.02,
                        "final_test_error": float(np.mean(np.asarray(res["curves"]["test"])[:, [0, -1]])),
-                       "l2_to_dense_final": None, "l2_to_dense_final_normalized": None,
+                       "l2_to_full": None, "l2_to_full_normalized": None, "l2_to_full_all": None,
+                       "l2_to_full_all_normalized": None,
                        **{key: res[key] for key in ("aligned_train_barrier", "aligned_test_barrier",
                                                     "aligned_train_barrier_std", "aligned_test_barrier_std")
                           if key in res}}
                 if dense_final is not None:
-                    copy0 = train_lib.replica(finals, 0).params
-                    dense_s = jax.tree.map(lambda x, s=s: x[s], dense_final)
-                    row["l2_to_dense_final"] = float(stability.l2_distance(copy0, dense_s))
-                    row["l2_to_dense_final_normalized"] = float(stability.l2_distance(copy0, dense_s, normalize=True))
+                    row.update(distances_to_full(train_lib.replica(finals, 0),
+                                                 jax.tree.map(lambda x, s=s: x[s], dense_final)))
                 path = points / f"{name}.json"
                 rundir_lib.save_tree(path.with_name(path.stem + "_finals.npz"),
                                      {"params": finals.params, "batch_stats": finals.batch_stats})

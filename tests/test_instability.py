@@ -67,7 +67,16 @@ def test_sweep_rows_files_and_resume(full_digits, tmp_path):
         kernels = [np.asarray(x, np.float64) for x in jax.tree.leaves(finals) if x.ndim >= 3]  # [2, in, out]
         distance = float(np.sqrt(sum(((x[0] - x[1]) ** 2).sum() for x in kernels)))  # over prunable weights
         assert r["copy_l2"] == [pytest.approx(distance, rel=1e-5)] and distance > 0  # other noise, other weights
-        assert r["l2_to_dense_final"] > 0
+        assert r["l2_to_full_all"] >= r["l2_to_full"] > 0
+        # l2_to_full: over copy 0's surviving weights (its mask), against the dense network's final weights
+        lineage = rundir.RunDir(tmp_path / f"imp_k{r['k']:06d}")
+        dense = [np.asarray(x, np.float64)[0] for x in jax.tree.leaves(lineage.load_params(0))]
+        keep = [np.asarray(x)[0] for x in jax.tree.leaves(lineage.load_mask(r["level"]).keep)]
+        copy0 = [np.asarray(x, np.float64)[0] for x in jax.tree.leaves(finals)]
+        surviving = np.sqrt(sum(((d - c) ** 2 * k).sum() for d, c, k in zip(dense, copy0, keep) if d.ndim >= 2))
+        everything = np.sqrt(sum(((d - c) ** 2).sum() for d, c in zip(dense, copy0)))
+        assert r["l2_to_full"] == pytest.approx(surviving, rel=1e-5)
+        assert r["l2_to_full_all"] == pytest.approx(everything, rel=1e-5)
     stored = sorted(json.loads((tmp_path / "results.json").read_text()), key=lambda r: (r["k"], r["level"]))
     assert stored == rows
     for name in ("instability_vs_k.png", "error_curves.png"):
@@ -84,7 +93,7 @@ def test_sweep_rows_files_and_resume(full_digits, tmp_path):
 def test_dense_only_sweep_is_one_trajectory(full_digits, tmp_path):
     rows = instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=[0], workdir=tmp_path,
                                          steps=60, batch_size=32, copies=2, num_alphas=3, progress=False, log=None)
-    assert [r["k"] for r in rows] == [0, 10] and all(r["l2_to_dense_final"] is None for r in rows)
+    assert [r["k"] for r in rows] == [0, 10] and all(r["l2_to_full"] is None and r["l2_to_full_all"] is None for r in rows)
     assert not list(tmp_path.glob("imp_k*"))
 
 
