@@ -4,6 +4,10 @@ similarity of masks": LeNet-5 on MNIST, nine pruning methods, five seeds.
     python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --epochs 1   # this CPU (committed)
     python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist              # the paper: 30
     python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --quick      # a check
+    # the paper's 30 epochs for one lineage, seeds 0-2 now and seeds 3-4 later (same numbers as five at once):
+    python experiments/paganini_forde_lenet5.py --manual-dir ../shared/data/mnist --methods l1_unstructured \
+        --seeds 3 --root runs/paganini_30ep --out experiments/results/paganini_forde_lenet5_30epochs
+    python experiments/paganini_forde_lenet5.py ... --seeds 2 --first-seed 3     # -> l1_unstructured_seeds3-4/
 
 Setting: the PyTorch pruning tutorial's LeNet (``lenet5``: 3x3 convs 6-16, fc 120-84-10),
 MNIST's 60K training images, Adam 1e-3, batch 64 (our choice: the paper does not pin
@@ -20,7 +24,7 @@ does, per layer. Methods (the paper's nine):
 
 and ``l1_unstructured_finetune`` (fine-tuning instead of rewinding) for the connectivity
 comparison. Writes ``experiments/results/paganini_forde_lenet5/``: ``results.csv``
-(``method, level, density, seed, test_accuracy``), ``agreement.csv`` (pairs of methods at
+(``method, epochs, level, density, seed, test_accuracy``), ``agreement.csv`` (pairs of methods at
 the last level, per seed), ``ensembles.csv``, ``connectivity.csv`` (how unit-like each
 method's connectivity is, against random placement at the same per-layer density),
 ``summary.md``, the plots and ``provenance.json``. Resumable.
@@ -37,6 +41,7 @@ import argparse
 import itertools
 import json
 import pathlib
+import re
 import sys
 import time
 
@@ -83,13 +88,52 @@ PAPER_ITERATION_18 = {  # the paper's test accuracy (%) at iteration 18, as quot
 }
 
 
+TRAIN_EXAMPLES = 60_000  # MNIST's training set (no validation split): 937 steps of 64 per epoch
+BATCH = 64
+
+
 def config(method: str, pruner: dict, s: dict) -> lottery.LotteryConfig:
-    steps = s["epochs"] * (60_000 // 64)
-    tc = train.TrainConfig(model="lenet5", dataset="mnist", optimizer="adam", lr=1e-3, batch_size=64, steps=steps,
-                           eval_every=60_000 // 64, eval_batch_size=2000)
+    """The lineage's settings; ``s["first_seed"]`` (default 0) is replica 0's initialisation
+    and data order (replica i has seed ``first_seed + i``, bit for bit the same as in a
+    run of more seeds: the seeds are the streams of ``vary``)."""
+    epoch = TRAIN_EXAMPLES // BATCH
+    first = s.get("first_seed", 0)
+    tc = train.TrainConfig(model="lenet5", dataset="mnist", optimizer="adam", lr=1e-3, batch_size=BATCH,
+                           steps=s["epochs"] * epoch, eval_every=epoch, eval_batch_size=2000,
+                           init_seed=first, data_seed=first)
     return lottery.LotteryConfig(train=tc, levels=s["levels"], pruner=pruner, seeds=s["seeds"], validation_size=0,
                                  reset="finetune" if method.endswith("_finetune") else "rewind",
                                  rewind_step=0)
+
+
+def lineage_dir(root: pathlib.Path, method: str, first_seed: int = 0, seeds: int = 5) -> pathlib.Path:
+    """A lineage's run folder: ``root/method`` for seeds 0.., ``root/method_seedsA-B`` for a
+    run of seeds A..B (more seeds for a lineage, trained later)."""
+    return root / (method if first_seed == 0 else f"{method}_seeds{first_seed}-{first_seed + seeds - 1}")
+
+
+def seed_folders(root: pathlib.Path, method: str) -> list[tuple[pathlib.Path, int]]:
+    """``(folder, first seed)`` of every run folder of ``method`` under ``root``, by first seed."""
+    out = [(root / method, 0)] if (root / method).is_dir() else []
+    for path in root.glob(f"{method}_seeds*-*"):
+        m = re.fullmatch(re.escape(method) + r"_seeds(\d+)-(\d+)", path.name)
+        if m and path.is_dir():
+            out.append((path, int(m.group(1))))
+    return sorted(out, key=lambda x: x[1])
+
+
+def held_seeds(folder: pathlib.Path, first: int) -> set[int]:
+    """The seeds a lineage folder holds (its first seed + its replicas)."""
+    return {first + r["seed"] for r in lottery.load_results(folder) if r["kind"] == "imp"}
+
+
+def load_seed(root: pathlib.Path, method: str, level: int, seed: int) -> dict:
+    """:func:`jaxticket.compare.load_run` of seed ``seed`` of a lineage, from the first of its
+    folders that holds it."""
+    for folder, first in seed_folders(root, method):
+        if seed in held_seeds(folder, first):
+            return compare.load_run(folder, level, seed - first)
+    raise FileNotFoundError(f"no run folder of {method} under {root} holds seed {seed}")
 
 
 def lineages(s) -> dict:
@@ -99,26 +143,38 @@ def lineages(s) -> dict:
     return {k: out[k] for k in s["methods"]}
 
 
+FIELDS = ("method", "epochs", "level", "density", "seed", "test_accuracy")
+
+
 def tidy_rows(root: pathlib.Path, s) -> list[dict]:
-    rows = []
+    """One row per (method, level, seed) of every folder of the lineages (``epochs``: training
+    epochs per level; ``seed``: the folder's first seed + its replica)."""
+    rows, seen = [], set()
     for method in lineages(s):
-        if not (root / method).exists():
-            continue
-        for r in lottery.load_results(root / method):
-            if r["kind"] == "imp":
-                rows.append({"method": method, "level": r["level"], "density": round(r["density"], 6),
-                             "seed": r["seed"], "test_accuracy": r["final_test_accuracy"]})
-    return rows
+        for folder, first in seed_folders(root, method):  # a seed two folders hold: the first folder's
+            for r in lottery.load_results(folder):
+                if r["kind"] == "imp" and (method, r["level"], first + r["seed"]) not in seen:
+                    seen.add((method, r["level"], first + r["seed"]))
+                    rows.append({"method": method, "epochs": s["epochs"], "level": r["level"],
+                                 "density": round(r["density"], 6), "seed": first + r["seed"],
+                                 "test_accuracy": r["final_test_accuracy"]})
+    return sorted(rows, key=lambda r: (list(lineages(s)).index(r["method"]), r["level"], r["seed"]))
 
 
-def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path) -> dict:
+def last_seeds(rows, methods_: list, level: int) -> list[int]:
+    """The seeds every lineage of ``methods_`` holds at ``level``."""
+    held = [{r["seed"] for r in rows if r["method"] == m and r["level"] == level} for m in methods_]
+    return sorted(set.intersection(*held)) if held else []
+
+
+def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
     """Agreement and ensembles at the last level (per seed), trajectories and connectivity."""
     level = s["levels"]
     names = [m for m in methods() if m in s["methods"]]
-    labels = compare.test_labels_of(root / names[0])
+    labels = compare.test_labels_of(seed_folders(root, names[0])[0][0])
     agree_rows, ens_rows, conn_rows = [], [], []
-    for seed in range(s["seeds"]):
-        runs = {m: compare.load_run(root / m, level, seed) for m in names}
+    for seed in last_seeds(rows, names, level):
+        runs = {m: load_seed(root, m, level, seed) for m in names}
         logits = np.stack([runs[m]["logits"] for m in names])
         ag = np.asarray(analysis.agreement(logits).fraction)
         for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
@@ -132,8 +188,8 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path) -> dict:
                              "mean_softmax_accuracy": float(analysis.ensemble_accuracy(logits[idx], labels))})
     for method in [m for m in ("l1_structured", "l1_unstructured", "l1_unstructured_finetune", "hybrid")
                    if m in lineages(s)]:
-        for seed in range(s["seeds"]):
-            run = compare.load_run(root / method, level, seed)
+        for seed in last_seeds(rows, [method], level):
+            run = load_seed(root, method, level, seed)
             control = pruning.random_like(run["mask"], jax.random.key(1000 + seed))
             for layer in ("conv1/kernel", "conv2/kernel", "fc1/kernel"):
                 c, r = analysis.connectivity(run["mask"], layer), analysis.connectivity(control, layer)
@@ -158,12 +214,12 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path) -> dict:
                        title=f"test prediction agreement at iteration {level} (mean over seeds)")
     # weights of conv2 across iterations (seed 0): structured, unstructured, hybrid
     for method in [m for m in ("l1_structured", "l1_unstructured", "hybrid") if m in names]:
-        per_level = [compare.load_run(root / method, l, 0) for l in range(level + 1)]
+        per_level = [load_seed(root, method, l, 0) for l in range(level + 1)]
         traj = analysis.weight_trajectories([r["params"] for r in per_level], [r["mask"] for r in per_level],
                                             "conv2/kernel")
         plots.plot_trajectories(traj, out / f"conv2_weights_{method}.png")
     # conv1 filters (seed 0): structured + rewind, unstructured + rewind, unstructured + fine-tune
-    shown = {m: compare.load_run(root / m, level, 0) for m in
+    shown = {m: load_seed(root, m, level, 0) for m in
              ("l1_structured", "l1_unstructured", "l1_unstructured_finetune") if m in lineages(s)}
     if shown:
         plot_filters(shown, out / "conv1_filters.png")
@@ -208,8 +264,11 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=str(common.ROOT / "runs" / NAME))
     parser.add_argument("--out", default=None)
     parser.add_argument("--seeds", type=int, default=5, help="seeds per lineage (the paper: 5); the run "
-                        "folder gets a suffix _s<N> when not 5")
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 4 levels, 3 methods, 1 epoch")
+                        "folder gets a suffix _s<N> when not 5 and --root is the default")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="train seeds FIRST..FIRST+SEEDS-1 (in folders <method>_seedsA-B beside the lineage's "
+                             "own): more seeds for lineages that have some; --report reads every folder")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 4 levels, 4 lineages, 1 epoch")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="the lineages to train, in this order (default: all ten)")
     parser.add_argument("--report", action="store_true",
@@ -218,36 +277,41 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     all_methods = list(methods()) + ["l1_unstructured_finetune"]
     s = {"seeds": args.seeds, "levels": 18, "epochs": args.epochs, "methods": all_methods}
+    if args.first_seed:
+        s["first_seed"] = args.first_seed
+    if args.quick:
+        s = {"seeds": 2, "levels": 4, "epochs": 1,
+             "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"],
+             **({"first_seed": args.first_seed} if args.first_seed else {})}
     if args.methods:
         unknown = sorted(set(args.methods) - set(all_methods))
         if unknown:
             parser.error(f"unknown methods {unknown}: choose from {all_methods}")
         s["methods"] = list(args.methods)
-    if args.quick:
-        s = {"seeds": 2, "levels": 4, "epochs": 1,
-             "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"]}
     out = pathlib.Path(args.out or common.RESULTS / (NAME + ("_quick" if args.quick else "")))
     out.mkdir(parents=True, exist_ok=True)
     default_root = str(common.ROOT / "runs" / NAME)
     suffix = "_quick" if args.quick else ("" if args.seeds == 5 else f"_s{args.seeds}")
     root = pathlib.Path(args.root + (suffix if args.root == default_root else ""))
     if args.report:
-        finished = {m for m in s["methods"] if (root / m).exists()
-                    and any(r["level"] == s["levels"] for r in lottery.load_results(root / m))}
+        finished = {m for m in s["methods"] if any(r["level"] == s["levels"] for folder, _ in seed_folders(root, m)
+                                                   for r in lottery.load_results(folder))}
         s["unfinished"] = [m for m in s["methods"] if m not in finished]
-        s["methods"] = [m for m in s["methods"] if m in finished or (root / m).exists()]
+        s["methods"] = [m for m in s["methods"] if m in finished or seed_folders(root, m)]
     prov = common.Provenance(out, {**s, "configs": {m: config(m, p, s).to_dict() for m, p in lineages(s).items()}})
+    data = None
     for method, pruner in lineages(s).items():
         if args.report:
             break
         t = time.perf_counter()
-        lottery.run_imp(config(method, pruner, s), root / method, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                        progress=False, log=lambda line, m=method: print(f"{m}: {line}", flush=True))
+        data = data or lottery.load_data(config(method, pruner, s), args.data_dir, args.manual_dir)
+        lottery.run_imp(config(method, pruner, s), lineage_dir(root, method, s.get("first_seed", 0), s["seeds"]),
+                        datasets=data, progress=False, log=lambda line, m=method: print(f"{m}: {line}", flush=True))
         prov.stage(method, time.perf_counter() - t)
     rows = tidy_rows(root, s)
     done = s if not args.report else {**s, "methods": [m for m in s["methods"] if m not in s["unfinished"]]}
-    common.write_csv(out / "results.csv", rows, ("method", "level", "density", "seed", "test_accuracy"))
-    analyses = last_level_analyses(root, done, out)  # the lineages that reached the last level
+    common.write_csv(out / "results.csv", rows, FIELDS)
+    analyses = last_level_analyses(root, done, out, rows)  # the lineages that reached the last level
     summarize(rows, analyses, out, s)
     print((out / "summary.md").read_text())
     return 0
