@@ -28,6 +28,9 @@ __all__ = [
     "SeedStats",
     "format_instability_table",
     "format_table",
+    "Matched",
+    "interpolate_log_density",
+    "matched_density",
     "paired_stats",
     "seed_stats",
     "summarize",
@@ -94,6 +97,112 @@ def paired_stats(a: dict, b: dict) -> Optional[SeedStats]:
     """
     seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
     return seed_stats([float(a[s]) - float(b[s]) for s in seeds])
+
+
+def interpolate_log_density(densities: Sequence[float], values: Sequence[float], at: float) -> Optional[float]:
+    """A lineage's value at density ``at``, linear in log density between its two nearest
+    levels (one seed). ``None`` outside the lineage's density range (no extrapolation).
+
+    ``densities``, ``values``: ``[levels]`` (densities in (0, 1], any order).
+
+    Example:
+        >>> interpolate_log_density([1.0, 0.1, 0.01], [0.98, 0.90, 0.50], 0.1 ** 1.5)   # halfway
+        0.7
+        >>> interpolate_log_density([1.0, 0.1], [0.98, 0.90], 0.05) is None
+        True
+    """
+    d = np.asarray(densities, np.float64)
+    v = np.asarray(values, np.float64)
+    if d.shape != v.shape or d.ndim != 1 or d.size == 0:
+        raise ValueError(f"interpolate_log_density: need one value per density, got {d.shape} and {v.shape}")
+    if np.any(d <= 0) or at <= 0:
+        raise ValueError("interpolate_log_density: densities must be > 0 (it interpolates over their logarithm)")
+    order = np.argsort(d)
+    x, y = np.log(d[order]), v[order]
+    if not x[0] - 1e-12 <= math.log(at) <= x[-1] + 1e-12:
+        return None
+    return round(float(np.interp(math.log(at), x, y)), 12)
+
+
+class Matched(NamedTuple):
+    """Two lineages compared at one density: ``a`` and ``b`` (:class:`SeedStats` over the
+    seeds of each lineage's value interpolated there), ``diff`` (:func:`paired_stats` of
+    ``a - b`` over the seeds both hold), ``density``."""
+
+    density: float
+    a: Optional[SeedStats]
+    b: Optional[SeedStats]
+    diff: Optional[SeedStats]
+
+
+def _per_seed(rows, density_key, value_key, seed_key) -> dict:
+    by_seed = defaultdict(list)
+    for r in rows:
+        if r.get(value_key) is not None:
+            by_seed[r[seed_key]].append((float(r[density_key]), float(r[value_key])))
+    return by_seed
+
+
+def matched_density(rows_a: Sequence[dict], rows_b: Sequence[dict], densities: Optional[Sequence[float]] = None, *,
+                    density_key: str = "density", value_key: str = "test_accuracy",
+                    seed_key: str = "seed") -> list[Matched]:
+    """Two lineages (methods) compared at matched density, paired by seed.
+
+    Pruning methods that remove the same fraction per iteration do not keep the same
+    fraction of the weights (structured rounding, layers left out), so "iteration i of A
+    against iteration i of B" compares unequal densities. Here each seed's accuracy
+    curve of each lineage is interpolated linearly in log density
+    (:func:`interpolate_log_density`) at each of ``densities``, and the per-seed
+    differences ``a - b`` get :func:`paired_stats` (mean, sd, 95% t-interval).
+
+    Args:
+      rows_a, rows_b: one row per (level, seed) of each lineage: ``seed``, ``density``
+        (a fraction) and the value (``value_key``, e.g. ``test_accuracy``).
+      densities: where to compare; default: lineage A's densities (the mean over seeds at
+        each of its levels) that lie within lineage B's range. A density outside a seed's
+        range gives no value for that seed (``None`` stats when no seed has one).
+
+    Returns:
+      One :class:`Matched` per density, in the order given (default: decreasing).
+
+    Example (B keeps more weights per iteration: at iteration 1 it is above A, 0.96 at
+    70% against 0.95 at 50%, but at A's 50% B's curve is below A):
+        >>> a = [{"seed": s, "density": d, "test_accuracy": v + 0.01 * s}
+        ...      for s in range(3) for d, v in [(1.0, 0.98), (0.5, 0.95), (0.25, 0.90)]]
+        >>> b = [{"seed": s, "density": d, "test_accuracy": v + 0.01 * s}
+        ...      for s in range(3) for d, v in [(1.0, 0.98), (0.7, 0.96), (0.49, 0.94)]]
+        >>> m = matched_density(a, b)
+        >>> [round(x.density, 2) for x in m]          # A's densities within B's range
+        [1.0, 0.5]
+        >>> round(m[1].b.mean, 4), round(m[1].diff.mean, 4), m[1].diff.n   # B at 50%, A - B
+        (0.9511, 0.0089, 3)
+    """
+    a_seeds = _per_seed(rows_a, density_key, value_key, seed_key)
+    b_seeds = _per_seed(rows_b, density_key, value_key, seed_key)
+    if densities is None:
+        by_level = defaultdict(list)
+        for pts in a_seeds.values():
+            for i, (d, _) in enumerate(sorted(pts, reverse=True)):
+                by_level[i].append(d)
+        b_all = [d for pts in b_seeds.values() for d, _ in pts]
+        lo, hi = (min(b_all), max(b_all)) if b_all else (1.0, 0.0)
+        densities = sorted({float(np.mean(ds)) for ds in by_level.values()
+                            if lo * (1 - 1e-9) <= float(np.mean(ds)) <= hi * (1 + 1e-9)}, reverse=True)
+
+    def at(curves, density):
+        out = {}
+        for seed, pts in curves.items():
+            v = interpolate_log_density([d for d, _ in pts], [x for _, x in pts], density)
+            if v is not None:
+                out[seed] = v
+        return out
+
+    result = []
+    for density in densities:
+        va, vb = at(a_seeds, density), at(b_seeds, density)
+        result.append(Matched(float(density), seed_stats(list(va.values())), seed_stats(list(vb.values())),
+                              paired_stats(va, vb)))
+    return result
 
 
 def summarize(rows: Sequence[dict]) -> dict:
