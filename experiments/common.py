@@ -99,3 +99,96 @@ def fmt(s, scale: float = 100.0, digits: int = 2) -> str:
         return "-"
     lo, hi = s.ci95
     return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Added for issue 24's experiments (rethinking_structured, data_order_distance, rewinding_mnist1d):
+# paired differences with a margin, and plots whose bars are 95% t-intervals with n stated.
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def fmt_paired(d, scale: float = 100.0, digits: int = 2) -> str:
+    """``+mean [lo, hi]`` of a paired :class:`jaxticket.report.SeedStats` (``-`` for ``None``).
+
+    Example: ``fmt_paired(report.paired_stats({0: .98, 1: .97}, {0: .97, 1: .97}))`` -> ``'+0.50 [-5.85, +6.85]'``.
+    """
+    if d is None:
+        return "-"
+    lo, hi = d.ci95
+    return f"{d.mean * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
+
+
+def difference_verdict(d, margin: float) -> str:
+    """What a paired difference's 95% interval allows, with an equivalence ``margin`` (same units):
+    ``"higher"`` (interval above 0), ``"lower"`` (below 0), ``"equal within ±margin"`` (the
+    interval inside [-margin, +margin]), else ``"no difference detected"`` (the interval holds
+    0 but is wider than the margin: not evidence of equality). ``"-"`` for ``None``.
+
+    Example: an interval [-0.2, +0.1] points with margin 0.5 -> ``"equal within ±margin"``.
+    """
+    if d is None or d.n < 2:
+        return "-"
+    lo, hi = d.ci95
+    if lo > 0:
+        return "higher"
+    if hi < 0:
+        return "lower"
+    if lo >= -margin and hi <= margin:
+        return "equal within ±margin"
+    return "no difference detected"
+
+
+def ci_series(points) -> tuple[list, list, list, list]:
+    """``[(x, SeedStats)]`` -> ``(xs, means, lower errors, upper errors)`` for an errorbar plot of
+    95% t-intervals (``None`` stats dropped)."""
+    pts = [(x, s) for x, s in points if s is not None]
+    return ([x for x, _ in pts], [s.mean for _, s in pts], [s.mean - s.ci95[0] for _, s in pts],
+            [s.ci95[1] - s.mean for _, s in pts])
+
+
+def plot_ci(series: dict, path, *, xlabel: str, ylabel: str, title: str, note: str, scale: float = 1.0,
+            log_density_x: bool = False, xscale: str = "linear", hlines: Sequence = ()) -> None:
+    """One line per label, bars = 95% t-intervals, ``note`` (n and what the bars are) under the title.
+
+    Args:
+      series: ``{label: [(x, SeedStats or None), ...]}``; a label ending in ``" (1 seed)"`` is
+        drawn dashed without bars (a single-seed line, marked as such).
+      log_density_x: x are densities (fractions) drawn as percent of weights remaining, log
+        scale, reversed. ``xscale``: otherwise ``"linear"``, ``"log"`` or ``"symlog"`` (k = 0).
+      scale: y multiplier (100 for fractions shown as %). ``hlines``: ``[(y, label)]`` reference lines.
+    """
+    from jaxticket import plots
+
+    fig = plots.figure((6.2, 4.0))
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(series.items()):
+        xs, m, lo, hi = ci_series(points)
+        if not xs:
+            continue
+        x = [100 * v for v in xs] if log_density_x else xs
+        single = str(label).endswith("(1 seed)")
+        ax.errorbar(x, [scale * v for v in m], yerr=None if single else [[scale * v for v in lo],
+                                                                         [scale * v for v in hi]],
+                    marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=3, color=f"C{i % 10}",
+                    linestyle="--" if single else "-", label=str(label))
+    for j, (y, label) in enumerate(hlines):
+        ax.axhline(y, color="gray", linestyle=(":", "--", "-.")[j % 3], linewidth=1, label=label)
+    if log_density_x:
+        from matplotlib import ticker
+
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel(xlabel or "percent of weights remaining")
+    else:
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=1.0)
+        elif xscale != "linear":
+            ax.set_xscale(xscale)
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{note}", fontsize="medium")
+    ax.legend(fontsize="x-small")
+    ax.grid(alpha=0.3, which="both")
+    plots.save_figure(fig, path)
