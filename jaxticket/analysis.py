@@ -15,7 +15,9 @@ different pruning techniques find different subnetworks that make different mist
 * Weight trajectories across pruning levels (:func:`weight_trajectories`,
   :func:`trajectory_movement`).
 * Connectivity (:func:`connectivity`, :func:`connectivity_summary`): how unstructured
-  pruning empties whole units/channels.
+  pruning empties whole units/channels; with ``upstream=`` (:func:`live_units`,
+  :func:`flattened_live`) over the inputs that still carry a signal, so that inputs
+  emptied because the unit feeding them lost all its own inputs are not counted twice.
 
 All functions are pure; the ones returning arrays are jit-able unless noted.
 
@@ -63,6 +65,8 @@ __all__ = [
     "class_probabilities",
     "connectivity",
     "connectivity_summary",
+    "flattened_live",
+    "live_units",
     "ensemble_accuracy",
     "ensemble_predictions",
     "ensemble_table",
@@ -644,22 +648,34 @@ class Connectivity(NamedTuple):
     empty_pairs: jax.Array
 
 
-def _connectivity(keep) -> Connectivity:
+def _connectivity(keep, upstream=None) -> Connectivity:
     keep = jnp.asarray(keep, bool)
+    if upstream is None:
+        live = jnp.ones(keep.shape[-2], bool)
+    else:
+        live = jnp.asarray(upstream, bool)
+        if live.shape != keep.shape[-2:-1]:
+            raise ValueError(f"connectivity: upstream has shape {live.shape}; the kernel {keep.shape} has "
+                             f"{keep.shape[-2]} inputs: pass one bool per input (live_units of the layer before)")
+        keep = keep & live[:, None]  # weights from dead inputs carry nothing
     per_pair = jnp.sum(keep, axis=tuple(range(keep.ndim - 2)), dtype=jnp.int32)  # [in, out]
     per_output = jnp.sum(per_pair, axis=0)
     per_input = jnp.sum(per_pair, axis=1)
+    n_live = jnp.sum(live)
+    some = n_live > 0
+    empty_in = jnp.sum((per_input == 0) & live) / jnp.where(some, n_live, 1)
+    empty_pair = jnp.sum((per_pair == 0) & live[:, None]) / jnp.where(some, n_live * per_pair.shape[1], 1)
     return Connectivity(
         per_output,
         per_input,
         per_pair,
-        jnp.mean((per_input == 0).astype(jnp.float32)),
+        jnp.where(some, empty_in, jnp.nan).astype(jnp.float32),
         jnp.mean((per_output == 0).astype(jnp.float32)),
-        jnp.mean((per_pair == 0).astype(jnp.float32)),
+        jnp.where(some, empty_pair, jnp.nan).astype(jnp.float32),
     )
 
 
-def connectivity(mask: Mask | PyTree, path: str) -> Connectivity:
+def connectivity(mask: Mask | PyTree, path: str, upstream=None) -> Connectivity:
     """Connectivity of the kernel at ``path`` (Dense ``(in, out)``, Conv ``(h, w, in, out)``).
 
     Shows when unstructured pruning (with rewinding) ends up structured-like: whole input
@@ -668,6 +684,14 @@ def connectivity(mask: Mask | PyTree, path: str) -> Connectivity:
     Args:
       mask: a Mask (or a params-shaped tree of bools).
       path: e.g. ``"conv1/kernel"``.
+      upstream: optional bool ``[in]``: the inputs that carry a signal (e.g.
+        :func:`live_units` of the layer that feeds this one). A unit whose own inputs are
+        all pruned sends a constant (from its bias) whatever the input, so the weights
+        leaving it are not counted: ``per_*`` count the weights from live inputs only,
+        ``empty_inputs`` is the fraction of the *live* inputs left without outgoing
+        weights, ``empty_pairs`` that of the (live input, output) pairs (both NaN when no
+        input is live), ``empty_outputs`` that of the outputs without a weight from a live
+        input. ``None``: every input counts (the raw figures).
 
     Example:
         >>> from jaxticket import masks
@@ -679,6 +703,9 @@ def connectivity(mask: Mask | PyTree, path: str) -> Connectivity:
         [2, 1, 0]
         >>> round(float(c.empty_outputs), 4)       # fraction of dead hidden units
         0.3333
+        >>> live = connectivity(mask, "fc1/kernel", upstream=jnp.array([True, False]))
+        >>> live.per_output.tolist(), float(live.empty_inputs)   # input 1 is fed by a dead unit
+        ([1, 1, 0], 0.0)
     """
     tree = mask.keep if isinstance(mask, Mask) else mask
     keep = _leaf_at(tree, path, "connectivity")
@@ -686,7 +713,40 @@ def connectivity(mask: Mask | PyTree, path: str) -> Connectivity:
         raise ValueError(
             f"connectivity: '{path}' has shape {np.shape(keep)}; need a kernel (in, out) or (h, w, in, out)."
         )
-    return _connectivity(keep)
+    return _connectivity(keep, upstream)
+
+
+def live_units(mask: Mask | PyTree, path: str, upstream=None) -> jax.Array:
+    """bool ``[out]``: the output units/channels of the kernel at ``path`` that keep at
+    least one weight from a live input (``upstream`` as in :func:`connectivity`; ``None``:
+    every input is live). The others compute a constant (from their bias) whatever the input.
+
+    Chained through a network, ``live_units`` of each layer is the ``upstream`` of the
+    next (through :func:`flattened_live` where a conv feeds a dense layer).
+
+    Example:
+        >>> keep = {"a": {"kernel": jnp.array([[True, False, False], [False, False, False]])},
+        ...         "b": {"kernel": jnp.array([[True], [False], [True]])}}
+        >>> live_a = live_units(keep, "a/kernel")
+        >>> live_a.tolist()
+        [True, False, False]
+        >>> live_units(keep, "b/kernel", upstream=live_a).tolist()   # b keeps a weight from a's unit 0
+        [True]
+    """
+    return connectivity(mask, path, upstream).per_output > 0
+
+
+def flattened_live(live_channels, spatial: int) -> jax.Array:
+    """bool ``[spatial * C]``: the live inputs of a dense layer fed by a flattened NHWC
+    feature map of ``C`` channels at ``spatial`` positions (channel fastest, as
+    ``jaxticket.models.layers.flatten`` orders it): position ``p``, channel ``c`` is input
+    ``p * C + c``.
+
+    Example:
+        >>> flattened_live(jnp.array([True, False]), 3).tolist()
+        [True, False, True, False, True, False]
+    """
+    return jnp.tile(jnp.asarray(live_channels, bool), spatial)
 
 
 def connectivity_summary(mask: Mask) -> dict[str, dict]:

@@ -313,6 +313,69 @@ def test_connectivity_dense_and_conv():
         analysis.connectivity(mask, "fc1/bias")
 
 
+def test_connectivity_upstream_counts_only_live_inputs():
+    kc = np.zeros((3, 3, 2, 4), bool)  # conv: 2 input channels, 4 outputs
+    kc[0, 0, 0, 0] = kc[2, 2, 0, 1] = True
+    kc[1, 1, 1, 2] = True  # output 2 keeps a weight from input 1 only
+    tree = {"conv": {"kernel": kc}}
+    raw = analysis.connectivity(tree, "conv/kernel")
+    assert float(raw.empty_inputs) == 0.0 and float(raw.empty_outputs) == 0.25  # output 3 empty
+    dead1 = analysis.connectivity(tree, "conv/kernel", upstream=np.array([True, False]))
+    # input 1 carries nothing: its weights do not count, output 2 is dead too
+    np.testing.assert_array_equal(dead1.per_output, [1, 1, 0, 0])
+    np.testing.assert_array_equal(dead1.per_input, [2, 0])
+    assert float(dead1.empty_inputs) == 0.0  # of the one live input, none is empty
+    assert float(dead1.empty_outputs) == 0.5
+    assert float(dead1.empty_pairs) == pytest.approx(2 / 4)  # live input 0 with outputs 2 and 3
+    # an input emptied downstream of a dead unit is excluded; an emptied live one is counted
+    kd = np.zeros((3, 2), bool)
+    kd[0, 0] = True  # input 0 used, inputs 1 and 2 empty
+    live = np.array([True, True, False])  # input 2 is fed by a dead unit
+    c = analysis.connectivity({"fc": {"kernel": kd}}, "fc/kernel", upstream=live)
+    assert float(c.empty_inputs) == 0.5  # input 1 of the two live ones
+    assert float(analysis.connectivity({"fc": {"kernel": kd}}, "fc/kernel").empty_inputs) == pytest.approx(2 / 3)
+    none = analysis.connectivity({"fc": {"kernel": kd}}, "fc/kernel", upstream=np.zeros(3, bool))
+    assert np.isnan(float(none.empty_inputs)) and float(none.empty_outputs) == 1.0
+    with pytest.raises(ValueError, match="one bool per input"):
+        analysis.connectivity({"fc": {"kernel": kd}}, "fc/kernel", upstream=np.ones(2, bool))
+    jitted = jax.jit(analysis.connectivity, static_argnums=1)(tree, "conv/kernel", np.array([True, False]))
+    np.testing.assert_array_equal(jitted.per_output, dead1.per_output)
+
+
+def test_live_units_chain_matches_what_a_lenet5_computes():
+    # the definition checked against the network: a conv1 channel without weights, and the
+    # conv2 channels fed only by it, give the same output whatever the input image
+    import jax.numpy as jnp
+
+    from jaxticket import models
+
+    model = models.LeNet5()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
+    keep = jax.tree.map(lambda x: np.ones(x.shape, bool), params)
+    keep["conv1"]["kernel"][..., 1:] = False  # conv1: only channel 0 keeps weights
+    keep["conv2"]["kernel"][:, :, 0, :8] = False  # conv2 outputs 0-7 lose their weights from channel 0
+    live1 = analysis.live_units(keep, "conv1/kernel")
+    assert live1.tolist() == [True] + [False] * 5
+    live2 = analysis.live_units(keep, "conv2/kernel", upstream=live1)
+    assert live2.tolist() == [False] * 8 + [True] * 8
+    raw2 = analysis.connectivity(keep, "conv2/kernel")
+    assert float(raw2.empty_inputs) == 0.0 and float(raw2.empty_outputs) == 0.0  # the raw figure sees none of it
+    masked = jax.tree.map(lambda p, k: p * k, params, keep)
+
+    def conv2_out(x):
+        _, state = model.apply({"params": masked}, x, train=False, capture_intermediates=True,
+                               mutable=["intermediates"])
+        return state["intermediates"]["conv2"]["__call__"][0]
+
+    x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+    out = np.asarray(conv2_out(x))  # [2, 11, 11, 16], before ReLU
+    varies = np.abs(out[0] - out[1]).max(axis=(0, 1)) > 1e-6  # per channel: depends on the image?
+    np.testing.assert_array_equal(varies, np.asarray(live2))
+    fc1_live = analysis.flattened_live(live2, 25)
+    assert fc1_live.shape == (400,) and int(fc1_live.sum()) == 8 * 25
+    assert not bool(fc1_live[0]) and bool(fc1_live[8]) and bool(fc1_live[16 + 8])
+
+
 # ----------------------------------------------------------------------------- plots
 
 
