@@ -5,6 +5,13 @@ pyplot, no global backend change, safe in notebooks and threads), writes a PNG
 atomically (a temporary file in the same folder, then ``os.replace``), creates missing
 parent folders and returns the path.
 
+One convention for multi-seed plots (the tables' ``mean ± std``): the line is the mean
+over seeds, the error bars the sample standard deviation (``ddof=1``, as
+:func:`jaxticket.report.seed_stats`), ``bars="ci95"`` the 95% t-interval of the mean
+instead; the figure says which, and over how many seeds (:func:`bar_note`). A series
+with one seed is drawn dashed, without bars, and labelled "(1 seed)". Series get
+distinct colour-marker pairs (:func:`series_style`), accuracies are in percent.
+
 Example:
     >>> import os, shutil, tempfile
     >>> import numpy as np
@@ -30,7 +37,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "BARS",
+    "bar_note",
     "figure",
+    "point_stats",
+    "series_style",
     "plot_density_accuracy",
     "plot_error_curve",
     "plot_heatmap",
@@ -64,6 +75,99 @@ def save_figure(fig, path: str | os.PathLike) -> str:
 
 def _np(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
+
+#: What the error bars of a multi-seed plot show: ``"sd"`` (sample standard deviation,
+#: ddof=1), ``"ci95"`` (the 95% t-interval of the mean) or ``"none"``.
+BARS = ("sd", "ci95", "none")
+
+# twenty distinguishable colours: tab10, then the light halves of tab20
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+            "#dbdb8d", "#9edae5")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
+
+
+def series_style(i: int) -> dict:
+    """Matplotlib ``color`` and ``marker`` of the ``i``-th series: no two of the first 20
+    share a colour, and the marker changes with the colour (so grey-scale prints and
+    colour-blind readers can still tell the lines apart); beyond 20 the pairs stay unique.
+
+    Example:
+        >>> styles = [series_style(i) for i in range(15)]
+        >>> len({s["color"] for s in styles}), len({(s["color"], s["marker"]) for s in styles})
+        (15, 15)
+    """
+    return {"color": _COLOURS[i % len(_COLOURS)],
+            "marker": _MARKERS[(i + i // len(_COLOURS)) % len(_MARKERS)]}
+
+
+def point_stats(values, bars: str = "sd") -> tuple[float, float, int]:
+    """``(mean, half-width of the bar, n)`` of one point's values over seeds (NaN dropped):
+    ``bars="sd"`` the sample standard deviation (ddof=1), ``"ci95"`` the half-width of
+    the 95% t-interval of the mean, ``"none"`` 0. One value: bar 0.
+
+    Example:
+        >>> m, e, n = point_stats([0.97, 0.98, 0.99])
+        >>> round(m, 4), round(e, 4), n
+        (0.98, 0.01, 3)
+        >>> round(point_stats([0.97, 0.98, 0.99], "ci95")[1], 4)    # t(0.975, 2) * sd / sqrt(3)
+        0.0248
+    """
+    if bars not in BARS:
+        raise ValueError(f"bars={bars!r}: choose one of {BARS}")
+    x = _np(values).ravel()
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return float("nan"), 0.0, 0
+    if x.size == 1 or bars == "none":
+        return float(x.mean()), 0.0, int(x.size)
+    sd = float(x.std(ddof=1))
+    if bars == "sd":
+        return float(x.mean()), sd, int(x.size)
+    from scipy import stats
+
+    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * sd / np.sqrt(x.size)), int(x.size)
+
+
+def bar_note(bars: str, ns) -> str:
+    """The caption of a multi-seed plot: what its lines and bars are, and over how many
+    seeds (``ns``: the seed counts of its points; a range when they differ).
+
+    Example:
+        >>> bar_note("sd", [5, 5, 5])
+        'mean over n = 5 seeds; bars: ±1 SD (ddof=1)'
+        >>> bar_note("ci95", [5, 1])
+        'mean over n = 1-5 seeds (n = 1: dashed, no bar); bars: 95% t-interval of the mean'
+    """
+    if bars not in BARS:
+        raise ValueError(f"bars={bars!r}: choose one of {BARS}")
+    ns = sorted({int(n) for n in np.atleast_1d(ns) if int(n) > 0})
+    if not ns:
+        return ""
+    count = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
+    single = " (n = 1: dashed, no bar)" if ns[0] == 1 and len(ns) > 1 else ""
+    what = {"sd": "bars: ±1 SD (ddof=1)", "ci95": "bars: 95% t-interval of the mean", "none": "no bars"}[bars]
+    if ns == [1]:
+        return "one seed each (no bars)"
+    return f"mean over {count} seed{'s' if ns[-1] > 1 else ''}{single}; {what}"
+
+
+def _caption(fig, text: str | None) -> None:
+    if text:
+        fig.text(0.01, -0.01, text, fontsize=7, ha="left", va="top", color="0.25")
+
+
+def _errorbar(ax, i: int, x, y, err, n, label: str, **kw):
+    """One series: colour and marker from :func:`series_style`; dashed, without bars and
+    labelled '(1 seed)' when every point has one seed."""
+    single = n is not None and max(np.atleast_1d(n)) == 1
+    style = {**series_style(i), **kw}
+    if single:
+        style["linestyle"] = "--"
+        label = f"{label} (1 seed)"
+        err = None
+    return ax.errorbar(x, y, yerr=err, markersize=4, capsize=2, label=label, **style)
+
 
 
 def plot_error_curve(
@@ -103,6 +207,16 @@ def plot_error_curve(
     return save_figure(fig, path)
 
 
+def _seed_counts(n, label, size: int):
+    """``n`` (None, an int, or a ``{label: int | [size]}`` mapping) as ``[size]`` ints or None."""
+    if n is None:
+        return None
+    v = n.get(label) if isinstance(n, Mapping) else n
+    if v is None:
+        return None
+    return np.broadcast_to(np.asarray(v, int), (size,))
+
+
 def plot_instability_vs_k(
     ks: Sequence[float],
     barriers: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -113,6 +227,9 @@ def plot_instability_vs_k(
     percent: bool = True,
     threshold: float | None = 0.02,
     ylabel: str | None = None,
+    n=None,
+    bars: str = "sd",
+    note: str | None = None,
 ) -> str:
     """Instability (error barrier) vs the step ``k`` the two copies branch from.
 
@@ -122,16 +239,21 @@ def plot_instability_vs_k(
 
     Args:
       ks: ``[n_k]`` steps (or epochs; set ``xlabel``).
-      barriers: ``{label: (mean [n_k], std [n_k])}`` (fractions), e.g. test/train.
+      barriers: ``{label: (mean [n_k], std [n_k])}`` (fractions), e.g. test/train; NaN
+        where a k has no value (a gap in the line).
       ylabel: the y axis label (default "instability", with "(%)" when ``percent``);
         any other per-k quantity (a distance) plots the same way with its own label.
+      n: the seeds behind each point: an int, or ``{label: int | [n_k]}``; with it the
+        figure carries :func:`bar_note` (``bars`` says what the given stds are) and a
+        label whose points all have one seed is drawn dashed, "(1 seed)".
+      note: a caption of your own instead (e.g. over copies rather than seeds).
 
     Example:
         >>> import os, shutil, tempfile
         >>> m, s = [0.15, 0.08, 0.01, 0.005], [0.02, 0.01, 0.005, 0.002]
         >>> d = tempfile.mkdtemp()
         >>> path = plot_instability_vs_k([0, 100, 500, 2000], {"test": (m, s)},
-        ...                              os.path.join(d, "instability.png"))
+        ...                              os.path.join(d, "instability.png"), n=5)
         >>> os.path.isfile(path)
         True
         >>> shutil.rmtree(d)
@@ -140,13 +262,17 @@ def plot_instability_vs_k(
     ax = fig.add_subplot()
     x = _np(ks)
     scale = 100.0 if percent else 1.0
-    for label, (mean, std) in barriers.items():
+    counts = []
+    for i, (label, (mean, std)) in enumerate(barriers.items()):
         m, s = _np(mean), _np(std)
         if m.shape != x.shape or s.shape != x.shape:
             raise ValueError(
                 f"plot_instability_vs_k: {label!r} has mean {m.shape}, std {s.shape}; ks {x.shape}."
             )
-        ax.errorbar(x, scale * m, yerr=scale * s, marker="o", capsize=3, label=str(label))
+        c = _seed_counts(n, label, x.size)
+        if c is not None:
+            counts += [int(v) for v, mm in zip(c, m) if not np.isnan(mm)]
+        _errorbar(ax, i, x, scale * m, scale * s, c, str(label))
     ax.set_xscale("symlog", linthresh=1.0)
     if threshold is not None:
         ax.axhline(scale * threshold, color="gray", linestyle="--", linewidth=1, label="stability threshold")
@@ -156,11 +282,35 @@ def plot_instability_vs_k(
         ax.set_title(title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    _caption(fig, note if note is not None else (bar_note(bars, counts) if counts else None))
     return save_figure(fig, path)
 
 
 def _as_values(v) -> np.ndarray:
     return np.atleast_1d(_np(v)).ravel()
+
+
+def _density_axis(ax, percents) -> None:
+    """Log x axis of percent of weights remaining, reversed, with readable ticks."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    if percents:  # readable ticks: 100, 50, 20, 10, 5, ... within the data's range
+        lo, hi = min(percents), max(percents)
+        ticks = [t * 10.0 ** e for e in range(2, -4, -1) for t in (5, 2, 1) if lo <= t * 10.0 ** e <= hi]
+        if len(ticks) >= 2:
+            ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("percent of weights remaining")
+
+
+def _legend(ax, many: bool) -> None:
+    if many:
+        ax.legend(fontsize="x-small", bbox_to_anchor=(1.02, 1.0), loc="upper left", borderaxespad=0.0)
+    else:
+        ax.legend(fontsize="small")
 
 
 def plot_density_accuracy(
@@ -172,12 +322,15 @@ def plot_density_accuracy(
     density_key: str = "density",
     accuracy_key: str = "accuracy",
     percent: bool = True,
+    bars: str = "sd",
 ) -> str:
     """Accuracy vs fraction of weights remaining, one line per method/baseline.
 
     The x axis is "percent of weights remaining", log scale, reversed (dense on the left,
-    sparser to the right) as in the lottery-ticket papers. Error bars are the standard
-    deviation over seeds; the line is the mean.
+    sparser to the right) as in the lottery-ticket papers. The line is the mean over
+    seeds, the bars ``bars`` (:data:`BARS`: the sample SD, ddof=1, by default); the
+    caption says which and over how many seeds; a method with one seed per point is
+    dashed and labelled "(1 seed)".
 
     Args:
       rows: mappings with ``method`` (line label), ``density`` (fraction in (0, 1]) and
@@ -195,6 +348,8 @@ def plot_density_accuracy(
         True
         >>> shutil.rmtree(d)
     """
+    if bars not in BARS:
+        raise ValueError(f"plot_density_accuracy: bars={bars!r}; choose one of {BARS}")
     pooled: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         try:
@@ -205,31 +360,26 @@ def plot_density_accuracy(
                 f"'{density_key}', '{accuracy_key}'."
             ) from None
         pooled[str(method)][density].extend(_as_values(acc).tolist())
-    fig = figure((5.5, 3.8))
+    many = len(pooled) > 6
+    fig = figure((7.5 if many else 5.5, 3.8))
     ax = fig.add_subplot()
     scale = 100.0 if percent else 1.0
-    for method, by_density in pooled.items():
+    counts = []
+    for i, (method, by_density) in enumerate(pooled.items()):
         d = np.array(sorted(by_density, reverse=True))
-        vals = [np.asarray(by_density[x]) for x in d]
-        mean = np.array([v.mean() for v in vals])
-        std = np.array([v.std() for v in vals])
-        ax.errorbar(100.0 * d, scale * mean, yerr=scale * std, marker="o", markersize=3, capsize=2, label=method)
-    ax.set_xscale("log")
-    all_d = sorted({100.0 * x for by_density in pooled.values() for x in by_density}, reverse=True)
-    if all_d:
-        ticks = all_d[:: max(1, int(np.ceil(len(all_d) / 10)))]
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
-        from matplotlib.ticker import NullFormatter
-
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("percent of weights remaining")
+        st = [point_stats(by_density[x], bars) for x in d]
+        c = np.array([n for _, _, n in st])
+        counts += [int(v) for v in c if v > 0]
+        _errorbar(ax, i, 100.0 * d, scale * np.array([m for m, _, _ in st]), scale * np.array([e for _, e, _ in st]),
+                  c, method)
+    _density_axis(ax, sorted({100.0 * x for by_density in pooled.values() for x in by_density}))
     ax.set_ylabel("accuracy (%)" if percent else "accuracy")
     if title:
         ax.set_title(title)
     if pooled:
-        ax.legend(fontsize="small")
+        _legend(ax, many)
     ax.grid(alpha=0.3, which="both")
+    _caption(fig, bar_note(bars, counts))
     return save_figure(fig, path)
 
 
@@ -239,50 +389,48 @@ def plot_series_vs_density(
     *,
     ylabel: str,
     title: str | None = None,
+    n=None,
+    bars: str = "sd",
+    note: str | None = None,
 ) -> str:
     """Any quantity vs percent of weights remaining (log x, reversed), one line per label.
 
     Args:
-      series: ``{label: (densities, means, stds)}`` (densities as fractions).
+      series: ``{label: (densities, means, stds)}`` (densities as fractions; means and
+        stds as they are to be drawn, e.g. already in percent).
+      n: the seeds behind each point: an int, or ``{label: int | [points]}``; with it the
+        figure carries :func:`bar_note` (``bars`` says what the stds are) and a label
+        whose points all have one seed is drawn dashed, "(1 seed)".
+      note: a caption of your own instead.
 
     Example:
         >>> import os, shutil, tempfile
         >>> d = tempfile.mkdtemp()
         >>> path = plot_series_vs_density(
         ...     {"imp": ([1, .5, .25], [2500, 2100, 1900], [200, 150, 90])},
-        ...     os.path.join(d, "early_stop.png"), ylabel="early-stop iteration")
+        ...     os.path.join(d, "early_stop.png"), ylabel="early-stop iteration", n=5)
         >>> os.path.isfile(path)
         True
         >>> shutil.rmtree(d)
     """
-    from matplotlib import ticker
-
-    many = len(series) > 6  # then the legend goes beside the axes and line styles vary
+    many = len(series) > 6  # then the legend goes beside the axes
     fig = figure((7.5 if many else 5.5, 3.8))
     ax = fig.add_subplot()
-    percents = []
+    percents, counts = [], []
     for i, (label, (d, m, sd)) in enumerate(series.items()):
-        percents += list(100.0 * _np(d))
-        ax.errorbar(100.0 * _np(d), _np(m), yerr=_np(sd), marker="o", markersize=3, capsize=2, label=str(label),
-                    linestyle=("-", "--", ":", "-.")[(i // 10) % 4])
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    if percents:  # readable ticks: 100, 50, 20, 10, 5, ... within the data's range
-        lo, hi = min(percents), max(percents)
-        ticks = [t * 10.0 ** e for e in range(2, -4, -1) for t in (5, 2, 1) if lo <= t * 10.0 ** e <= hi]
-        if len(ticks) >= 2:
-            ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
-            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.set_xlabel("percent of weights remaining")
+        x = 100.0 * _np(d)
+        percents += list(x)
+        c = _seed_counts(n, label, x.size)
+        if c is not None:
+            counts += [int(v) for v in c]
+        _errorbar(ax, i, x, _np(m), _np(sd), c, str(label))
+    _density_axis(ax, percents)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    if many:
-        ax.legend(fontsize="x-small", bbox_to_anchor=(1.02, 1.0), loc="upper left", borderaxespad=0.0)
-    else:
-        ax.legend(fontsize="small")
+    _legend(ax, many)
     ax.grid(alpha=0.3, which="both")
+    _caption(fig, note if note is not None else (bar_note(bars, counts) if counts else None))
     return save_figure(fig, path)
 
 

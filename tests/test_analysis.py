@@ -408,3 +408,31 @@ def test_plots_write_pngs(tmp_path):
     with pytest.raises(ValueError, match="labels"):
         plots.plot_heatmap(np.eye(2), ["a", "b", "c"], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_plot_conventions_styles_bars_and_captions(tmp_path):
+    styles = [plots.series_style(i) for i in range(40)]
+    assert len({st["color"] for st in styles[:20]}) == 20  # pruning_at_init draws 15 series
+    assert len({(st["color"], st["marker"]) for st in styles}) == 40
+    # bars: the sample SD (ddof=1), as the tables' ±, or the 95% t-interval
+    x = [0.90, 0.92, 0.97]
+    assert plots.point_stats(x) == pytest.approx((np.mean(x), np.std(x, ddof=1), 3))
+    assert plots.point_stats(x, "ci95")[1] == pytest.approx(4.302652729911275 * np.std(x, ddof=1) / np.sqrt(3))
+    assert plots.point_stats([0.5, np.nan]) == (0.5, 0.0, 1) and plots.point_stats([0.1, 0.2], "none")[1] == 0.0
+    with pytest.raises(ValueError, match="choose one of"):
+        plots.point_stats(x, "sem")
+    assert plots.bar_note("sd", [5, 5]) == "mean over n = 5 seeds; bars: ±1 SD (ddof=1)"
+    assert plots.bar_note("sd", [1, 1]) == "one seed each (no bars)"
+    assert "n = 1-5" in plots.bar_note("ci95", [1, 5, 5]) and "dashed" in plots.bar_note("ci95", [1, 5])
+    # the plots take the new options and stay compatible with the old calls
+    rows = [{"method": "five", "density": 0.8 ** l, "accuracy": [0.98, 0.97, 0.96, 0.975, 0.97]} for l in range(4)]
+    rows += [{"method": "one", "density": 0.8 ** l, "accuracy": 0.9} for l in range(4)]
+    for bars in plots.BARS:
+        assert _is_png(plots.plot_density_accuracy(rows, tmp_path / f"d_{bars}.png", bars=bars))
+    assert _is_png(plots.plot_series_vs_density({"a": ([1, 0.5], [90.0, 80.0], [1.0, 2.0]),
+                                                 "b": ([1, 0.5], [91.0, 85.0], [0.0, 0.0])},
+                                                tmp_path / "s.png", ylabel="accuracy (%)", n={"a": 5, "b": 1}))
+    assert _is_png(plots.plot_instability_vs_k([0, 25, 100], {"k": ([0.1, np.nan, 0.01], [0.01, 0.0, 0.0])},
+                                               tmp_path / "k.png", n={"k": [5, 0, 5]}))
+    with pytest.raises(ValueError, match="bars"):
+        plots.plot_density_accuracy(rows, tmp_path / "bad.png", bars="sem")
