@@ -11,9 +11,9 @@ init, 5,000 training images held out, layer-wise magnitude pruning of 20% of the
 and 10% of the output weights per level, rewinding to the initialisation, k = 0), five
 seeds trained together, with ``--steps`` iterations per level (default 10,000: a fifth of
 the preset's 50K, which did not fit in this session on 2 shared cores; evaluation every
-1,000). IMP runs to level 10 (10.7% of the hidden weights). At levels 3, 7 and 10 (51%,
-21%, 10.7%), two kinds of subnetwork start from the same initial weights (the rewind
-point, k = 0):
+1,000). IMP runs to level 10 (10.7% of the hidden weights). At levels 10, 3 and 7 (10.7%,
+51%, 21%; trained in that order, the paper's density first), two kinds of subnetwork
+start from the same initial weights (the rewind point, k = 0):
 
 * ``imp``: the level's IMP mask (``run.branch_state("rewind", level)``);
 * ``random``: a random mask with the same per-layer survivor counts
@@ -63,7 +63,7 @@ PAPER_RATIO = 2.8  # at 10.7% (LeNet-300-100), as issue 24 quotes the paper
 
 def settings(quick: bool, steps: int | None = None) -> dict:
     s = ({"seeds": 2, "levels": 3, "steps": 500, "copy_levels": [3], "eval_every": 250} if quick else
-         {"seeds": 5, "levels": 10, "steps": 10_000, "copy_levels": [3, 7, 10], "eval_every": 1000})
+         {"seeds": 5, "levels": 10, "steps": 10_000, "copy_levels": [10, 3, 7], "eval_every": 1000})
     if steps:
         s.update(steps=steps, eval_every=min(s["eval_every"], steps))
     return s
