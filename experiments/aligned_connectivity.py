@@ -48,10 +48,18 @@ FIELDS = ("pair", "aligned", "seed", "test_barrier", "train_barrier", "level_a",
           "density_b", "test_error_a", "test_error_b", "l2_distance")
 
 
+QUICK = {"steps": 1000, "pairs": 2, "seeds": 2, "levels": 3, "train_examples": 2000}  # --quick
+
+
 def settings(quick: bool) -> dict:
     if quick:
-        return {"steps": 1000, "pairs": 2, "seeds": 2, "levels": 3, "train_examples": 2000}
+        return dict(QUICK)
     return {"steps": 10_000, "pairs": 3, "seeds": 3, "levels": 8, "train_examples": 10_000}
+
+
+def load_data(config: lottery.LotteryConfig, args):
+    """MNIST without a validation split (``--manual-dir`` / ``--data-dir``)."""
+    return lottery.load_data(config, data_dir=args.data_dir, manual_dir=args.manual_dir)
 
 
 def config(s: dict, seeds: int, levels: int) -> lottery.LotteryConfig:
@@ -85,7 +93,7 @@ def run(args, s, out: pathlib.Path, prov) -> list[dict]:
     rows = []
     # independent dense networks: level 0 of a lineage with 2 * pairs seeds (init and data vary)
     dense_cfg = config(s, 2 * s["pairs"], 0)
-    data = lottery.load_data(dense_cfg, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    data = load_data(dense_cfg, args)
     t = time.perf_counter()
     lottery.run_imp(dense_cfg, root / "independent", datasets=data, progress=False)
     prov.stage("train independent", time.perf_counter() - t)
@@ -153,29 +161,74 @@ def write(rows: list[dict], out: pathlib.Path) -> None:
                      f"{common.fmt(col('test_barrier', True))} | {common.fmt(col('train_barrier', False))} | "
                      f"{common.fmt(col('train_barrier', True))} | {l2.mean:.2f} | {l2a.mean:.2f} |")
     common.rundir.write_atomic(out / "summary.md", "\n".join(lines) + "\n")
-    fig = plots.figure((6.0, 3.8))
-    ax = fig.add_subplot()
-    x = np.arange(len(pairs))
-    for offset, aligned in ((-0.18, False), (0.18, True)):
-        for j, key in enumerate(("test_barrier", "train_barrier")):
-            means = [100 * np.mean([r[key] for r in rows if r["pair"] == p and r["aligned"] == aligned]) for p in pairs]
-            ax.plot(x + offset, means, marker="os"[j], linestyle="-" if aligned else "--",
-                    label=f"{key.split('_')[0]}{' aligned' if aligned else ''}")
-    ax.set_xticks(x, pairs, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("error barrier (points)")
-    ax.set_title("LeNet-300-100 on MNIST: barriers before / after weight matching", fontsize=9)
-    ax.legend(fontsize=7)
-    plots.save_figure(fig, out / "barriers.png")
+    plot_barriers(rows, pairs, out / "barriers.png")
+
+
+def plot_barriers(rows: list[dict], pairs: list[str], path: pathlib.Path) -> None:
+    """Each pair's barriers as points (no lines: the pairs are categories), mean ± SD
+    (ddof=1) over its seeds as bars, each seed a small dot; the independent pairs on their
+    own axes (their barriers are ~200 times larger)."""
+    groups = [[p for p in pairs if p == "independent"], [p for p in pairs if p != "independent"]]
+    groups = [g for g in groups if g]
+    fig = plots.figure((2.0 + 0.6 * sum(len(g) for g in groups) + 1.0 * len(groups), 3.8))
+    grid = fig.add_gridspec(1, len(groups), width_ratios=[len(g) + 1 for g in groups], wspace=0.35)
+    series = [(key, aligned) for key in ("test_barrier", "train_barrier") for aligned in (False, True)]
+    ns = []
+    for gi, group in enumerate(groups):
+        ax = fig.add_subplot(grid[0, gi])
+        x = np.arange(len(group))
+        for si, (key, aligned) in enumerate(series):
+            style = plots.series_style(si)
+            off = (si - 1.5) * 0.16
+            means, errs = [], []
+            for j, p in enumerate(group):
+                vals = [100 * r[key] for r in rows if r["pair"] == p and r["aligned"] == aligned]
+                m, e, n = plots.point_stats(vals)
+                means.append(m), errs.append(e), ns.append(n)
+                ax.plot(np.full(len(vals), j + off), vals, linestyle="none", marker=".", markersize=3,
+                        color=style["color"], alpha=0.5)
+            ax.errorbar(x + off, means, yerr=errs, linestyle="none", capsize=2, markersize=5,
+                        label=f"{key.split('_')[0]}{', aligned' if aligned else ''}", **style)
+        ax.set_xticks(x, group, rotation=45, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(group) - 0.4)
+        ax.set_ylabel("error barrier (points)")
+        ax.grid(alpha=0.3, axis="y")
+        if gi == len(groups) - 1:
+            ax.legend(fontsize=6)
+    fig.suptitle("LeNet-300-100 on MNIST: barriers before / after weight matching", fontsize=9)
+    fig.text(0.01, -0.1, plots.bar_note("sd", ns) + " (dots: the seeds/pairs)", fontsize=7, color="0.25")
+    plots.save_figure(fig, path)
+
+
+def read_rows(path: pathlib.Path) -> list[dict]:
+    """``results.csv`` back as rows (numbers as numbers, ``aligned`` as a bool)."""
+    import csv
+
+    def num(key, v):
+        if key == "pair":
+            return v
+        if key == "aligned":
+            return v == "True"
+        return int(v) if key in ("seed", "level_a", "level_b") else float(v)
+
+    with open(path, newline="") as f:
+        return [{k: num(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def main(argv=None) -> int:
     parser = common.parser(NAME, __doc__, manual_help="folder with the four MNIST *-ubyte.gz files",
                            quick_help="1,000 steps, 2 pairs, 3 levels (a check)")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="train nothing: rewrite summary.md and barriers.png from the results folder's results.csv")
     args = parser.parse_args(argv)
     s = settings(args.quick)
     suffix = "_quick" if args.quick else ""
     out = pathlib.Path(args.out or common.RESULTS / (NAME + suffix))
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_csv:
+        write(read_rows(out / "results.csv"), out)
+        print((out / "summary.md").read_text())
+        return 0
     args.workdir += suffix if args.workdir.endswith(NAME) else ""
     prov = common.Provenance(out, {**s, "config": config(s, s["seeds"], s["levels"]).to_dict()})
     run(args, s, out, prov)

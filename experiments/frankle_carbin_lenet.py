@@ -25,6 +25,7 @@ steps: about 3 hours for tickets and controls.
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
 import sys
@@ -44,12 +45,20 @@ FIELDS = ("kind", "level", "density", "seed", "early_stop_step", "test_accuracy_
 KIND_NAMES = {"imp": "ticket", "reinit": "reinit", "random_mask": "random_mask"}
 
 
+QUICK = {"seeds": 2, "levels": 8, "steps": 5000, "control_levels": [2, 4, 6, 8]}  # --quick
+
+
 def settings(quick: bool) -> dict:
     if quick:
-        return {"seeds": 2, "levels": 8, "steps": 5000, "control_levels": [2, 4, 6, 8]}
+        return dict(QUICK)
     # every second level, in an order that spreads over the densities (so that a run cut
     # short still shows the controls from 64% to 1.2%), both controls at each level
     return {"seeds": 5, "levels": 20, "steps": 50_000, "control_levels": [12, 6, 16, 2, 20, 8, 14, 4, 10, 18]}
+
+
+def load_data(config, args):
+    """MNIST with the preset's 5,000 validation images (``--manual-dir`` / ``--data-dir``)."""
+    return lottery.load_data(config, args.data_dir, args.manual_dir)
 
 
 def tidy(rows) -> list[dict]:
@@ -114,19 +123,31 @@ def paired_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(workdir: pathlib.Path, out: pathlib.Path) -> list[dict]:
-    rows = tidy(lottery.load_results(workdir))
+def read_rows(path: pathlib.Path) -> list[dict]:
+    """``results.csv`` back as rows (numbers as numbers, empty cells as None)."""
+    def num(key, v):
+        if v == "":
+            return None
+        return v if key == "kind" else (int(v) if key in ("level", "seed", "early_stop_step") else float(v))
+
+    with open(path, newline="") as f:
+        return [{k: num(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def write_outputs(workdir: pathlib.Path, out: pathlib.Path, rows=None) -> list[dict]:
+    """results.csv, summary.md and the plots from the run folder (or from ``rows``)."""
+    rows = tidy(lottery.load_results(workdir)) if rows is None else rows
     common.write_csv(out / "results.csv", rows, FIELDS)
     table, _ = summarize(rows)
     common.rundir.write_atomic(out / "summary.md", f"# {NAME}: per level, over seeds\n\n"
-                               "accuracy in %, mean ± std [95% t-interval]; early stop = iteration of "
-                               f"minimum validation loss\n\n{table}\n\n## Paired by seed\n\n"
+                               "accuracy in %, mean ± std (ddof=1) [95% t-interval] over seeds; early stop = "
+                               f"iteration of minimum validation loss\n\n{table}\n\n## Paired by seed\n\n"
                                f"{paired_table(rows)}\n")
     acc_rows = [{"method": r["kind"], "density": r["density"], "accuracy": r["test_accuracy_at_early_stop"]}
                 for r in rows if r["test_accuracy_at_early_stop"] is not None]
     plots.plot_density_accuracy(acc_rows, out / "accuracy_vs_density.png",
                                 title="LeNet-300-100 on MNIST: test accuracy at early stop")
-    series = {}
+    series, ns = {}, {}
     for kind in KIND_NAMES.values():
         levels = sorted({r["level"] for r in rows if r["kind"] == kind})
         pts = [(np.mean(by(rows, kind, l, "density")), common.stats(by(rows, kind, l, "early_stop_step")))
@@ -134,8 +155,9 @@ def write_outputs(workdir: pathlib.Path, out: pathlib.Path) -> list[dict]:
         pts = [(d, s) for d, s in pts if s is not None]
         if pts:
             series[kind] = ([d for d, _ in pts], [s.mean for _, s in pts], [s.std for _, s in pts])
+            ns[kind] = [s.n for _, s in pts]
     plots.plot_series_vs_density(series, out / "early_stop_vs_density.png", ylabel="early-stop iteration",
-                                 title="LeNet-300-100 on MNIST: early stopping")
+                                 title="LeNet-300-100 on MNIST: early stopping", n=ns)
     return rows
 
 
@@ -144,6 +166,9 @@ def main(argv=None) -> int:
                            quick_help="2 seeds, 8 levels, 5K iterations (a check, ~10 min)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of the levels and controls the run folder holds")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="train and read nothing but the results folder's results.csv: rewrite its summary "
+                             "and plots (where the run folder is gone)")
     args = parser.parse_args(argv)
     s = settings(args.quick)
     out = pathlib.Path(args.out or common.RESULTS / (NAME + ("_quick" if args.quick else "")))
@@ -151,12 +176,16 @@ def main(argv=None) -> int:
     workdir = pathlib.Path(args.workdir + ("_quick" if args.quick and args.workdir.endswith(NAME) else ""))
     preset = configs.get("lenet_300_100_mnist")
     config = preset.replace(seeds=s["seeds"], levels=s["levels"], train=preset.train.replace(steps=s["steps"]))
+    if args.from_csv:
+        write_outputs(workdir, out, read_rows(out / "results.csv"))
+        print((out / "summary.md").read_text())
+        return 0
     prov = common.Provenance(out, {**s, "preset": "lenet_300_100_mnist", "config": config.to_dict()})
-    data_kw = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
     if args.report:
         write_outputs(workdir, out)
         print((out / "summary.md").read_text())
         return 0
+    data_kw = dict(datasets=load_data(config, args))
     t = time.perf_counter()
     lottery.run_imp(config, workdir, progress=False, **data_kw)
     prov.stage("tickets", time.perf_counter() - t)

@@ -52,7 +52,7 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import analysis, compare, lottery, pruning, plots, rundir, train  # noqa: E402
+from jaxticket import analysis, compare, lottery, pruning, plots, report, train  # noqa: E402
 
 NAME = "paganini_forde_lenet5"
 FC = "^(fc1|fc2|output)/kernel$"
@@ -90,6 +90,18 @@ PAPER_ITERATION_18 = {  # the paper's test accuracy (%) at iteration 18, as quot
 
 TRAIN_EXAMPLES = 60_000  # MNIST's training set (no validation split): 937 steps of 64 per epoch
 BATCH = 64
+
+
+QUICK = {"seeds": 2, "levels": 4, "epochs": 1,  # --quick
+         "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"]}
+
+
+def load_data(config: lottery.LotteryConfig, args):
+    """MNIST (``--manual-dir`` / ``--data-dir``), once for every lineage."""
+    return lottery.load_data(config, args.data_dir, args.manual_dir)
+
+
+PAPER_ENSEMBLES = {"all": 91.0, "hybrid+fc_only+l1_unstructured": 91.6}  # mean softmax, iteration 18
 
 
 def config(method: str, pruner: dict, s: dict) -> lottery.LotteryConfig:
@@ -191,19 +203,10 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
         for seed in last_seeds(rows, [method], level):
             run = load_seed(root, method, level, seed)
             control = pruning.random_like(run["mask"], jax.random.key(1000 + seed))
-            for layer in ("conv1/kernel", "conv2/kernel", "fc1/kernel"):
-                c, r = analysis.connectivity(run["mask"], layer), analysis.connectivity(control, layer)
-                conn_rows.append({"method": method, "seed": seed, "layer": layer,
-                                  "density": float(np.mean(np.asarray(run["mask"].keep[layer.split("/")[0]]["kernel"]))),
-                                  "empty_pairs": float(c.empty_pairs), "empty_pairs_random": float(r.empty_pairs),
-                                  "empty_outputs": float(c.empty_outputs), "empty_outputs_random": float(r.empty_outputs),
-                                  "empty_inputs": float(c.empty_inputs), "empty_inputs_random": float(r.empty_inputs)})
+            conn_rows += connectivity_rows(method, seed, run["mask"], control)
     common.write_csv(out / "agreement.csv", agree_rows, ("method_a", "method_b", "seed", "agreement", "jaccard"))
     common.write_csv(out / "ensembles.csv", ens_rows, ("subset", "seed", "mean_softmax_accuracy"))
-    common.write_csv(out / "connectivity.csv", conn_rows, ("method", "seed", "layer", "density", "empty_pairs",
-                                                           "empty_pairs_random", "empty_outputs",
-                                                           "empty_outputs_random", "empty_inputs",
-                                                           "empty_inputs_random"))
+    common.write_csv(out / "connectivity.csv", conn_rows, CONNECTIVITY_FIELDS)
     # agreement matrix averaged over seeds
     matrix = np.eye(len(names))
     for r in agree_rows:
@@ -218,42 +221,224 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
         traj = analysis.weight_trajectories([r["params"] for r in per_level], [r["mask"] for r in per_level],
                                             "conv2/kernel")
         plots.plot_trajectories(traj, out / f"conv2_weights_{method}.png")
-    # conv1 filters (seed 0): structured + rewind, unstructured + rewind, unstructured + fine-tune
-    shown = {m: load_seed(root, m, level, 0) for m in
-             ("l1_structured", "l1_unstructured", "l1_unstructured_finetune") if m in lineages(s)}
+    # conv1 filters (seed 0) at levels where conv1 still has weights, and at the last
+    shown = {}
+    for m in [m for m in ("l1_structured", "l1_unstructured", "l1_unstructured_finetune") if m in lineages(s)]:
+        for lv in sorted({0, level // 3, 2 * level // 3, level}):
+            run = load_seed(root, m, lv, 0)
+            kept = int(np.sum(np.asarray(run["mask"].keep["conv1"]["kernel"])))
+            shown[f"{m.replace('_', ' ')}\nit. {lv}: {kept} w."] = run
     if shown:
         plot_filters(shown, out / "conv1_filters.png")
     return {"names": names, "agreement": matrix.tolist()}
 
 
+CONNECTIVITY_FIELDS = ("method", "seed", "layer", "density", "empty_pairs", "empty_pairs_random", "empty_outputs",
+                       "empty_outputs_random", "empty_inputs", "empty_inputs_random", "live_inputs",
+                       "live_inputs_random", "empty_inputs_live", "empty_inputs_live_random", "empty_outputs_live",
+                       "empty_outputs_live_random")
+LAYERS = ("conv1/kernel", "conv2/kernel", "fc1/kernel")
+
+
+def connectivity_rows(method: str, seed: int, mask, control) -> list[dict]:
+    """conv1, conv2 and fc1 of one mask and of its random control (same per-layer
+    density): the raw figures (every input counts) and the *live* ones, over the inputs
+    fed by units that keep a weight from a live input (:func:`jaxticket.analysis.live_units`:
+    a conv1 channel without weights sends a constant, so the conv2 weights leaving it
+    carry nothing), with the number of live inputs."""
+    def chain(m):
+        live1 = analysis.live_units(m, "conv1/kernel")
+        live2 = analysis.live_units(m, "conv2/kernel", upstream=live1)
+        spatial = np.shape(m.keep["fc1"]["kernel"])[0] // live2.shape[0]  # 5 x 5 positions, NHWC
+        return {"conv1/kernel": None, "conv2/kernel": live1, "fc1/kernel": analysis.flattened_live(live2, spatial)}
+
+    ups, ups_c = chain(mask), chain(control)
+    out = []
+    for layer in LAYERS:
+        row = {"method": method, "seed": seed, "layer": layer,
+               "density": float(np.mean(np.asarray(mask.keep[layer.split("/")[0]]["kernel"])))}
+        for suffix, m, up in (("", mask, ups[layer]), ("_random", control, ups_c[layer])):
+            raw, live = analysis.connectivity(m, layer), analysis.connectivity(m, layer, upstream=up)
+            n_in = np.shape(m.keep[layer.split("/")[0]]["kernel"])[-2]
+            row.update({f"empty_pairs{suffix}": float(raw.empty_pairs), f"empty_outputs{suffix}": float(raw.empty_outputs),
+                        f"empty_inputs{suffix}": float(raw.empty_inputs),
+                        f"live_inputs{suffix}": n_in if up is None else int(np.sum(np.asarray(up))),
+                        f"empty_inputs_live{suffix}": float(live.empty_inputs),
+                        f"empty_outputs_live{suffix}": float(live.empty_outputs)})
+        out.append(row)
+    return out
+
+
 def plot_filters(runs: dict, path) -> None:
-    fig = plots.figure((2.0 * len(runs), 3.2))
-    for col, (name, run) in enumerate(runs.items()):
-        w = np.asarray(run["params"]["conv1"]["kernel"])[:, :, 0, :] * np.asarray(run["mask"].keep["conv1"]["kernel"])[:, :, 0, :]
-        for f in range(w.shape[-1]):
-            ax = fig.add_subplot(w.shape[-1], len(runs), f * len(runs) + col + 1)
-            ax.imshow(w[:, :, f], cmap="RdBu", vmin=-np.abs(w).max(), vmax=np.abs(w).max())
+    """conv1's six 3x3 filters (rows) of each labelled run (columns), one colour scale for
+    all (the bar), pruned weights grey."""
+    import matplotlib
+
+    ws = {name: np.asarray(r["params"]["conv1"]["kernel"])[:, :, 0, :] for name, r in runs.items()}
+    ks = {name: np.asarray(r["mask"].keep["conv1"]["kernel"])[:, :, 0, :] for name, r in runs.items()}
+    vmax = max(float(np.abs(w[k]).max()) if k.any() else 0.0 for w, k in zip(ws.values(), ks.values())) or 1.0
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="0.8")
+    fig = plots.figure((0.9 * len(runs) + 1.2, 6.0))
+    im = None
+    for col, name in enumerate(runs):
+        for f in range(ws[name].shape[-1]):
+            ax = fig.add_subplot(ws[name].shape[-1], len(runs), f * len(runs) + col + 1)
+            im = ax.imshow(np.ma.masked_array(ws[name][:, :, f], ~ks[name][:, :, f]), cmap=cmap, vmin=-vmax, vmax=vmax)
             ax.set_xticks([]), ax.set_yticks([])
             if f == 0:
-                ax.set_title(name.replace("_", " "), fontsize=6)
+                ax.set_title(name, fontsize=5)
+    if im is not None:
+        fig.colorbar(im, ax=fig.axes, shrink=0.6, label="weight (grey: pruned)")
+    fig.text(0.01, 0.0, "conv1 filters (rows), seed 0; one colour scale", fontsize=6)
     plots.save_figure(fig, path)
 
 
-def summarize(rows, analyses, out: pathlib.Path, s) -> None:
-    level = s["levels"]
-    mid = level // 2
-    lines = [f"| method | weights % at it. 0 / {mid} / {level} | test acc % it. 0 | it. {mid} | it. {level} | "
-             "paper it. 18 |", "|---|---|---|---|---|---|"]
+def _pm(st, scale: float = 100.0, digits: int = 1) -> str:
+    return "-" if st is None else f"{st.mean * scale:.{digits}f} ± {st.std * scale:.{digits}f}"
+
+
+def _diff(st, scale: float = 100.0, digits: int = 1) -> str:
+    if st is None:
+        return "-"
+    return (f"{st.mean * scale:+.{digits}f} [{st.ci95[0] * scale:+.{digits}f}, {st.ci95[1] * scale:+.{digits}f}]"
+            f" (n = {st.n})")
+
+
+MATCHED_PAIRS = (("random_structured", "random_unstructured"), ("l1_structured", "l1_unstructured"),
+                 ("hybrid", "l1_unstructured"), ("fc_only", "l1_unstructured"))
+
+
+def accuracy_table(rows, s) -> list[str]:
+    level, mid = s["levels"], s["levels"] // 2
+    lines = [f"| method | epochs | weights % at it. 0 / {mid} / {level} | test acc % it. 0 | it. {mid} | it. {level} "
+             f"| paper it. 18 | paper in our 95% interval |", "|---|---|---|---|---|---|---|---|"]
     for method in lineages(s):
-        cell = lambda l: [r["test_accuracy"] for r in rows if r["method"] == method and r["level"] == l]  # noqa: E731
+        cell = lambda l: common.stats([r["test_accuracy"] for r in rows if r["method"] == method and r["level"] == l])  # noqa: E731
         dens = lambda l: np.mean([r["density"] for r in rows if r["method"] == method and r["level"] == l] or [np.nan])  # noqa: E731
-        lines.append(f"| {method} | {100 * dens(0):.0f} / {100 * dens(mid):.1f} / {100 * dens(level):.2f} | "
-                     f"{common.fmt(common.stats(cell(0)))} | {common.fmt(common.stats(cell(mid)))} | "
-                     f"{common.fmt(common.stats(cell(level)))} | {PAPER_ITERATION_18.get(method, '-')} |")
-    common.rundir.write_atomic(out / "summary.md", f"# {NAME}\n\ntest accuracy, mean ± std [95% CI] over seeds\n\n"
-                               + "\n".join(lines) + "\n")
+        last, paper = cell(level), PAPER_ITERATION_18.get(method)
+        inside = "-" if paper is None or last is None or level != 18 else (
+            "yes" if 100 * last.ci95[0] <= paper <= 100 * last.ci95[1] else "no")
+        lines.append(f"| {method} | {s['epochs']} | {100 * dens(0):.0f} / {100 * dens(mid):.1f} / {100 * dens(level):.2f} | "
+                     f"{common.fmt(cell(0))} | {common.fmt(cell(mid))} | {common.fmt(last)} (n = {last.n if last else 0}) "
+                     f"| {paper if paper is not None else '-'} | {inside} |")
+    return lines
+
+
+def matched_table(rows) -> list[str]:
+    """Method A against method B at A's densities (B interpolated per seed in log density)."""
+    lines = ["| A | B | A's iteration | weights % | A acc % | B acc % at that density | A - B, points [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for a, b in MATCHED_PAIRS:
+        ra, rb = [r for r in rows if r["method"] == a], [r for r in rows if r["method"] == b]
+        if not ra or not rb:
+            continue
+        levels = sorted({r["level"] for r in ra if r["level"] > 0})
+        dens = [float(np.mean([r["density"] for r in ra if r["level"] == l])) for l in levels]
+        for level, m in zip(levels, report.matched_density(ra, rb, dens)):
+            lines.append(f"| {a} | {b} | {level} | {100 * m.density:.2f} | {_pm(m.a)} | {_pm(m.b)} | {_diff(m.diff)} |")
+    return lines
+
+
+def ensemble_table(ens_rows) -> list[str]:
+    """Each ensemble against each seed's best single member, paired by seed."""
+    seeds = sorted({r["seed"] for r in ens_rows})
+    singles = {r["subset"] for r in ens_rows} & set(methods())
+    if not singles:
+        return []
+    best = {sd: max(r["mean_softmax_accuracy"] for r in ens_rows if r["seed"] == sd and r["subset"] in singles)
+            for sd in seeds}
+    lines = ["| ensemble | accuracy % | paper | paper in our 95% interval | minus each seed's best member, points "
+             "[95% CI] |", "|---|---|---|---|---|"]
+    for subset in sorted({r["subset"] for r in ens_rows} - singles):
+        acc = {r["seed"]: r["mean_softmax_accuracy"] for r in ens_rows if r["subset"] == subset}
+        st, paper = common.stats(acc.values()), PAPER_ENSEMBLES.get(subset)
+        inside = "-" if paper is None else ("yes" if 100 * st.ci95[0] <= paper <= 100 * st.ci95[1] else "no")
+        lines.append(f"| {subset} | {common.fmt(st)} | {paper if paper is not None else '-'} | {inside} | "
+                     f"{_diff(report.paired_stats(acc, best), digits=2)} |")
+    return lines
+
+
+def connectivity_table(conn_rows) -> list[str]:
+    """Empty inputs/outputs per method and layer, raw and with dead upstream units excluded."""
+    if not conn_rows:
+        return []
+    live = "empty_inputs_live" in conn_rows[0] and conn_rows[0]["empty_inputs_live"] not in (None, "")
+    head = "| method | layer | weights % | empty inputs % | random | empty outputs % | random |"
+    if live:
+        head += " live inputs | empty live inputs % | random |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for method in dict.fromkeys(r["method"] for r in conn_rows):
+        for layer in LAYERS:
+            sel = [r for r in conn_rows if r["method"] == method and r["layer"] == layer]
+            st = lambda key: common.stats([float(r[key]) for r in sel])  # noqa: E731
+            cells = [method, layer, f"{100 * st('density').mean:.2f}", _pm(st("empty_inputs")),
+                     _pm(st("empty_inputs_random")), _pm(st("empty_outputs")), _pm(st("empty_outputs_random"))]
+            if live:
+                cells += [f"{st('live_inputs').mean:.1f} (random {st('live_inputs_random').mean:.1f})",
+                          _pm(st("empty_inputs_live")), _pm(st("empty_inputs_live_random"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+    """A tidy CSV's rows with numbers as numbers."""
+    import csv
+
+    def num(v):
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                return v
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def summarize(rows, out: pathlib.Path, s) -> None:
+    """summary.md from ``rows`` and the analyses' CSVs in ``out``, and the accuracy plot."""
+    parts = [f"# {NAME}\n", f"{s['epochs']} epoch(s) per level. Test accuracy in %, mean ± SD (ddof=1) "
+             "[95% t-interval] over the seeds (n); differences paired by seed, mean [95% t-interval].\n",
+             "## Accuracy per method\n", *accuracy_table(rows, s),
+             "\n## At matched density\n", "Iteration i of two methods is not the same density (structured rounding, "
+             "the output layer left out): here B's accuracy is interpolated per seed, linearly in log density, at "
+             "A's densities (`jaxticket.report.matched_density`).\n", *matched_table(rows)]
+    ens = ensemble_table(read_csv(out / "ensembles.csv"))
+    if ens:
+        parts += [f"\n## Ensembles at iteration {s['levels']} (mean softmax)\n", *ens]
+    conn = connectivity_table(read_csv(out / "connectivity.csv"))
+    if conn:
+        parts += [f"\n## Connectivity at iteration {s['levels']}\n",
+                  "Fractions of the layer's input units/channels without outgoing weights and of its outputs without "
+                  "inputs, beside a random mask of the same per-layer density; 'live': over the inputs fed by units "
+                  "that keep a weight from a live input (a conv1 channel without weights sends a constant).\n", *conn]
+    common.rundir.write_atomic(out / "summary.md", "\n".join(parts) + "\n")
     acc_rows = [{"method": r["method"], "density": r["density"], "accuracy": r["test_accuracy"]} for r in rows]
-    plots.plot_density_accuracy(acc_rows, out / "accuracy_vs_density.png", title="LeNet-5 on MNIST: pruning methods")
+    plots.plot_density_accuracy(acc_rows, out / "accuracy_vs_density.png",
+                                title=f"LeNet-5 on MNIST, {s['epochs']} epoch(s) per level: pruning methods")
+
+
+def from_csv(out: pathlib.Path, s) -> list[dict]:
+    """The rows of ``out/results.csv`` (a results folder whose run folders are gone), with
+    the ``epochs`` column from its provenance settings where the file lacks it."""
+    rows = read_csv(out / "results.csv")
+    if not rows:
+        raise SystemExit(f"{out / 'results.csv'} holds no rows: --from-csv rewrites a results folder's summary "
+                         "and plots from its CSV files; train first (without --from-csv)")
+    if "epochs" not in rows[0]:
+        prov = json.loads((out / "provenance.json").read_text())
+        epochs = {x.get("settings", prov["settings"])["epochs"] for x in prov["sessions"] if x["stages"]}  # trained
+        if len(epochs) != 1:
+            raise SystemExit(f"{out}: its sessions ran {sorted(epochs)} epochs; cannot name one epochs column")
+        rows = [{**r, "epochs": next(iter(epochs))} for r in rows]
+    s["epochs"] = rows[0]["epochs"]
+    names = set(lineages(s))
+    return sorted([r for r in rows if r["method"] in names],
+                  key=lambda r: (list(lineages(s)).index(r["method"]), r["level"], r["seed"]))
 
 
 def main(argv=None) -> int:
@@ -274,15 +459,16 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of what the run folders hold (lineages that "
                              "have not reached the last level are left out of the last-level analyses)")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="train and read nothing but the results folder's CSV files: rewrite its summary.md, "
+                             "accuracy plot and results.csv (with the epochs column) where the run folders are gone")
     args = parser.parse_args(argv)
     all_methods = list(methods()) + ["l1_unstructured_finetune"]
     s = {"seeds": args.seeds, "levels": 18, "epochs": args.epochs, "methods": all_methods}
     if args.first_seed:
         s["first_seed"] = args.first_seed
     if args.quick:
-        s = {"seeds": 2, "levels": 4, "epochs": 1,
-             "methods": ["l1_unstructured", "l1_structured", "hybrid", "l1_unstructured_finetune"],
-             **({"first_seed": args.first_seed} if args.first_seed else {})}
+        s = {**QUICK, **({"first_seed": args.first_seed} if args.first_seed else {})}
     if args.methods:
         unknown = sorted(set(args.methods) - set(all_methods))
         if unknown:
@@ -290,6 +476,12 @@ def main(argv=None) -> int:
         s["methods"] = list(args.methods)
     out = pathlib.Path(args.out or common.RESULTS / (NAME + ("_quick" if args.quick else "")))
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_csv:
+        rows = from_csv(out, s)
+        common.write_csv(out / "results.csv", rows, FIELDS)
+        summarize(rows, out, s)
+        print((out / "summary.md").read_text())
+        return 0
     default_root = str(common.ROOT / "runs" / NAME)
     suffix = "_quick" if args.quick else ("" if args.seeds == 5 else f"_s{args.seeds}")
     root = pathlib.Path(args.root + (suffix if args.root == default_root else ""))
@@ -304,15 +496,16 @@ def main(argv=None) -> int:
         if args.report:
             break
         t = time.perf_counter()
-        data = data or lottery.load_data(config(method, pruner, s), args.data_dir, args.manual_dir)
+        data = data or load_data(config(method, pruner, s), args)
         lottery.run_imp(config(method, pruner, s), lineage_dir(root, method, s.get("first_seed", 0), s["seeds"]),
                         datasets=data, progress=False, log=lambda line, m=method: print(f"{m}: {line}", flush=True))
         prov.stage(method, time.perf_counter() - t)
     rows = tidy_rows(root, s)
     done = s if not args.report else {**s, "methods": [m for m in s["methods"] if m not in s["unfinished"]]}
     common.write_csv(out / "results.csv", rows, FIELDS)
-    analyses = last_level_analyses(root, done, out, rows)  # the lineages that reached the last level
-    summarize(rows, analyses, out, s)
+    if [m for m in done["methods"] if m in methods()]:
+        last_level_analyses(root, done, out, rows)  # the lineages that reached the last level
+    summarize(rows, out, s)
     print((out / "summary.md").read_text())
     return 0
 
