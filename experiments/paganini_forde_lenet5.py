@@ -207,20 +207,14 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
     common.write_csv(out / "agreement.csv", agree_rows, ("method_a", "method_b", "seed", "agreement", "jaccard"))
     common.write_csv(out / "ensembles.csv", ens_rows, ("subset", "seed", "mean_softmax_accuracy"))
     common.write_csv(out / "connectivity.csv", conn_rows, CONNECTIVITY_FIELDS)
-    # agreement matrix averaged over seeds
-    matrix = np.eye(len(names))
-    for r in agree_rows:
-        i, j = names.index(r["method_a"]), names.index(r["method_b"])
-        matrix[i, j] = matrix[j, i] = np.mean([x["agreement"] for x in agree_rows
-                                               if {x["method_a"], x["method_b"]} == {r["method_a"], r["method_b"]}])
-    plots.plot_heatmap(matrix, names, out / "agreement.png",
-                       title=f"test prediction agreement at iteration {level} (mean over seeds)")
+    plot_agreement(agree_rows, names, level, out / "agreement.png")
     # weights of conv2 across iterations (seed 0): structured, unstructured, hybrid
     for method in [m for m in ("l1_structured", "l1_unstructured", "hybrid") if m in names]:
         per_level = [load_seed(root, method, l, 0) for l in range(level + 1)]
         traj = analysis.weight_trajectories([r["params"] for r in per_level], [r["mask"] for r in per_level],
                                             "conv2/kernel")
-        plots.plot_trajectories(traj, out / f"conv2_weights_{method}.png")
+        plots.plot_trajectories(traj, out / f"conv2_weights_{method}.png",
+                                title=f"{method}: conv2's {traj.shape[1]} surviving weights, seed 0 (one seed)")
     # conv1 filters (seed 0) at levels where conv1 still has weights, and at the last
     shown = {}
     for m in [m for m in ("l1_structured", "l1_unstructured", "l1_unstructured_finetune") if m in lineages(s)]:
@@ -230,7 +224,19 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
             shown[f"{m.replace('_', ' ')}\nit. {lv}: {kept} w."] = run
     if shown:
         plot_filters(shown, out / "conv1_filters.png")
-    return {"names": names, "agreement": matrix.tolist()}
+
+
+def plot_agreement(agree_rows, names, level: int, path) -> None:
+    """The pairwise test-prediction agreement of the methods, mean over the seeds."""
+    if len(names) < 2:
+        return
+    matrix, n = np.eye(len(names)), set()
+    for a, b in itertools.combinations(names, 2):
+        vals = [r["agreement"] for r in agree_rows if {r["method_a"], r["method_b"]} == {a, b}]
+        n.add(len(vals))
+        matrix[names.index(a), names.index(b)] = matrix[names.index(b), names.index(a)] = np.mean(vals)
+    plots.plot_heatmap(matrix, names, path, title=f"test prediction agreement at iteration {level}\n(mean over "
+                       f"n = {'/'.join(str(x) for x in sorted(n))} seeds)")
 
 
 CONNECTIVITY_FIELDS = ("method", "seed", "layer", "density", "empty_pairs", "empty_pairs_random", "empty_outputs",
@@ -479,6 +485,9 @@ def main(argv=None) -> int:
     if args.from_csv:
         rows = from_csv(out, s)
         common.write_csv(out / "results.csv", rows, FIELDS)
+        agree = read_csv(out / "agreement.csv")
+        names = [m for m in methods() if any(m in (r["method_a"], r["method_b"]) for r in agree)]
+        plot_agreement(agree, names, s["levels"], out / "agreement.png")
         summarize(rows, out, s)
         print((out / "summary.md").read_text())
         return 0
