@@ -70,8 +70,16 @@ def setups(quick: bool) -> dict:
     }
     if quick:
         for s in full.values():
-            s.update(steps=300, levels=4, branch_levels=[2, 4], rewind_step=15)
+            s.update(QUICK)
     return full
+
+
+QUICK = {"steps": 300, "levels": 4, "branch_levels": [2, 4], "rewind_step": 15}  # --quick, per setup
+
+
+def load_data(config: lottery.LotteryConfig, args):
+    """The setup's dataset without a validation split (``--manual-dir`` holds mnist/ and fashion_mnist/)."""
+    return lottery.load_data(config, data_dir=args.data_dir, manual_dir=args.manual_dir)
 
 
 LINEAGES = ("k0", "rewound")  # IMP rewound to the initialization, and to s["rewind_step"]
@@ -201,7 +209,7 @@ def summarize(rows: list[dict], plan: dict) -> str:
 
 
 def plot(rows: list[dict], setup: str, path: pathlib.Path) -> None:
-    series = {}
+    series, ns = {}, {}
     for method in ("imp", "imp_rewound", *METHODS):
         for check in CHECKS:
             levels = sorted({r["level"] for r in rows if (r["setup"], r["method"], r["check"]) == (setup, method, check)})
@@ -214,7 +222,20 @@ def plot(rows: list[dict], setup: str, path: pathlib.Path) -> None:
             if pts and (check in ("none", "shuffle") or method.startswith("imp")):
                 label = method if check == "none" else f"{method} ({check})"
                 series[label] = ([d for d, _ in pts], [100 * st.mean for _, st in pts], [100 * st.std for _, st in pts])
-    plots.plot_series_vs_density(series, path, ylabel="test accuracy (%)", title=f"{setup}: pruning at init vs IMP")
+                ns[label] = [st.n for _, st in pts]
+    plots.plot_series_vs_density(series, path, ylabel="test accuracy (%)", title=f"{setup}: pruning at init vs IMP",
+                                 n=ns)
+
+
+def read_rows(path: pathlib.Path) -> list[dict]:
+    """``results.csv`` back as rows (numbers as numbers)."""
+    import csv
+
+    def num(key, v):
+        return v if key in ("setup", "method", "check") else (int(v) if key in ("level", "seed") else float(v))
+
+    with open(path, newline="") as f:
+        return [{k: num(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def main(argv=None) -> int:
@@ -228,6 +249,9 @@ def main(argv=None) -> int:
                              "and reinit checks (default: both)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: write the results of what the run folders hold")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="train and read nothing but the results folder's results.csv: rewrite its summary "
+                             "and plots (where the run folders are gone)")
     args = parser.parse_args(argv)
     plan = setups(args.quick)
     if args.setups:
@@ -249,6 +273,13 @@ def main(argv=None) -> int:
         common.write_csv(out / "results.csv", rows, FIELDS)
         common.rundir.write_atomic(out / "summary.md", summarize(rows, plan))
 
+    if args.from_csv:
+        rows = read_rows(out / "results.csv")
+        for setup in plan:
+            plot(rows, setup, out / f"accuracy_vs_density_{setup}.png")
+        common.rundir.write_atomic(out / "summary.md", summarize(rows, plan))
+        print((out / "summary.md").read_text())
+        return 0
     if args.report:
         write_outputs()
         print((out / "summary.md").read_text())
@@ -260,7 +291,7 @@ def main(argv=None) -> int:
         for setup, s in plan.items():
             cfg = config(s, args.seeds, s["rewind_step"] if lineage == "rewound" else 0)
             workdir = root / lineage_dir(setup, lineage)
-            data = lottery.load_data(cfg, data_dir=args.data_dir, manual_dir=args.manual_dir)
+            data = load_data(cfg, args)
             t = time.perf_counter()
             lottery.run_imp(cfg, workdir, datasets=data, progress=False)
             prov.stage(f"{workdir.name}/imp", time.perf_counter() - t)
