@@ -49,23 +49,33 @@ from jaxticket import train as train_lib  # noqa: E402
 from jaxticket.train import TrainConfig  # noqa: E402
 
 NAME = "rewinding_stability"
-FIELDS = ("k", "level", "density", "seed", "test_barrier", "train_barrier", "l2_to_full", "test_accuracy",
-          "copies_test_accuracy")
+FIELDS = ("k", "level", "density", "seed", "test_barrier", "train_barrier", "l2_to_full", "l2_to_full_all",
+          "test_accuracy", "copies_test_accuracy")
 GLOBAL_20 = {"method": "magnitude", "fraction": 0.2, "scope": "global"}
+
+
+QUICK = {"steps": 600, "levels": 4, "ks": [0, 100], "copy_levels": [0, 4], "seeds": 2,  # --quick
+         "train_examples": 10_000}
 
 
 def fashion(model: str = "lenet5", lr: float = 0.05, quick: bool = False) -> dict:
     """``model`` on Fashion-MNIST, SGD momentum 0.9 at ``lr`` without warm-up, batch 128,
     2,000 iterations (lr x0.1 at 1,000 and 1,500), weight decay 1e-4, global 20% per level."""
-    steps = 600 if quick else 2000
+    q = QUICK if quick else {"steps": 2000, "levels": 10, "ks": [0, 25, 100, 500], "copy_levels": [0, 4, 7, 10],
+                             "seeds": 5, "train_examples": 10_000}
+    steps = q["steps"]
     train = TrainConfig(model=model, dataset="fashion_mnist", optimizer="sgd", lr=lr, momentum=0.9,
                         weight_decay=1e-4, batch_size=128, steps=steps,
                         milestones=(steps // 2, 3 * steps // 4), milestone_unit="steps", gamma=0.1,
                         eval_every=steps)
-    config = lottery.LotteryConfig(train=train, levels=4 if quick else 10, pruner=GLOBAL_20, validation_size=0)
-    return {"config": config, "ks": [0, 100] if quick else [0, 25, 100, 500],
-            "copy_levels": [0, 4] if quick else [0, 4, 7, 10], "seeds": 2 if quick else 5,
-            "batch_stats": "interpolate", "train_examples": 10_000, "num_alphas": 15}
+    config = lottery.LotteryConfig(train=train, levels=q["levels"], pruner=GLOBAL_20, validation_size=0)
+    return {"config": config, "ks": list(q["ks"]), "copy_levels": list(q["copy_levels"]), "seeds": q["seeds"],
+            "batch_stats": "interpolate", "train_examples": q["train_examples"], "num_alphas": 15}
+
+
+def load_data(config: lottery.LotteryConfig, args):
+    """The setting's dataset (``--manual-dir`` / ``--data-dir``), without a validation split."""
+    return lottery.load_data(config, args.data_dir, args.manual_dir)
 
 
 def lenet5_fashion(quick: bool = False) -> dict:
@@ -169,7 +179,12 @@ def dense_barriers(workdir: pathlib.Path, seeds: int) -> list[dict]:
 
 def collect(workdir: pathlib.Path, seeds: int) -> list[dict]:
     """Tidy rows from the seed folders: every lineage level's accuracy, and the copies'
-    barriers and distance where they were trained (each seed with the ks its folder holds)."""
+    barriers and distances where they were trained (each seed with the ks its folder holds).
+
+    ``l2_to_full``: a copy's distance to the dense network's trained weights over the copy's
+    surviving weights (the Stabilizing paper's); ``l2_to_full_all``: over every parameter
+    (pruned positions, 0 in the copy, and biases count). Points written before the
+    surviving-weight distance existed hold only the second (``l2_to_dense_final``)."""
     rows = []
     for seed in range(seeds):
         folder = workdir / f"seed{seed}"
@@ -182,22 +197,22 @@ def collect(workdir: pathlib.Path, seeds: int) -> list[dict]:
         for results in sorted(folder.glob("imp_k*/results.json")):
             k = int(results.parent.name[len("imp_k"):])
             for r in json.loads(results.read_text()):
-                p = points.get((k, r["level"]))
+                p = points.get((k, r["level"])) or {}
                 rows.append({"k": k, "level": r["level"], "density": round(r["density"], 6), "seed": seed,
-                             "test_barrier": None if p is None else p["test_barrier"],
-                             "train_barrier": None if p is None else p["train_barrier"],
-                             "l2_to_full": None if p is None else p["l2_to_dense_final"],
+                             "test_barrier": p.get("test_barrier"), "train_barrier": p.get("train_barrier"),
+                             "l2_to_full": p.get("l2_to_full"),
+                             "l2_to_full_all": p.get("l2_to_full_all", p.get("l2_to_dense_final")),
                              "test_accuracy": r["final_test_accuracy"],
-                             "copies_test_accuracy": None if p is None else 1.0 - p["final_test_error"]})
+                             "copies_test_accuracy": 1.0 - p["final_test_error"] if p else None})
     return sorted(rows, key=lambda r: (r["k"], r["level"], r["seed"]))
 
 
 def values(rows, key, **where):
-    return [r[key] for r in rows if all(r[f] == v for f, v in where.items()) and r[key] is not None]
+    return [r[key] for r in rows if all(r[f] == v for f, v in where.items()) and r.get(key) is not None]
 
 
 def summarize(rows: list[dict]) -> str:
-    """Per (k, level): accuracy, barriers and distance, mean ± std [95% interval] over seeds,
+    """Per (k, level): accuracy, barriers and distances, mean ± std [95% interval] over seeds,
     and whether the subnetwork matches the dense network (mean accuracy >= dense mean -
     dense std, the papers' 'within one standard deviation'), and its accuracy minus the
     dense network's of the same seed, mean [95% interval] (paired)."""
@@ -207,7 +222,13 @@ def summarize(rows: list[dict]) -> str:
     dense_by_seed = {r["seed"]: r["test_accuracy"] for r in rows if r["level"] == 0 and r["k"] == ks[0]}
     lines = [f"Dense test accuracy (level 0, one per seed): {common.fmt(dense)}", "",
              "| k | level | weights % | seeds | test accuracy | matches dense | minus dense (paired) | test barrier | "
-             "train barrier | L2 to dense final |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "train barrier | L2 to full, surviving weights | L2 to full, every parameter |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def l2(key, k, level):
+        st = common.stats(values(rows, key, k=k, level=level))
+        return "-" if st is None else f"{st.mean:.2f} ± {st.std:.2f}"
+
     for k in ks:
         for level in levels:
             acc = common.stats(values(rows, "test_accuracy", k=k, level=level))
@@ -215,7 +236,6 @@ def summarize(rows: list[dict]) -> str:
                 continue
             density = np.mean(values(rows, "density", k=k, level=level))
             matches = "-" if dense is None else ("yes" if acc.mean >= dense.mean - dense.std else "no")
-            l2 = common.stats(values(rows, "l2_to_full", k=k, level=level))
             paired = report.paired_stats({r["seed"]: r["test_accuracy"] for r in rows
                                           if r["k"] == k and r["level"] == level}, dense_by_seed)
             diff = "-" if level == 0 or paired is None else (
@@ -223,43 +243,77 @@ def summarize(rows: list[dict]) -> str:
             cells = [str(k), str(level), f"{100 * density:.1f}", str(acc.n), common.fmt(acc), matches, diff,
                      common.fmt(common.stats(values(rows, "test_barrier", k=k, level=level))),
                      common.fmt(common.stats(values(rows, "train_barrier", k=k, level=level))),
-                     "-" if l2 is None else f"{l2.mean:.2f} ± {l2.std:.2f}"]
+                     l2("l2_to_full", k, level), l2("l2_to_full_all", k, level)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str) -> list[dict]:
-    rows = collect(workdir, s["seeds"])
+def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str, rows=None, dense=None) -> list[dict]:
+    """results.csv, summary.md and the plots, from the seed folders (or from ``rows`` and
+    ``dense``, the dense network's barriers per k and seed)."""
+    rows = collect(workdir, s["seeds"]) if rows is None else rows
+    dense = dense_barriers(workdir, s["seeds"]) if dense is None else dense
     common.write_csv(out / "results.csv", rows, FIELDS)
     if not rows:
         return rows
     common.rundir.write_atomic(out / "summary.md", f"# {NAME}: per rewind step k and level, over seeds\n\n"
-                               "accuracy and barriers in %, mean ± std [95% t-interval]\n\n"
+                               "accuracy and barriers in %, mean ± std (ddof=1) [95% t-interval]; L2 distances "
+                               "of copy 0 to the dense network's trained weights (same seed), mean ± std\n\n"
                                f"{summarize(rows)}\n")
     ks = sorted({r["k"] for r in rows})
-    series = {}
+    series, ns = {}, {}
     for k in ks:
         levels = sorted({r["level"] for r in rows if r["k"] == k})
         st = [common.stats(values(rows, "test_accuracy", k=k, level=l)) for l in levels]
         series[f"k = {k}"] = ([np.mean(values(rows, "density", k=k, level=l)) for l in levels],
-                              [x.mean for x in st], [x.std for x in st])
-    plots.plot_series_vs_density(series, out / "accuracy_vs_density.png", ylabel="test accuracy",
-                                 title=f"{title}: IMP rewound to k")
+                              [100 * x.mean for x in st], [100 * x.std for x in st])
+        ns[f"k = {k}"] = [x.n for x in st]
+    plots.plot_series_vs_density(series, out / "accuracy_vs_density.png", ylabel="test accuracy (%)",
+                                 title=f"{title}: IMP rewound to k", n=ns)
     copy_levels = sorted({r["level"] for r in rows if r["test_barrier"] is not None})
+    # the dense network's barrier: every seed's value per k (dense_barriers.csv), not only the seed folders'
+    dense_rows = [{"k": d["k"], "level": 0, "seed": d["seed"], "test_barrier": d["test_barrier"]} for d in dense]
+    l2_key = "l2_to_full" if any(r.get("l2_to_full") is not None for r in rows) else "l2_to_full_all"
     for key, name, label in (("test_barrier", "barrier_vs_k.png", "test barrier"),
-                             ("l2_to_full", "l2_vs_k.png", "L2 to dense final")):
-        curves, kk = {}, None
+                             (l2_key, "l2_vs_k.png", "L2 to the dense network's final weights")):
+        curves, counts = {}, {}
         for level in copy_levels:
-            kk = [k for k in ks if values(rows, key, k=k, level=level)]
-            st = [common.stats(values(rows, key, k=k, level=level)) for k in kk]
+            source = dense_rows if key == "test_barrier" and level == 0 and dense_rows else rows
+            st = [common.stats(values(source, key, k=k, level=level)) for k in ks]
             density = np.mean(values(rows, "density", level=level))
-            curves[f"{100 * density:.1f}% weights"] = ([x.mean for x in st], [x.std for x in st])
-        if curves and len({len(m) for m, _ in curves.values()}) == 1:
-            plots.plot_instability_vs_k(kk, curves, out / name, title=f"{title}: {label}",
-                                        percent=key == "test_barrier",
+            lab = f"{100 * density:.1f}% weights"
+            curves[lab] = ([np.nan if x is None else x.mean for x in st], [0.0 if x is None else x.std for x in st])
+            counts[lab] = [0 if x is None else x.n for x in st]
+        if curves:
+            plots.plot_instability_vs_k(ks, curves, out / name, title=f"{title}: {label}",
+                                        percent=key == "test_barrier", n=counts,
                                         threshold=0.02 if key == "test_barrier" else None,
-                                        ylabel="test error barrier (%)" if key == "test_barrier"
-                                        else "L2 distance to the dense network's final weights")
+                                        ylabel="test error barrier (%)" if key == "test_barrier" else
+                                        ("L2 over the copy's surviving weights" if key == "l2_to_full" else
+                                         "L2 over every parameter"))
+    return rows
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+    """A tidy CSV back as rows (numbers as numbers, empty cells as None). A results.csv
+    written before ``l2_to_full_all`` existed has the every-parameter distance in its
+    ``l2_to_full`` column: it moves to ``l2_to_full_all``."""
+    import csv
+
+    def num(v):
+        if v == "":
+            return None
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return v
+
+    with open(path, newline="") as f:
+        rows = [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    if rows and "l2_to_full" in rows[0] and "l2_to_full_all" not in rows[0] and "test_accuracy" in rows[0]:
+        rows = [{**r, "l2_to_full_all": r["l2_to_full"], "l2_to_full": None} for r in rows]
     return rows
 
 
@@ -271,7 +325,7 @@ def search(names, workdir: pathlib.Path, out: pathlib.Path, args) -> int:
     for name in names:
         s = search_setting(name)
         if not args.report:
-            data = data or lottery.load_data(s["config"], args.data_dir, args.manual_dir)
+            data = data or load_data(s["config"], args)
             try:
                 run_seed(s, 0, workdir / name / "seed0", data)
             except train_lib.NonFiniteLossError as err:  # a setting that diverges is a result too
@@ -310,6 +364,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dense-ks", type=int, nargs="+", default=None,
                         help="also the dense network's barrier at these ks for seeds --first-seed.. "
                              "(one seeds-together sweep in <workdir>/dense_ks); writes dense_barriers.csv")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="train and read nothing but the results folder's results.csv and dense_barriers.csv: "
+                             "rewrite summary.md and the plots (where the run folder is gone)")
     args = parser.parse_args(argv)
     if args.search is not None:
         return search(args.search or sorted(SEARCH), pathlib.Path(args.workdir + "_search"),
@@ -325,10 +382,15 @@ def main(argv=None) -> int:
     workdir = pathlib.Path(args.workdir + (suffix if args.workdir.endswith(NAME) else ""))
     title = {"lenet5_fashion": "LeNet-5 on Fashion-MNIST", "resnet20_cifar10": "ResNet-20 on CIFAR-10",
              "vgg16_cifar10": "VGG-16 on CIFAR-10"}[args.setting]
+    if args.from_csv:
+        dense = read_csv(out / "dense_barriers.csv") if (out / "dense_barriers.csv").exists() else []
+        write_outputs(workdir, out, s, title, rows=read_csv(out / "results.csv"), dense=dense)
+        print((out / "summary.md").read_text())
+        return 0
     settings = {k: v for k, v in s.items() if k != "config"}
     prov = common.Provenance(out, {**settings, "setting": args.setting, "config": s["config"].to_dict()})
     if not args.report:
-        data = lottery.load_data(s["config"], args.data_dir, args.manual_dir)
+        data = load_data(s["config"], args)
         for seed in range(args.first_seed, s["seeds"]):
             t = time.perf_counter()
             run_seed(s, seed, workdir / f"seed{seed}", data)
