@@ -278,7 +278,7 @@ def _plot_early_stop(summary: dict, path: pathlib.Path) -> Optional[pathlib.Path
         return None
     return pathlib.Path(plots.plot_series_vs_density(
         {k: ([d for d, _ in pts], [s.mean for _, s in pts], [s.std for _, s in pts]) for k, pts in series.items()},
-        path, ylabel="early-stop iteration"))
+        path, ylabel="early-stop iteration", n={k: [s.n for _, s in pts] for k, pts in series.items()}))
 
 
 def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
