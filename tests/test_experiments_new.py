@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"experiment_{name}", EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Flax modules defined in the script need their module registered
     spec.loader.exec_module(module)
     return module
 
@@ -60,3 +62,97 @@ def test_data_order_distance_quick(tmp_path, monkeypatch):
     before = (out / "results.csv").read_text()
     assert script.main(["--quick", "--steps", "20", "--workdir", str(work), "--out", str(out), "--report"]) == 0
     assert (out / "results.csv").read_text() == before
+
+
+def test_rethinking_structured_quick(tmp_path, monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    script = load_script("rethinking_structured")
+    # the widths model at the full widths is lenet5 itself, and the counts are LeNet-5's
+    full = script.LeNet5Widths().init(jax.random.key(3), jnp.zeros((1, 28, 28, 1)), train=False)
+    ref = script.base_task().model.init(jax.random.key(3), jnp.zeros((1, 28, 28, 1)), train=False)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), full, ref))
+    assert script.weights(script.FULL_WIDTHS) == 59_838 and script.flops(script.FULL_WIDTHS) == 199_968
+    assert script.scratch_steps((2, 4, 26, 22), 100) == 200  # capped at twice the iterations
+    monkeypatch.setattr(script, "load_data", lambda args: tiny_images())
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert script.main(["--quick", "--steps", "10", "--workdir", str(work), "--out", str(out)]) == 0
+    rows = read_csv(out / "results.csv")
+    inits = {(r["init"], r["level"]) for r in rows}
+    assert inits == {("rewind", "0"), ("rewind", "1"), ("rewind", "2"), ("reinit", "2"), ("scratch", "2"),
+                     ("scratch_b", "2")}
+    assert all(len([r for r in rows if (r["init"], r["level"]) == key]) == 2 for key in inits)  # two seeds each
+    at2 = [r for r in rows if r["level"] == "2"]
+    assert {r["widths"] for r in at2} == {"4-10-77-54"}  # 20% of units twice, half-even counts
+    scratch = [r for r in at2 if r["init"] == "scratch"]
+    assert int(scratch[0]["params"]) == script.weights((4, 10, 77, 54)) and int(scratch[0]["steps"]) == 10
+    assert int([r for r in at2 if r["init"] == "scratch_b"][0]["steps"]) == 20  # 2.2x fewer FLOPs: capped at 2x
+    text = (out / "summary.md").read_text()
+    assert "scratch_b - rewind" not in text and "| l1_structured | 2 | scratch_b |" in text
+    assert (out / "accuracy_vs_level.png").exists() and (out / "difference_vs_level.png").exists()
+
+
+def test_conv1d_models():
+    import jax
+    import jax.numpy as jnp
+
+    from flax import linen as nn
+
+    from jaxticket.models.conv1d import Conv1D, Conv1DNet, ResNet1D
+
+    # the matrix-product convolution is nn.Conv's (SAME padding, strides 1 and 2, odd and even lengths)
+    for length, stride, k in ((40, 1, 5), (40, 2, 5), (11, 2, 3), (10, 1, 4)):
+        z = jax.random.normal(jax.random.key(length + stride), (2, length, 3))
+        ref = nn.Conv(4, (k,), strides=(stride,), padding="SAME")
+        params = ref.init(jax.random.key(1), z)
+        assert jnp.allclose(Conv1D(4, k, stride).apply(params, z), ref.apply(params, z), atol=1e-5)
+    x = jnp.zeros((3, 40))
+    cnn = Conv1DNet(depth=4, width=8)
+    v = cnn.init(jax.random.key(0), x, train=False)
+    assert cnn.apply(v, x, train=False).shape == (3, 10)
+    assert v["params"]["output"]["kernel"].shape == (5 * 8, 10)  # 40 -> 20 -> 10 -> 5 points, then flatten
+    assert jnp.array_equal(cnn.apply(v, x[..., None], train=False), cnn.apply(v, x, train=False))
+    res = ResNet1D(depth=14, width=4)
+    v = res.init(jax.random.key(0), x, train=False)
+    out, state = res.apply(v, jnp.ones((3, 40)), train=True, mutable=["batch_stats"])
+    assert out.shape == (3, 10) and "stage3_block2" in state["batch_stats"]
+    assert v["params"]["stage2_block1"]["shortcut"]["kernel"].shape == (1, 4, 8)
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        ResNet1D(depth=10).init(jax.random.key(0), x, train=False)
+
+
+def test_rewinding_mnist1d_quick(tmp_path, monkeypatch):
+    script = load_script("rewinding_mnist1d")
+    quick = script.settings
+
+    def cnn_only(q, steps):  # the quick path with its CNN only (the ResNet's shapes: test_conv1d_models)
+        s = quick(q, steps)
+        s["grid"] = {"cnn": {"depths": [3], "widths": [8], "lrs": [0.05]}}
+        return s
+
+    monkeypatch.setattr(script, "settings", cnn_only)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(448, 40, 1)).astype(np.float32)  # 384 training sequences: 3 batches, orders differ
+    y = (x[:, :10, 0].argmax(1)).astype(np.int32)
+    monkeypatch.setattr(script, "load_data", lambda args, s: data_lib.from_arrays(train=(x[:384], y[:384]),
+                                                                                  test=(x[384:], y[384:])))
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert script.main(["--quick", "--steps", "8", "--workdir", str(work), "--out", str(out)]) == 0
+    rows = read_csv(out / "results.csv")
+    stages = {r["stage"] for r in rows}
+    assert stages == {"grid", "imp", "sweep"}
+    assert len([r for r in rows if r["stage"] == "imp"]) == 3  # levels 0-2, one seed
+    sweep = [r for r in rows if r["stage"] == "sweep"]
+    assert {r["k"] for r in sweep} == {"0", "8"} and {r["seed"] for r in sweep} == {"0", "1"}
+    with_copies = [r for r in sweep if r["test_barrier"]]
+    assert len(with_copies) == 2 * 2 * 2  # ks x copy levels (0, 2) x seeds
+    for r in with_copies:
+        if r["k"] == "0":  # trained under another data order than the dense network
+            assert float(r["l2_to_full"]) > 0
+        else:  # k = T: the copies are the dense network's final weights under the level's mask
+            assert float(r["l2_to_full"]) == 0
+        if r["level"] == "2":  # pruned positions count only in the all-parameter distance
+            assert float(r["l2_to_full_all"]) > float(r["l2_to_full"])
+    assert (out / "barrier_vs_k.png").exists() and (out / "grid_barriers.png").exists()
+    assert "Sweep of k for cnn3_w8_lr0.05_wu0" in (out / "summary.md").read_text()
