@@ -8,8 +8,9 @@ parent folders and returns the path.
 One convention for multi-seed plots (the tables' ``mean ± std``): the line is the mean
 over seeds, the error bars the sample standard deviation (``ddof=1``, as
 :func:`jaxticket.report.seed_stats`), ``bars="ci95"`` the 95% t-interval of the mean
-instead; the figure says which, and over how many seeds (:func:`bar_note`). A series
-with one seed is drawn dashed, without bars, and labelled "(1 seed)". Series get
+instead; the figure says which, and over how many seeds (:func:`bar_note`). A point
+with one seed has a hollow marker and no bar; a series of single seeds is dashed and
+labelled "(1 seed)". Series get
 distinct colour-marker pairs (:func:`series_style`), accuracies are in percent.
 
 Example:
@@ -137,7 +138,7 @@ def bar_note(bars: str, ns) -> str:
         >>> bar_note("sd", [5, 5, 5])
         'mean over n = 5 seeds; bars: ±1 SD (ddof=1)'
         >>> bar_note("ci95", [5, 1])
-        'mean over n = 1-5 seeds (n = 1: dashed, no bar); bars: 95% t-interval of the mean'
+        'mean over n = 1-5 seeds (n = 1: hollow marker, no bar); bars: 95% t-interval of the mean'
     """
     if bars not in BARS:
         raise ValueError(f"bars={bars!r}: choose one of {BARS}")
@@ -145,7 +146,7 @@ def bar_note(bars: str, ns) -> str:
     if not ns:
         return ""
     count = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
-    single = " (n = 1: dashed, no bar)" if ns[0] == 1 and len(ns) > 1 else ""
+    single = " (n = 1: hollow marker, no bar)" if ns[0] == 1 and len(ns) > 1 else ""
     what = {"sd": "bars: ±1 SD (ddof=1)", "ci95": "bars: 95% t-interval of the mean", "none": "no bars"}[bars]
     if ns == [1]:
         return "one seed each (no bars)"
@@ -153,22 +154,31 @@ def bar_note(bars: str, ns) -> str:
 
 
 def _caption(fig, text: str | None) -> None:
-    if text:
-        fig.text(0.01, -0.01, text, fontsize=7, ha="left", va="top", color="0.25")
+    """``text`` under the first axes, below its tick labels and x label."""
+    if text and fig.axes:
+        fig.axes[0].annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(-30, -42),
+                             textcoords="offset points", fontsize=7, ha="left", va="top", color="0.25",
+                             annotation_clip=False)
 
 
 def _errorbar(ax, i: int, x, y, err, n, label: str, **kw):
-    """One series: colour and marker from :func:`series_style`; dashed, without bars and
-    labelled '(1 seed)' when every point has one seed."""
-    single = n is not None and max(np.atleast_1d(n)) == 1
+    """One series: colour and marker from :func:`series_style`; a point with one seed has a
+    hollow marker and no bar; a series whose points all have one seed is dashed and
+    labelled '(1 seed)'."""
     style = {**series_style(i), **kw}
-    if single:
-        style["linestyle"] = "--"
-        label = f"{label} (1 seed)"
-        err = None
-    return ax.errorbar(x, y, yerr=err, markersize=4, capsize=2, label=label, **style)
-
-
+    if n is not None:
+        n = np.broadcast_to(np.asarray(n), np.shape(x))
+        if np.max(n) == 1:
+            style["linestyle"] = "--"
+            label = f"{label} (1 seed)"
+        if err is not None:
+            err = np.where(n <= 1, 0.0, _np(err))
+    out = ax.errorbar(x, y, yerr=err, markersize=4, capsize=2, label=label, **style)
+    if n is not None and np.any(n == 1):
+        one = n == 1
+        ax.plot(_np(x)[one], _np(y)[one], linestyle="none", marker=style["marker"], markersize=4,
+                markerfacecolor="white", markeredgecolor=style["color"])
+    return out
 
 def plot_error_curve(
     alphas: Sequence[float],

@@ -423,7 +423,7 @@ def test_plot_conventions_styles_bars_and_captions(tmp_path):
         plots.point_stats(x, "sem")
     assert plots.bar_note("sd", [5, 5]) == "mean over n = 5 seeds; bars: ±1 SD (ddof=1)"
     assert plots.bar_note("sd", [1, 1]) == "one seed each (no bars)"
-    assert "n = 1-5" in plots.bar_note("ci95", [1, 5, 5]) and "dashed" in plots.bar_note("ci95", [1, 5])
+    assert "n = 1-5" in plots.bar_note("ci95", [1, 5, 5]) and "hollow" in plots.bar_note("ci95", [1, 5])
     # the plots take the new options and stay compatible with the old calls
     rows = [{"method": "five", "density": 0.8 ** l, "accuracy": [0.98, 0.97, 0.96, 0.975, 0.97]} for l in range(4)]
     rows += [{"method": "one", "density": 0.8 ** l, "accuracy": 0.9} for l in range(4)]
