@@ -91,7 +91,7 @@ def test_resolved_config_applies_preset_then_set_then_flags():
     (["imp", "--config", "demo", "--import", "no_such_module_xyz"], ["--import no_such_module_xyz"]),
     (["instability", "--config", "demo", "--ks", "0", "100000"], ["--ks [100000] are outside [0, steps=300]"]),
     (["imp", "--config", "demo", "--set", "model=lenet_bogus"], ["bad config value"]),
-    (["imp", "--config", "demo", "--set", "dataset=nope"], ["Valid names", "digits"]),
+    (["imp", "--config", "demo", "--set", "dataset=nope"], ["valid datasets: ", "digits"]),
     (["imp", "--config", "demo", "--levels", "x"], ["invalid int value"]),
     (["imp", "--levels", "3"], ["--config"]),
     (["frobnicate"], ["invalid choice"]),

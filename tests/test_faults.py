@@ -215,7 +215,7 @@ def test_disk_full_names_the_file_loses_nothing_and_resumes(tmp_path, straight, 
     ("momentum=\"0.9\"", "momentum must be a finite number"),
     ("steps=0", "steps must be an integer >= 1"),
     ('pruner={"method": "magnitud", "fraction": 0.2}', "did you mean 'magnitude'"),
-    ("model=lenet_99x", "Unknown model"),
+    ("model=lenet_99x", "unknown model"),
 ])
 def test_bad_config_values_are_usage_errors(capsys, tmp_path, override, needle):
     code = cli.main(["imp", "--config", "demo", "--set", override, "--workdir", str(tmp_path / "r")])
@@ -223,9 +223,7 @@ def test_bad_config_values_are_usage_errors(capsys, tmp_path, override, needle):
     assert not (tmp_path / "r").exists()
 
 
-def test_divergence_warns_once_with_the_step():
-    from conftest import toy_dataset, toy_task
-
+def test_divergence_warns_once_with_the_step(toy_dataset, toy_task):
     task = toy_task(optimizer="adam", lr=1e6, momentum=0.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -13,12 +13,14 @@ import functools
 import re
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxticket import models
+from jaxticket import models, train
+from jaxticket.registry import UnknownNameError
 
 # name -> (weights = conv + dense kernels, all params, default num_classes).
 # Weights are derived by hand below; "all params" adds biases and BN scale/shift and is
@@ -170,13 +172,17 @@ def test_unknown_name_lists_valid_names_and_suggests():
     msg = str(e.value)
     for name in models.names():
         assert name in msg
-    assert "Did you mean 'resnet20'?" in msg
-    with pytest.raises(ValueError, match="6n\\+2"):
+    assert msg.startswith("unknown model 'resnt20' (did you mean 'resnet20'?); valid models: alexnet, conv2, ")
+    assert "also the families lenet_{hidden*} (fully connected LeNet" in msg and "register_model" in msg
+    with pytest.raises(UnknownNameError, match=r"^unknown model 'resnet21': ResNet depth must be 6n\+2 \(CIFAR\) "
+                       r"or one of \[18, 34, 50, 101, 152\] \(ImageNet\) \(did you mean 'resnet32'\?\); valid models"):
         models.get("resnet21")
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(UnknownNameError, match=r"^unknown model 'vgg12': VGG depth must be one of \[11, 13, 16, 19\]"):
         models.get("vgg12")
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(UnknownNameError, match="valid models: "):
         models.input_shape("mlp")
+    with pytest.raises(UnknownNameError, match="valid models: "):
+        models.get("lenet_0")  # a family's placeholder takes positive ints only
 
 
 def test_bad_keywords_and_init_names():
@@ -356,3 +362,90 @@ def test_count_helpers():
             "b": jax.ShapeDtypeStruct((2, 2, 3, 5), jnp.float32), "s": jnp.zeros(())}
     assert models.count_weights(tree) == 12 + 60
     assert models.count_params(tree) == 12 + 4 + 60 + 1
+
+
+# ----------------------------------------------------------------------------- your own models
+
+
+class Tiny(nn.Module):
+    """A model of one's own: ``depth`` dense layers of ``width`` then ``output``."""
+
+    width: int = 8
+    depth: int = 1
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = x.reshape(x.shape[0], -1)
+        for i in range(self.depth):
+            x = nn.relu(nn.Dense(self.width, name=f"fc{i + 1}")(x))
+        return nn.Dense(self.num_classes, name="output")(x)
+
+
+@pytest.fixture
+def registries():
+    """Leaves models.MODELS and models.FAMILIES as they were."""
+    before = (dict(models.MODELS.items()), dict(models.FAMILIES.items()))
+    yield
+    for registry, entries in zip((models.MODELS, models.FAMILIES), before):
+        for name in registry.names():
+            if name not in entries:
+                registry.pop(name)
+        for name, obj in entries.items():
+            registry[name] = obj
+
+
+def test_register_a_fixed_name_and_a_family(registries):
+    assert models.register_model("tiny", Tiny, input_shape=(4, 4, 1), num_classes=3) is Tiny
+    assert models.get("tiny").num_classes == 3 and models.input_shape("tiny") == (4, 4, 1) and "tiny" in models.names()
+    models.register_model("tiny_{width}[_d{depth}]", Tiny, input_shape=(6,), examples=["tiny_4_d2"], about="tiny MLPs")
+    model = models.get("tiny_16_d3", num_classes=5)
+    assert (model.width, model.depth, model.num_classes) == (16, 3, 5) and models.get("tiny_16").depth == 1
+    assert "tiny_4_d2" in models.names() and "tiny_{width}[_d{depth}]" in models.families()
+    assert models.spec("tiny_16_d3") == models.ModelSpec(Tiny, (6,), 10, {"width": 16, "depth": 3})
+    with pytest.raises(ValueError, match=r"Model 'tiny_16' \(Tiny\) does not take 'width'"):
+        models.get("tiny_16", width=3)  # fixed by the name
+    with pytest.raises(UnknownNameError, match=r"also the families .*tiny_\{width\}\[_d\{depth\}\] \(tiny MLPs\)"):
+        models.get("tiny_x")
+
+
+def test_a_registered_model_is_a_model_name_everywhere(registries):
+    @models.register_model("tiny_multi_{hidden*}", input_shape=(2, 3, 1))
+    class Multi(nn.Module):
+        hidden: tuple = (4,)
+        num_classes: int = 10
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = x.reshape(x.shape[0], -1)
+            for i, h in enumerate(self.hidden):
+                x = nn.relu(nn.Dense(h, name=f"fc{i + 1}")(x))
+            return nn.Dense(self.num_classes, name="output")(x)
+
+    task = train.task_from_config(train.TrainConfig(model="tiny_multi_5_7"))
+    assert task.input_shape == (2, 3, 1) and task.model.hidden == (5, 7)
+    params = task.abstract_params()
+    assert params["fc2"]["kernel"].shape == (5, 7) and params["output"]["kernel"].shape == (7, 10)
+
+
+def test_registration_errors_are_clear(registries):
+    with pytest.raises(ValueError, match="registered already; pass overwrite=True"):
+        models.register_model("lenet5", Tiny, input_shape=(28, 28, 1))
+    models.register_model("lenet5", Tiny, input_shape=(28, 28, 1), overwrite=True)
+    assert isinstance(models.get("lenet5"), Tiny)
+    with pytest.raises(ValueError, match="input_shape must be a tuple of positive ints"):
+        models.register_model("tiny", Tiny, input_shape=(0, 4))
+    with pytest.raises(ValueError, match="unbalanced"):
+        models.register_model("tiny_{width}[_d{depth}", Tiny, input_shape=(4,))
+    with pytest.raises(ValueError, match="a placeholder is"):
+        models.register_model("tiny_{width}_{width}", Tiny, input_shape=(4,))
+    with pytest.raises(ValueError, match="does not match the template"):
+        models.register_model("tiny_{width}", Tiny, input_shape=(4,), examples=["tiny"])
+    models.register_model("vgg{depth}_tiny", Tiny, input_shape=(4,))  # no overlap: vgg16_tiny is not vgg{depth}
+    assert isinstance(models.get("vgg16_tiny"), Tiny) and isinstance(models.get("vgg16"), models.VGG)
+    models.register_model("lenet_{width}_x", Tiny, input_shape=(4,), arch={"depth": 2})
+    assert models.get("lenet_5_x").depth == 2
+    models.register_model("tiny{width}", Tiny, input_shape=(4,))
+    models.register_model("tiny{depth}", Tiny, input_shape=(4,))
+    with pytest.raises(ValueError, match=r"matches several families: \['tiny\{depth\}', 'tiny\{width\}'\]"):
+        models.get("tiny3")

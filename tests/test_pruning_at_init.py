@@ -1,6 +1,9 @@
 """Pruning at initialization (SNIP, GraSP, SynFlow) against their equations, the inverted
 scores, binding to a task and data, and the sanity-check branches of an IMP run."""
 
+import dataclasses
+
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,9 @@ import pytest
 import jaxticket as jt
 from jaxticket import data as data_lib
 from jaxticket import masks, pruning
+from jaxticket.pruning.combinators import Chain, Partition
+from jaxticket.pruning.core import Callable_, Configured
+from jaxticket.pruning.schedules import PerLevel, ToDensity
 
 
 class Net(nn.Module):
@@ -154,3 +160,171 @@ def test_pruning_at_initialization_runs_with_the_sanity_checks():
         np.testing.assert_array_equal(a, b)  # shuffled within each layer
     overlap = np.asarray(invert.mask.keep["hidden"]["kernel"]) & np.asarray(ticket.mask.keep["hidden"]["kernel"])
     assert overlap.sum() == 0  # the inverted scores kept the other weights
+
+
+# ----------------------------------------------------------------------------- binding and inverting, generically
+
+
+
+def reference_bind(pruner, task, data):
+    """``pruning.bind`` as it was before the composite protocol (commit 244c3ba: an
+    isinstance ladder over every combinator), kept as the reference its masks must equal."""
+    if isinstance(pruner, (pruning.SNIP, pruning.GraSP, pruning.SynFlow)):
+        return pruner.bind(task, data)
+    if isinstance(pruner, Partition):
+        return Partition(tuple((s, None if p is None else reference_bind(p, task, data)) for s, p in pruner.rules))
+    if isinstance(pruner, Chain):
+        return Chain(tuple(reference_bind(p, task, data) for p in pruner.pruners))
+    if isinstance(pruner, Callable_) and isinstance(pruner.fn, Configured):
+        return reference_bind(pruner.fn, task, data)
+    if isinstance(pruner, Configured):
+        return Configured(pruner.method, pruner.settings, reference_bind(pruner.pruner, task, data))
+    if isinstance(pruner, PerLevel):
+        return PerLevel(tuple(reference_bind(p, task, data) for p in pruner.pruners))
+    if isinstance(pruner, ToDensity):
+        return ReferenceBoundSchedule(pruner, task, data)
+    return pruner
+
+
+class ReferenceBoundSchedule:
+    def __init__(self, schedule, task, data):
+        self.schedule, self.task, self.data = schedule, task, data
+
+    def at_level(self, level):
+        return reference_bind(self.schedule.at_level(level), self.task, self.data)
+
+    def config(self):
+        return self.schedule.config()
+
+
+def reference_inverted(pruner):
+    """``pruning.inverted`` before the composite protocol (commit 244c3ba)."""
+    if isinstance(pruner, pruning.Scored):
+        return dataclasses.replace(pruner, invert=not pruner.invert)
+    if isinstance(pruner, Partition):
+        return Partition(tuple((s, None if p is None else reference_inverted(p)) for s, p in pruner.rules))
+    if isinstance(pruner, Chain):
+        return Chain(tuple(reference_inverted(p) for p in pruner.pruners))
+    if isinstance(pruner, Callable_) and isinstance(pruner.fn, Configured):
+        return reference_inverted(pruner.fn)
+    if isinstance(pruner, Configured):
+        return reference_inverted(pruner.pruner)
+    if isinstance(pruner, PerLevel):
+        return PerLevel(tuple(reference_inverted(p) for p in pruner.pruners))
+    raise ValueError("not score-based")
+
+
+@pruning.register("test_snip_then_keep", overwrite=True)
+def snip_then_keep(fraction=0.5):
+    """A registered method whose pruner has no plain data of its own (a chain with a lambda):
+    built, it is a Configured recording its settings."""
+    return pruning.chain(pruning.snip(fraction), lambda params, mask, key: mask)
+
+
+def composites():
+    """Pruners of every shape the protocol covers, SNIP/GraSP/SynFlow inside each."""
+    return {
+        "snip": pruning.snip(0.5),
+        "partition": pruning.partition([("bias", None), ("out", pruning.grasp(0.3)),
+                                        ("hidden", pruning.magnitude(0.2))]),
+        "chain": pruning.chain(pruning.synflow(0.3, iterations=3), pruning.magnitude(0.1, "global")),
+        "per_level": pruning.per_level([pruning.snip(0.5), pruning.chain(pruning.grasp(0.2), pruning.random(0.1))]),
+        "to_density": pruning.to_density(0.3, 2, pruning.snip(0.2, scope="layer")),
+        "configured": snip_then_keep(0.4),
+        "partition of configured": pruning.partition([("hidden", snip_then_keep(0.3)),
+                                                      ("out", {"method": "synflow", "fraction": 0.2, "iterations": 2})]),
+        "magnitude": pruning.magnitude(0.5, "global"),
+    }
+
+
+def masks_by_level(pruner, params, levels):
+    mask, out = masks.ones_like(params), []
+    for level in range(1, levels + 1):
+        step = pruning.for_level(pruner, level)
+        mask = step(params, mask, jax.random.key(level))
+        out.append(mask)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(composites()))
+def test_bind_and_inverted_give_the_masks_of_before(name):
+    task, params, (x, y) = setup()
+    data = data_lib.from_arrays(train=(x, y), test=(x, y))
+    pruner = composites()[name]
+    levels = getattr(pruner, "levels", 1)
+    bound, reference = pruning.bind(pruner, task, data), reference_bind(pruner, task, data)
+    for new, old in zip(masks_by_level(bound, params, levels), masks_by_level(reference, params, levels)):
+        chex.assert_trees_all_equal(new.keep, old.keep)
+    assert pruning.to_config(bound) == pruning.to_config(reference) == pruning.to_config(pruner)  # saved as before
+    if name == "to_density":  # inverted: new (a level schedule of Scored); before it raised
+        inverse = pruning.inverted(bound)
+        ones = masks.ones_like(params)
+        for level in (1, 2):  # each level's pruner is that level's pruner inverted (the same masks)
+            key = jax.random.key(level)
+            mine = pruning.for_level(inverse, level)(params, ones, key)
+            expected = pruning.inverted(pruning.for_level(bound, level))(params, ones, key)
+            chex.assert_trees_all_equal(mine.keep, expected.keep)
+        with pytest.raises(ValueError, match="no plain-data form"):
+            pruning.to_config(inverse)  # it does not claim to be the schedule it came from
+        return
+    if name in ("configured", "partition of configured"):
+        with pytest.raises(ValueError, match="not score-based"):  # the lambda in the chain
+            pruning.inverted(bound)
+        with pytest.raises(ValueError, match="not score-based"):
+            reference_inverted(bound)
+        return
+    for new, old in zip(masks_by_level(pruning.inverted(bound), params, levels),
+                        masks_by_level(reference_inverted(bound), params, levels)):
+        chex.assert_trees_all_equal(new.keep, old.keep)
+
+
+def test_inverting_a_registered_method_drops_its_settings():
+    @pruning.register("test_two_magnitudes", overwrite=True)
+    def two_magnitudes(fraction=0.2):
+        return pruning.partition([("hidden", pruning.magnitude(fraction)), (lambda path, leaf: "out" in path,
+                                                                          pruning.magnitude(fraction))])
+
+    built = two_magnitudes(0.25)
+    assert isinstance(built, Configured) and pruning.to_config(built) == {"method": "test_two_magnitudes",
+                                                                          "fraction": 0.25}
+    inverse = pruning.inverted(built)
+    assert not isinstance(inverse, Configured)  # its settings describe the pruner before inversion
+    with pytest.raises(ValueError):
+        pruning.to_config(inverse)  # a predicate selector: no plain data, so the run describes it by hash
+    assert pruning.describe(inverse) != pruning.describe(built)
+    assert pruning.describe(inverse) != pruning.describe(pruning.inverted(two_magnitudes(0.3)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Twice(pruning.Pruner):
+    """A combinator of the test's own: its pruner applied twice. It implements the protocol
+    (children, with_children) and nothing else; bind and inverted work on it unchanged."""
+
+    pruner: object
+
+    @property
+    def needs_key(self):
+        return self.pruner.needs_key
+
+    def children(self):
+        return (self.pruner,)
+
+    def with_children(self, children):
+        return Twice(children[0])
+
+    def compute(self, params, mask, key):
+        return self.pruner.compute(params, self.pruner.compute(params, mask, key), key)
+
+
+def test_a_new_combinator_needs_nothing_in_bind_or_inverted():
+    task, params, (x, y) = setup()
+    data = data_lib.from_arrays(train=(x, y), test=(x, y))
+    ones = masks.ones_like(params)
+    bound = pruning.bind(Twice(pruning.snip(0.5)), task, data)
+    once = pruning.bind(pruning.snip(0.5), task, data)
+    chex.assert_trees_all_equal(bound(params, ones).keep, once(params, once(params, ones)).keep)
+    inverse = pruning.inverted(Twice(pruning.magnitude(0.25)))
+    flipped = dataclasses.replace(pruning.magnitude(0.25), invert=True)
+    chex.assert_trees_all_equal(inverse(params, ones).keep, flipped(params, flipped(params, ones)).keep)
+    assert [type(p).__name__ for p in pruning.leaves(Twice(pruning.chain(pruning.magnitude(0.1), pruning.random(0.1))))] \
+        == ["Magnitude", "RandomUnstructured"]

@@ -17,7 +17,7 @@ Example::
 The same from the shell: ``jaxticket configs``, ``jaxticket imp --config demo``.
 """
 
-from jaxticket.configs.registry import Preset, describe, get, lookup, names, preset
+from jaxticket.configs.registry import PRESETS, Preset, describe, get, lookup, names, preset
 from jaxticket.configs import cifar, conv, demo, imagenet, lenet  # noqa: F401  (registers)
 
-__all__ = ["Preset", "describe", "get", "lookup", "names", "preset"]
+__all__ = ["PRESETS", "Preset", "describe", "get", "lookup", "names", "preset"]

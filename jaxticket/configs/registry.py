@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 from typing import Callable
 
 from jaxticket.lottery import LotteryConfig
+from jaxticket.registry import Registry
 
-_PRESETS: dict[str, "Preset"] = {}
+#: The presets by name (a :class:`jaxticket.registry.Registry`; :func:`preset` adds one).
+PRESETS = Registry("preset", hint="your own: @jaxticket.configs.preset(source=...) on a () -> LotteryConfig")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +36,14 @@ class Preset:
         return self.doc.splitlines()[0] if self.doc else ""
 
 
-def preset(*, source: str, expected: str = "not pinned") -> Callable:
-    """Decorator registering a ``() -> LotteryConfig`` builder under its function name."""
+def preset(*, source: str, expected: str = "not pinned", overwrite: bool = False) -> Callable:
+    """Decorator registering a ``() -> LotteryConfig`` builder under its function name
+    (in :data:`PRESETS`; a name registered already is a ``ValueError`` unless ``overwrite``)."""
 
     def register(build: Callable[[], LotteryConfig]) -> Callable[[], LotteryConfig]:
         name = build.__name__
-        if name in _PRESETS:
-            raise ValueError(f"preset {name!r} registered twice")
-        _PRESETS[name] = Preset(name, build, inspect.getdoc(build) or "", source, expected)
+        PRESETS.register(name, Preset(name, build, inspect.getdoc(build) or "", source, expected),
+                         overwrite=overwrite)
         return build
 
     return register
@@ -50,17 +51,14 @@ def preset(*, source: str, expected: str = "not pinned") -> Callable:
 
 def names() -> list[str]:
     """The registered preset names, sorted."""
-    return sorted(_PRESETS)
+    return list(PRESETS.names())
 
 
 def lookup(name: str) -> Preset:
-    """The :class:`Preset` called ``name``; ``ValueError`` naming the closest and all valid names."""
-    try:
-        return _PRESETS[name]
-    except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(names())}") from None
+    """The :class:`Preset` called ``name``; an unknown name is a
+    :class:`~jaxticket.registry.UnknownNameError` (a ``ValueError``) naming the closest and
+    all valid names."""
+    return PRESETS.get(name)
 
 
 def get(name: str) -> LotteryConfig:

@@ -29,6 +29,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from jaxticket.registry import Registry
+
 ENV_DATA_DIR = "JAXTICKET_DATA_DIR"
 ENV_MANUAL_DIR = "JAXTICKET_MANUAL_DIR"
 ENV_DOWNLOAD = "JAXTICKET_DOWNLOAD"
@@ -95,57 +97,59 @@ _MNIST_FILES = (
 #   cifar100       (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762) (train set)
 #   imagenet2012   (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
 #   digits         0.3053 / 0.3759       (all 1,797 images after scaling 0..16 to 0..255)
-DATASETS: dict[str, DatasetSpec] = {
-    s.name: s
-    for s in (
-        DatasetSpec(
-            name="mnist", num_classes=10, image_shape=(28, 28, 1),
-            split_sizes={"train": 60000, "test": 10000},
-            mean=(0.1307,), std=(0.3081,), tfds_version="3.0.1",
-            manual_files=_MNIST_FILES, default_validation_size=5000,
-            homepage="http://yann.lecun.com/exdb/mnist/",
-        ),
-        DatasetSpec(
-            name="fashion_mnist", num_classes=10, image_shape=(28, 28, 1),
-            split_sizes={"train": 60000, "test": 10000},
-            mean=(0.2860,), std=(0.3530,), tfds_version="3.0.1",
-            manual_files=_MNIST_FILES, default_validation_size=5000,
-            homepage="https://github.com/zalandoresearch/fashion-mnist",
-        ),
-        DatasetSpec(
-            name="cifar10", num_classes=10, image_shape=(32, 32, 3),
-            split_sizes={"train": 50000, "test": 10000},
-            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-            tfds_version="3.0.2", manual_files=("cifar-10-binary.tar.gz",),
-            default_validation_size=5000,
-            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        ),
-        DatasetSpec(
-            name="cifar100", num_classes=100, image_shape=(32, 32, 3),
-            split_sizes={"train": 50000, "test": 10000},
-            mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-            tfds_version="3.0.2", manual_files=("cifar-100-binary.tar.gz",),
-            default_validation_size=5000,
-            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        ),
-        DatasetSpec(
-            name="imagenet2012", num_classes=1000, image_shape=(None, None, 3),
-            split_sizes={"train": 1281167, "test": 50000},
-            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-            tfds_version="5.1.0", test_split="validation",
-            manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
-            downloadable=False, streaming=True,
-            homepage="https://image-net.org/download-images (ILSVRC2012)",
-        ),
-        DatasetSpec(
-            name="digits", num_classes=10, image_shape=(8, 8, 1),
-            split_sizes={"train": 1437, "test": 360},
-            mean=(0.3053,), std=(0.3759,), source="embedded",
-            downloadable=False,
-            homepage="scikit-learn: sklearn.datasets.load_digits (bundled, no download)",
-        ),
-    )
-}
+#: The datasets by name (a :class:`jaxticket.registry.Registry`; :func:`register_dataset` adds one).
+DATASETS = Registry("dataset", hint="your own: jaxticket.data.register_dataset(DatasetSpec(...))")
+
+for _spec in (
+    DatasetSpec(
+        name="mnist", num_classes=10, image_shape=(28, 28, 1),
+        split_sizes={"train": 60000, "test": 10000},
+        mean=(0.1307,), std=(0.3081,), tfds_version="3.0.1",
+        manual_files=_MNIST_FILES, default_validation_size=5000,
+        homepage="http://yann.lecun.com/exdb/mnist/",
+    ),
+    DatasetSpec(
+        name="fashion_mnist", num_classes=10, image_shape=(28, 28, 1),
+        split_sizes={"train": 60000, "test": 10000},
+        mean=(0.2860,), std=(0.3530,), tfds_version="3.0.1",
+        manual_files=_MNIST_FILES, default_validation_size=5000,
+        homepage="https://github.com/zalandoresearch/fashion-mnist",
+    ),
+    DatasetSpec(
+        name="cifar10", num_classes=10, image_shape=(32, 32, 3),
+        split_sizes={"train": 50000, "test": 10000},
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        tfds_version="3.0.2", manual_files=("cifar-10-binary.tar.gz",),
+        default_validation_size=5000,
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    ),
+    DatasetSpec(
+        name="cifar100", num_classes=100, image_shape=(32, 32, 3),
+        split_sizes={"train": 50000, "test": 10000},
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        tfds_version="3.0.2", manual_files=("cifar-100-binary.tar.gz",),
+        default_validation_size=5000,
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    ),
+    DatasetSpec(
+        name="imagenet2012", num_classes=1000, image_shape=(None, None, 3),
+        split_sizes={"train": 1281167, "test": 50000},
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        tfds_version="5.1.0", test_split="validation",
+        manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+        downloadable=False, streaming=True,
+        homepage="https://image-net.org/download-images (ILSVRC2012)",
+    ),
+    DatasetSpec(
+        name="digits", num_classes=10, image_shape=(8, 8, 1),
+        split_sizes={"train": 1437, "test": 360},
+        mean=(0.3053,), std=(0.3759,), source="embedded",
+        downloadable=False,
+        homepage="scikit-learn: sklearn.datasets.load_digits (bundled, no download)",
+    ),
+):
+    DATASETS.register(_spec.name, _spec)
+del _spec
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
@@ -171,30 +175,24 @@ def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSp
     if len(spec.mean) != len(spec.std) or (channels is not None and len(spec.mean) not in (1, channels)):
         raise ValueError(f"dataset {spec.name!r}: mean and std need one value per channel ({channels}), "
                          f"got {len(spec.mean)} and {len(spec.std)}")
-    if spec.name in DATASETS and not overwrite and DATASETS[spec.name] != spec:
-        raise ValueError(f"dataset {spec.name!r} is registered already; pass overwrite=True to replace it")
-    DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec, overwrite=overwrite)  # equal to the one there: fine
 
 
 def list_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load`, sorted. Example: ``"mnist" in list_datasets()``."""
-    return tuple(sorted(DATASETS))
+    return DATASETS.names()
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` for ``name``; ValueError listing valid names otherwise.
+    """The :class:`DatasetSpec` for ``name``; an unknown name is a
+    :class:`~jaxticket.registry.UnknownNameError` (a ValueError) naming the closest and
+    all valid names.
 
     Example:
         >>> get_spec("cifar10").num_classes
         10
     """
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown dataset {name!r}. Valid names: {', '.join(list_datasets())}."
-        ) from None
+    return DATASETS.get(name)
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

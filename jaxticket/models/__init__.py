@@ -17,6 +17,11 @@ and returns logits ``[B, num_classes]``. BatchNorm models (``vgg*``, ``resnet*``
 running statistics in ``variables["batch_stats"]``; training calls need
 ``mutable=["batch_stats"]`` and return ``(logits, {"batch_stats": ...})``.
 
+Models are chosen by name from a registry (:data:`MODELS` for fixed names,
+:data:`FAMILIES` for templates such as ``resnet{depth}[_w{width}]``); add yours with
+:func:`register_model` (then usable as ``TrainConfig(model=...)`` and, from a module given
+to ``--import``, on the command line).
+
 Models (``names()``; weights = conv + dense kernels on the default input shape, all
 pinned in ``tests/test_models.py``):
 
@@ -64,12 +69,30 @@ from jaxticket.models.conv import ConvNet
 from jaxticket.models.initializers import BN_INITS, KERNEL_INITS
 from jaxticket.models.lenet import LeNet5, LeNetFC
 from jaxticket.models.permutations import PermutationSpec, permutation_spec, register_permutation_spec
-from jaxticket.models.registry import count_params, count_weights, get, input_shape, names
+from jaxticket.models.registry import (
+    FAMILIES,
+    MODELS,
+    ModelFamily,
+    ModelSpec,
+    count_params,
+    count_weights,
+    families,
+    get,
+    input_shape,
+    names,
+    register_model,
+    register_model_family,
+    spec,
+)
 from jaxticket.models.resnet_cifar import BasicBlock, CifarResNet
 from jaxticket.models.resnet_imagenet import BottleneckBlock, ResNet
 from jaxticket.models.vgg import VGG
 
 __all__ = [
+    "FAMILIES",
+    "MODELS",
+    "ModelFamily",
+    "ModelSpec",
     "AlexNet",
     "BN_INITS",
     "BasicBlock",
@@ -84,10 +107,14 @@ __all__ = [
     "VGG",
     "count_params",
     "count_weights",
+    "families",
     "get",
     "initializers",
     "input_shape",
     "names",
     "permutation_spec",
+    "register_model",
+    "register_model_family",
     "register_permutation_spec",
+    "spec",
 ]

@@ -28,9 +28,16 @@ bit patterns (32 counting passes, no sort), shared by every score-based pruner
 Pruning at initialization (:mod:`~jaxticket.pruning.at_init`): :func:`snip`,
 :func:`grasp`, :func:`synflow`, and :func:`inverted` scores for the sanity checks.
 
-Methods have names in a registry that you extend (:func:`register`), so a pruner of
-your own is usable from ``LotteryConfig``, JSON and the command line. Level schedules
-(:func:`per_level`, :func:`to_density`) give each IMP level its own pruner.
+Methods have names in a registry that you extend (:func:`register`, :data:`METHODS`), so
+a pruner of your own is usable from ``LotteryConfig``, JSON and the command line. Level
+schedules (:func:`per_level`, :func:`to_density`) give each IMP level its own pruner.
+Composites (partitions, chains, schedules) expose their parts through ``children()`` /
+``with_children()`` (:mod:`~jaxticket.pruning.composite`: :func:`map_leaves`), and
+:func:`check_levels_reachable` says before training whether a pruner can reach a level.
+
+Modules: ``counting`` (exact counts, the radix select), ``core`` (the protocol, the
+registry), ``scored``, ``combinators``, ``schedules``, ``composite``, ``baselines``,
+``at_init``, ``reachability``.
 
 Example (Frankle & Carbin's LeNet-300-100 rates, 20% per round for hidden layers and
 10% for the output layer)::
@@ -46,20 +53,19 @@ Example (Frankle & Carbin's LeNet-300-100 rates, 20% per round for hidden layers
         mask = pruner(trained_params, mask)
 """
 
+from jaxticket.pruning.counting import ROUNDINGS, SCOPES, removal_count, select_lowest
 from jaxticket.pruning.core import (
-    ROUNDINGS,
-    SCOPES,
+    METHODS,
     Configured,
     Pruner,
     PruningError,
     as_pruner,
     describe,
+    examples,
     from_config,
     get,
     methods,
     register,
-    removal_count,
-    select_lowest,
     to_config,
 )
 from jaxticket.pruning.scored import (
@@ -78,14 +84,23 @@ from jaxticket.pruning.scored import (
 )
 from jaxticket.pruning.combinators import Chain, Partition, chain, partition
 from jaxticket.pruning.schedules import PerLevel, Schedule, ToDensity, for_level, per_level, to_density
+from jaxticket.pruning.composite import MappedSchedule, leaves, map_leaves
 from jaxticket.pruning.baselines import random_like
 from jaxticket.pruning.at_init import GraSP, SNIP, SynFlow, bind, grasp, inverted, snip, synflow
+from jaxticket.pruning.reachability import (
+    Survivors,
+    UnreachableLevelError,
+    check_levels_reachable,
+    first_emptying_level,
+)
 
 __all__ = [
-    "ByScore", "Chain", "GraSP", "SNIP", "SynFlow", "bind", "grasp", "inverted", "snip", "synflow", "Configured", "LN_ORDERS", "LnStructured", "Magnitude", "Partition",
-    "PerLevel", "Pruner", "PruningError", "ROUNDINGS", "RandomStructured", "RandomUnstructured",
-    "SCOPES", "Schedule", "Scored", "ToDensity", "as_pruner", "by_score", "chain", "describe", "for_level",
-    "from_config", "get", "ln_structured", "magnitude", "methods", "partition", "per_level",
-    "random", "random_like", "random_structured", "register", "removal_count", "select_lowest",
-    "to_config", "to_density",
+    "ByScore", "Chain", "Configured", "GraSP", "LN_ORDERS", "LnStructured", "METHODS", "Magnitude",
+    "MappedSchedule", "Partition", "PerLevel", "Pruner", "PruningError", "ROUNDINGS", "RandomStructured",
+    "RandomUnstructured", "SCOPES", "SNIP", "Schedule", "Scored", "Survivors", "SynFlow", "ToDensity",
+    "UnreachableLevelError", "as_pruner", "bind", "by_score", "chain", "check_levels_reachable", "describe",
+    "examples", "first_emptying_level", "for_level", "from_config", "get", "grasp", "inverted", "leaves",
+    "ln_structured", "magnitude", "map_leaves", "methods", "partition", "per_level", "random", "random_like",
+    "random_structured", "register", "removal_count", "select_lowest", "snip", "synflow", "to_config",
+    "to_density",
 ]

@@ -38,7 +38,9 @@ import numpy as np
 
 from jaxticket import masks as masks_lib
 from jaxticket.masks import Mask
-from jaxticket.pruning.core import Configured, check_fraction, count_to_remove, register, select_count
+from jaxticket.pruning.composite import map_leaves
+from jaxticket.pruning.core import register
+from jaxticket.pruning.counting import check_fraction, count_to_remove, select_count
 from jaxticket.pruning.scored import Scored
 
 __all__ = ["GraSP", "SNIP", "SynFlow", "bind", "grasp", "inverted", "snip", "synflow"]
@@ -144,7 +146,7 @@ def _batch_stats(task, params):
     return task.init_variables(jax.random.key(0)).get("batch_stats", {})
 
 
-@register("snip")
+@register("snip", examples=[{"fraction": 0.3}, {"fraction": 0.3, "scope": "layer", "iterations": 2}])
 @dataclasses.dataclass(frozen=True, eq=False)
 class SNIP(_AtInit):
     """SNIP: ``|∂L/∂w ⊙ w|`` on a batch (see the module docstring)."""
@@ -154,7 +156,7 @@ class SNIP(_AtInit):
         return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, params)
 
 
-@register("grasp")
+@register("grasp", examples=[{"fraction": 0.3}, {"fraction": 0.3, "scope": "layer", "temperature": 1.0}])
 @dataclasses.dataclass(frozen=True, eq=False)
 class GraSP(_AtInit):
     """GraSP: signed ``w ⊙ Hg``, the lowest go (see the module docstring). ``temperature``:
@@ -182,7 +184,7 @@ class GraSP(_AtInit):
         return jax.tree.map(lambda h, w: h * w, hg, params)
 
 
-@register("synflow")
+@register("synflow", examples=[{"fraction": 0.3, "iterations": 3}])
 @dataclasses.dataclass(frozen=True, eq=False)
 class SynFlow(_AtInit):
     """SynFlow: ``|∂R/∂w ⊙ w|`` of the linearised network on an all-ones input, iterated
@@ -272,53 +274,27 @@ def bind(pruner, task, data=None):
     """``pruner`` with every part that needs the model (and data) bound to ``task`` and a
     batch of ``data``'s training split; anything else is returned as it is.
 
+    Generic over composites (:func:`~jaxticket.pruning.composite.map_leaves`): every leaf
+    with a ``bind(task, data)`` method (SNIP, GraSP, SynFlow) is bound, inside partitions,
+    chains, level schedules and registered methods alike.
+
     Example: ``bind(snip(0.9), task, data)``.
     """
-    from jaxticket.pruning.combinators import Chain, Partition
-    from jaxticket.pruning.core import Callable_
-    from jaxticket.pruning.schedules import PerLevel, ToDensity
-
-    if isinstance(pruner, _AtInit):
-        return pruner.bind(task, data)
-    if isinstance(pruner, Partition):
-        return Partition(tuple((s, None if p is None else bind(p, task, data)) for s, p in pruner.rules))
-    if isinstance(pruner, Chain):
-        return Chain(tuple(bind(p, task, data) for p in pruner.pruners))
-    if isinstance(pruner, Callable_) and isinstance(pruner.fn, Configured):
-        return bind(pruner.fn, task, data)
-    if isinstance(pruner, Configured):
-        return Configured(pruner.method, pruner.settings, bind(pruner.pruner, task, data))
-    if isinstance(pruner, PerLevel):
-        return PerLevel(tuple(bind(p, task, data) for p in pruner.pruners))
-    if isinstance(pruner, ToDensity):
-        return _BoundSchedule(pruner, task, data)
-    return pruner
+    return map_leaves(lambda leaf: _bind_leaf(leaf, task, data), pruner)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _BoundSchedule:
-    """A :class:`~jaxticket.pruning.ToDensity` whose levels' pruners come out bound."""
-
-    schedule: Any
-    task: Any
-    data: Any
-
-    def at_level(self, level):
-        return bind(self.schedule.at_level(level), self.task, self.data)
-
-    def config(self):
-        return self.schedule.config()
-
-    @property
-    def needs_key(self):
-        return self.at_level(1).needs_key
+def _bind_leaf(leaf, task, data):
+    method = getattr(leaf, "bind", None)
+    return method(task, data) if callable(method) else leaf
 
 
 def inverted(pruner):
     """The same pruner removing the *highest*-scoring weights or channels instead of the
     lowest (the "invert the scores" sanity check of Frankle et al. 2021, "Pruning neural
     networks at initialization: why are we missing the mark?"). Works on score-based
-    pruners and on partitions, chains and level schedules of them.
+    pruners (:class:`~jaxticket.pruning.Scored`) and on any composite of them: partitions,
+    chains, level schedules, registered methods (through
+    :func:`~jaxticket.pruning.composite.map_leaves`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -327,21 +303,11 @@ def inverted(pruner):
         >>> inverted(pruning.magnitude(0.5))(params, masks.ones_like(params)).keep["w"].tolist()
         [[True, False, True, False]]
     """
-    from jaxticket.pruning.combinators import Chain, Partition
-    from jaxticket.pruning.core import Callable_
-    from jaxticket.pruning.schedules import PerLevel
+    return map_leaves(_invert_leaf, pruner, keeps_config=False)
 
-    if isinstance(pruner, Scored):
-        return dataclasses.replace(pruner, invert=not pruner.invert)
-    if isinstance(pruner, Partition):
-        return Partition(tuple((s, None if p is None else inverted(p)) for s, p in pruner.rules))
-    if isinstance(pruner, Chain):
-        return Chain(tuple(inverted(p) for p in pruner.pruners))
-    if isinstance(pruner, Callable_) and isinstance(pruner.fn, Configured):
-        return inverted(pruner.fn)
-    if isinstance(pruner, Configured):
-        return inverted(pruner.pruner)
-    if isinstance(pruner, PerLevel):
-        return PerLevel(tuple(inverted(p) for p in pruner.pruners))
-    raise ValueError(f"inverted: {pruner!r} is not score-based (a Scored pruner, or a partition/chain of them); "
+
+def _invert_leaf(leaf):
+    if isinstance(leaf, Scored):
+        return dataclasses.replace(leaf, invert=not leaf.invert)
+    raise ValueError(f"inverted: {leaf!r} is not score-based (a Scored pruner, or a partition/chain of them); "
                      "its scores cannot be inverted")

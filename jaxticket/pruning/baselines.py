@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxticket.masks import Mask
-from jaxticket.pruning.core import check_key, check_scope, leaf_keys, lowest_k, score_bits
+from jaxticket.pruning.core import leaf_keys
+from jaxticket.pruning.counting import check_key, check_scope, lowest_k, score_bits
 
 __all__ = ["random_like"]
 

@@ -37,7 +37,8 @@ def _sub_pruner(sub, selector):
                          f"pruner, a pruner config or a callable) or None (never prune): {e}") from None
 
 
-@register("partition")
+@register("partition", examples=[{"rules": [["output", {"method": "magnitude", "fraction": 0.1}],
+                                             ["fc", {"method": "ln_structured", "fraction": 0.2, "n": 2}]]}])
 @dataclasses.dataclass(frozen=True)
 class Partition(Pruner):
     """Pruners by leaf path; first matching rule wins (see :func:`partition`)."""
@@ -92,6 +93,28 @@ class Partition(Pruner):
                 owners[i] = j if mask.prunable[i] else None
         return owners
 
+    def children(self) -> tuple:
+        """The rules' pruners, in order, without the ``None`` (protecting) rules."""
+        return tuple(p for _, p in self.rules if p is not None)
+
+    def with_children(self, children: tuple) -> "Partition":
+        new = iter(children)
+        return Partition(tuple((s, None if p is None else next(new)) for s, p in self.rules))
+
+    def survivors(self, known):
+        """Each rule's pruner on the survivors of the leaves it owns (see
+        :meth:`jaxticket.pruning.Scored.survivors`); ``None`` when one of them cannot tell."""
+        owners = self.assignment(known.mask)
+        for j, (_, pruner) in enumerate(self.rules):
+            if pruner is None or j not in owners:
+                continue
+            sub = Mask(known.mask.keep, [o == j for o in owners], known.mask.ranks)
+            after = pruner.survivors(known.on(sub))
+            if after is None:
+                return None
+            known = after.on(known.mask)
+        return known
+
     def compute(self, params, mask, key):
         owners = self.assignment(mask)
         keep = mask.keep
@@ -145,7 +168,8 @@ def partition(rules: Sequence[tuple[Selector, Optional[Any]]]) -> Partition:
     return Partition(tuple(rules))
 
 
-@register("chain")
+@register("chain", examples=[{"pruners": [{"method": "ln_structured", "fraction": 0.1},
+                                         {"method": "magnitude", "fraction": 0.2, "scope": "global"}]}])
 @dataclasses.dataclass(frozen=True)
 class Chain(Pruner):
     """Pruners applied one after the other (see :func:`chain`)."""
@@ -166,6 +190,20 @@ class Chain(Pruner):
     @property
     def allows_empty(self) -> bool:
         return all(p.allows_empty for p in self.pruners)
+
+    def children(self) -> tuple:
+        return self.pruners
+
+    def with_children(self, children: tuple) -> "Chain":
+        return Chain(tuple(children))
+
+    def survivors(self, known):
+        """The survivor counts after every pruner in turn (``None`` once one cannot tell)."""
+        for pruner in self.pruners:
+            known = pruner.survivors(known)
+            if known is None:
+                return None
+        return known
 
     def compute(self, params, mask, key):
         for i, pruner in enumerate(self.pruners):

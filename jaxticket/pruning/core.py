@@ -1,4 +1,4 @@
-"""The pruner protocol, exact counting and selection, and the registry of pruning methods.
+"""The pruner protocol and the registry of pruning methods.
 
 A pruner is any callable ``pruner(params, mask, key) -> mask'`` with ``mask'`` a subset
 of ``mask`` that leaves non-prunable leaves untouched. The built-in ones are frozen
@@ -6,44 +6,50 @@ dataclasses deriving from :class:`Pruner` (hashable, so they are static under ``
 and compiled once); any other callable is accepted wherever a pruner is, and
 :func:`as_pruner` wraps it so that the contract holds even if the callable breaks it.
 
-Counting. A pruner removing a ``fraction`` of the ``n`` weights (or channels) still
-surviving in its scope removes ``k = round(fraction * n)`` of them, computed exactly in
-integers from the fraction as a rational (``Fraction(fraction).limit_denominator(2**15)``,
-exact for every decimal fraction with up to four digits). The rounding rule is a setting
-naming its reference (:data:`ROUNDINGS`).
+A pruner that composes others (a partition, a chain, a level schedule, ...) says so
+through ``children()`` and ``with_children(children)`` (see
+:mod:`jaxticket.pruning.composite`); a leaf's ``children()`` is ``None``.
 
-Selecting the ``k`` smallest of ``N`` scores is an exact radix select on the scores'
-float32 bit patterns (11-16 counting passes, each resolving 2-3 bits, no sort); ties go
-to the lower position.
+Methods have names in :data:`METHODS` (a :class:`jaxticket.registry.Registry`), which
+:func:`register` extends; :func:`from_config` and :func:`to_config` turn pruners into
+plain data and back. Counting and selection live in :mod:`jaxticket.pruning.counting`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
 import math
-from fractions import Fraction
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxticket import fingerprints
 from jaxticket import masks as masks_lib
 from jaxticket.masks import Mask
+from jaxticket.pruning.counting import (  # noqa: F401  (ROUNDINGS ... select_lowest: also jaxticket.pruning.core.<name>)
+    ROUNDINGS,
+    SCOPES,
+    check_key,
+    removal_count,
+    select_count,
+    select_lowest,
+)
+from jaxticket.registry import Registry
 
 PyTree = Any
 
 __all__ = [
+    "METHODS",
     "Pruner",
     "PruningError",
     "ROUNDINGS",
     "SCOPES",
     "as_pruner",
     "describe",
+    "examples",
     "from_config",
     "get",
     "methods",
@@ -54,245 +60,9 @@ __all__ = [
     "to_config",
 ]
 
-SCOPES = ("layer", "global")
-#: Count rules: how ``fraction * survivors`` becomes a whole number of weights to remove.
-ROUNDINGS = {
-    "half_up": "floor(x + 1/2): jaxticket's default",
-    "half_even": "round half to even, Python's round(): torch.nn.utils.prune (Paganini & Forde)",
-    "ceil": "ceil(x): open_lth's sparse_global",
-}
-_MAX_DENOMINATOR = 2**15
-_UINT32_MAX = np.uint32(0xFFFFFFFF)
-
 
 class PruningError(ValueError):
     """A pruning step that would break the network (e.g. empty a layer)."""
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def check_fraction(fraction, who: str) -> Fraction:
-    """The fraction as an exact rational; ``ValueError`` for anything but a number in [0, 1]."""
-    if isinstance(fraction, (bool, str, bytes)) or not isinstance(fraction, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{who}: fraction must be a number in [0, 1], got {fraction!r}.")
-    value = float(fraction)
-    if not (0.0 <= value <= 1.0) or math.isnan(value):
-        raise ValueError(
-            f"{who}: fraction must be in [0, 1] (the fraction of the surviving weights to "
-            f"remove at this step, e.g. 0.2), got {fraction!r}."
-        )
-    return Fraction(value).limit_denominator(_MAX_DENOMINATOR)
-
-
-def check_scope(scope, who: str) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"{who}: scope must be one of {SCOPES}, got {scope!r}.")
-    return scope
-
-
-def check_rounding(rounding, who: str) -> str:
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"{who}: rounding must be one of {tuple(ROUNDINGS)} "
-                         f"({'; '.join(f'{k}: {v}' for k, v in ROUNDINGS.items())}), got {rounding!r}.")
-    return rounding
-
-
-def check_key(key, who: str):
-    if key is None:
-        raise ValueError(
-            f"{who} is random and needs a key: call it as pruner(params, mask, key) with "
-            "key = jax.random.key(seed) (one per seed under vmap)."
-        )
-    return key
-
-
-# ----------------------------------------------------------------------------- counting
-
-
-def removal_count(fraction: float, surviving, rounding: str = "half_up") -> jax.Array:
-    """``round(fraction * surviving)`` exactly, for an int (possibly traced) count.
-
-    Exact: the fraction as a ratio of small integers (0.35 = 7/20), so an exact half is
-    rounded by the rule. ``torch.nn.utils.prune`` rounds the float product instead, which
-    for a few amounts falls just below the half (0.35 * 330 = 115.49999999999999: torch
-    removes 115, ``"half_even"`` here 116); for 0.2 and most decimal amounts the two agree
-    (checked against torch 2.13 in ``tests/test_pruning_reference.py``).
-
-    Examples:
-        >>> int(removal_count(0.2, 266200))
-        53240
-        >>> [int(removal_count(0.5, 5, r)) for r in ("half_up", "half_even", "ceil")]
-        [3, 2, 3]
-        >>> int(removal_count(0.5, 1, "half_even"))    # PyTorch keeps a last channel
-        0
-    """
-    ratio = check_fraction(fraction, "removal_count")
-    return count_to_remove(ratio, surviving, check_rounding(rounding, "removal_count"))
-
-
-def count_to_remove(ratio: Fraction, surviving, rounding: str) -> jax.Array:
-    """:func:`removal_count` for an already checked rational ``ratio`` (jit-friendly)."""
-    num, den = np.uint32(ratio.numerator), np.uint32(ratio.denominator)
-    n = jnp.asarray(surviving).astype(jnp.uint32)
-    q, r = n // den, n % den
-    # n * num / den = q*num + (r*num) // den + rem/den, every term < 2**32.
-    whole = q * num + (r * num) // den
-    rem2 = np.uint32(2) * ((r * num) % den)
-    if rounding == "half_up":
-        extra = rem2 >= den
-    elif rounding == "half_even":
-        extra = (rem2 > den) | ((rem2 == den) & (whole % np.uint32(2) == 1))
-    else:  # ceil
-        extra = rem2 > 0
-    return (whole + extra.astype(jnp.uint32)).astype(jnp.int32)
-
-
-# ----------------------------------------------------------------------------- selection
-
-
-def score_bits(scores: jax.Array, signed: bool = False) -> jax.Array:
-    """Order-preserving uint32 view of float scores: of their absolute values (< 2**31),
-    or with ``signed`` of the scores themselves (negative below positive, the whole
-    uint32 range below the all-ones sentinel of removed entries).
-
-    Example:
-        >>> np.asarray(score_bits(jnp.array([-2.0, -1.0, 0.0, 3.0]), signed=True)).argsort().tolist()
-        [0, 1, 2, 3]
-    """
-    bits = jax.lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
-    if not signed:
-        return bits & np.uint32(0x7FFFFFFF)
-    return jnp.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
-
-
-def _counts_below(keys: jax.Array, candidates: jax.Array) -> jax.Array:
-    """``[sum(keys < c) for c in candidates]`` in one pass over ``keys`` (a variadic
-    reduction: XLA reads ``keys`` once for all the candidates)."""
-    ops = tuple((keys < candidates[j]).astype(jnp.int32) for j in range(candidates.shape[0]))
-    sums = jax.lax.reduce(ops, tuple(jnp.int32(0) for _ in ops),
-                          lambda a, b: tuple(x + y for x, y in zip(a, b)), (0,))
-    return jnp.stack(sums)
-
-
-def _counts_below_where(values: jax.Array, where: jax.Array, candidates: jax.Array) -> jax.Array:
-    """``[sum(where & (values < c)) for c in candidates]`` in one pass."""
-    ops = tuple((where & (values < candidates[j])).astype(jnp.int32) for j in range(candidates.shape[0]))
-    sums = jax.lax.reduce(ops, tuple(jnp.int32(0) for _ in ops),
-                          lambda a, b: tuple(x + y for x, y in zip(a, b)), (0,))
-    return jnp.stack(sums)
-
-
-def _largest_below(count, target, bits: int, b: int, dtype):
-    """The largest ``v`` in ``[0, 2**bits)`` with ``count(v) < target``, for a monotone
-    ``count(candidates [m]) -> [m]``: ``b`` bits per step, every step one ``count`` of
-    ``2**b - 1`` candidates (one pass over the data)."""
-    value, shift = jnp.zeros((), dtype), bits
-    while shift > 0:
-        step = min(b, shift)
-        shift -= step
-        candidates = value + (jnp.arange(1, 2**step, dtype=dtype) << shift)
-        value = value + (jnp.sum(count(candidates) < target).astype(dtype) << shift)
-    return value
-
-
-def lowest_k(bits, alive, k, *, signed: bool = False):
-    """Flags the ``k`` alive entries with the smallest ``bits``, ties by position.
-
-    ``k``: the count, or a function of the number of alive entries returning it.
-    ``signed``: ``bits`` come from ``score_bits(..., signed=True)`` (all 32 bits).
-
-    ``bits`` and ``alive`` are arrays, or lists of arrays ranked together as if
-    concatenated (flattened, in order) without concatenating them; the flags come back in
-    the same form. Radix select: builds the k-th smallest value ``b`` bits at a time, each
-    step counting, in one pass over the keys, how many lie below each of the ``2**b - 1``
-    candidate prefixes (2 bits per pass up to 4M entries, 3 above: 11-16 passes instead of
-    31, each a single read of the keys; measured faster than NumPy's introselect on
-    LeNet-300-100, see ``benchmarks/pruning.py``).
-    """
-    single = not isinstance(bits, (list, tuple))
-    bits, alive = ([bits], [alive]) if single else (list(bits), list(alive))
-    # The keys are materialised once (the barrier), not recomputed in every counting pass;
-    # the number of alive entries is counted from them by the same fast reduction (summing
-    # the boolean masks separately, XLA fused that sum with the keys into a slow kernel:
-    # 2.3x slower on ResNet-50).
-    keys = jax.lax.optimization_barrier([jnp.where(a, x, _UINT32_MAX).ravel() for x, a in zip(bits, alive)])
-    b = 3 if sum(x.size for x in keys) > 2**22 else 2
-
-    def count_below(candidates):
-        return sum(_counts_below(x, candidates) for x in keys)
-
-    if callable(k):
-        k = k(count_below(jnp.stack([_UINT32_MAX]))[0])
-
-    # The k-th smallest alive key: the largest value with fewer than k keys below it. Keys
-    # of absolute values are < 2**31 (31 bits to search); signed ones use all 32 bits but
-    # stay below the all-ones sentinel of removed entries, so kth + 1 does not overflow.
-    kth = _largest_below(count_below, k, 32 if signed else 31, b, jnp.uint32)
-    n_less, n_upto = count_below(jnp.stack([kth, kth + 1]))
-    still_needed = k - n_less
-
-    def no_ties():  # every key equal to the k-th goes
-        return [x <= kth for x in keys]
-
-    offsets = np.cumsum([0] + [x.size for x in keys[:-1]]).tolist()  # flattened positions
-
-    def first_equal():  # ties at the threshold: the first `still_needed` of them by position
-        # The position P of the still_needed-th tied key, found like kth but over positions
-        # (a cumsum over all keys is ~5x slower on CPU): the largest P with fewer than
-        # still_needed tied keys before it.
-        def tied_before(candidates):
-            return sum(_counts_below_where(offset + jnp.arange(x.size, dtype=jnp.int32), x == kth, candidates)
-                       for x, offset in zip(keys, offsets))
-
-        n = sum(x.size for x in keys)
-        position = _largest_below(tied_before, still_needed, max(1, (n - 1).bit_length()), b, jnp.int32)
-        last = jnp.where(still_needed > 0, position, -1)  # ties at positions <= last go
-        return [(x < kth) | ((x == kth) & (offset + jnp.arange(x.size, dtype=jnp.int32) <= last))
-                for x, offset in zip(keys, offsets)]
-
-    # Without ties at the threshold every tied key goes: one compare.
-    removed = jax.lax.cond(n_upto - n_less == still_needed, no_ties, first_equal)
-    flags = [r.reshape(a.shape) & a for r, a in zip(removed, alive)]
-    return flags[0] if single else flags
-
-
-def select_lowest(scores: list, alive: list, ratio: Fraction, scope: str,
-                  rounding: str = "half_up", *, signed: bool = False, invert: bool = False) -> list:
-    """Removal flags for the ``round(ratio * alive)`` lowest-scoring alive entries.
-
-    ``scores`` and ``alive`` are lists of same-shaped arrays (one per leaf: weights, or
-    channels). ``scope="layer"`` counts and ranks each array on its own; ``"global"``
-    ranks all of them together. Scores are compared by absolute value, or as they are
-    with ``signed``; ``invert`` removes the *highest*-scoring entries instead (the
-    "invert the scores" sanity check of Frankle et al. 2021).
-
-    Example (the building block of a scored pruner of your own):
-        >>> import numpy as np
-        >>> from fractions import Fraction
-        >>> scores, alive = [np.array([3.0, -1.0, 2.0, 0.5])], [np.ones(4, bool)]
-        >>> select_lowest(scores, alive, Fraction(1, 2), "layer")[0].tolist()     # by |score|
-        [False, True, False, True]
-        >>> select_lowest(scores, alive, Fraction(1, 4), "layer", signed=True)[0].tolist()
-        [False, True, False, False]
-    """
-    count = functools.partial(count_to_remove, ratio, rounding=rounding)
-    return select_count(scores, alive, count, scope, signed=signed, invert=invert)
-
-
-def select_count(scores: list, alive: list, k, scope: str, *, signed: bool = False, invert: bool = False) -> list:
-    """Like :func:`select_lowest` with the number to remove given: ``k`` an int (array),
-    a function of the number alive, or (``scope="layer"``) a list of them, one per array."""
-    if not scores:
-        return []
-    if invert:  # the highest first: rank the negated scores
-        scores = [-(s if signed else jnp.abs(s)) for s in scores]
-        signed = True
-    bits = [score_bits(s, signed) for s in scores]
-    if scope == "layer":
-        ks = k if isinstance(k, (list, tuple)) else [k] * len(bits)
-        return [lowest_k(b, a, kk, signed=signed) for b, a, kk in zip(bits, alive, ks)]
-    return lowest_k(bits, list(alive), k, signed=signed)
 
 
 # ----------------------------------------------------------------------------- base
@@ -369,6 +139,21 @@ class Pruner:
         for i, keep in zip(idx, new):
             out[i] = keep
         return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
+
+    def children(self) -> Optional[tuple]:
+        """The pruners this one composes, in order; ``None``: a leaf (composites override
+        this and :meth:`with_children`, see :mod:`jaxticket.pruning.composite`)."""
+        return None
+
+    def with_children(self, children: tuple):
+        """The same composite over ``children`` (one per :meth:`children`, in order)."""
+        raise TypeError(f"{type(self).__name__} is a leaf pruner: it has no children to replace")
+
+    def survivors(self, known):
+        """The survivor counts after one call, from those before, without the weights
+        (:class:`~jaxticket.pruning.reachability.Survivors`), or ``None`` when they cannot be
+        known so: the default. Score-based pruners and the combinators say more."""
+        return None
 
     def _prune(self, leaves, keeps, paths, key):  # pragma: no cover - abstract
         raise TypeError(f"{type(self).__name__} is a Pruner subclass without a _prune method; "
@@ -452,6 +237,20 @@ class Callable_(Pruner):
                for o, n, flag in zip(mask.leaves(), jax.tree.leaves(keep), mask.prunable)]
         return mask.replace(keep=jax.tree.unflatten(jax.tree.structure(mask.keep), out))
 
+    def children(self) -> Optional[tuple]:
+        """``(fn,)`` when the wrapped callable composes pruners itself (a registered
+        method's :class:`Configured`): the wrapper is transparent to the protocol."""
+        inner = getattr(self.fn, "children", None)
+        return (self.fn,) if callable(inner) and inner() is not None else None
+
+    def with_children(self, children: tuple):
+        (fn,) = children
+        return fn  # the wrapped composite rebuilt; a container wraps it again (as_pruner)
+
+    def survivors(self, known):
+        inner = getattr(self.fn, "survivors", None)  # a Configured's: its pruner's
+        return inner(known) if callable(inner) else None
+
     def config(self) -> dict:
         return to_config(self.fn)
 
@@ -488,8 +287,11 @@ def as_pruner(pruner) -> Pruner:
 # ----------------------------------------------------------------------------- registry
 
 
-_REGISTRY: dict[str, Callable] = {}
+#: The pruning methods by name: the factories (or Pruner classes) :func:`register` added.
+METHODS = Registry("pruning method", hint="your own: @jaxticket.pruning.register('name')")
+_REGISTRY = METHODS  # the name this registry had before (tests patch entries through it)
 _METHOD_OF: dict[type, str] = {}
+_EXAMPLES: dict[str, tuple] = {}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -515,6 +317,14 @@ class Configured:
     def __hash__(self):
         return hash((self.method, self.settings))
 
+    def children(self) -> tuple:
+        """The built pruner (a :class:`Configured` records how it was built, nothing more)."""
+        return (self.pruner,)
+
+    def with_children(self, children: tuple) -> "Configured":
+        (pruner,) = children
+        return Configured(self.method, self.settings, pruner)
+
     def config(self) -> dict:
         return {"method": self.method, **{k: _plain(v) for k, v in self.settings}}
 
@@ -530,7 +340,7 @@ def _freeze(value):
     return value
 
 
-def register(name: str, *, overwrite: bool = False) -> Callable:
+def register(name: str, *, overwrite: bool = False, examples=()) -> Callable:
     """Decorator: makes a pruning method usable by name from configs, JSON and the command line.
 
     Decorate a factory ``(**settings) -> pruner`` (a function returning any pruner
@@ -539,8 +349,13 @@ def register(name: str, *, overwrite: bool = False) -> Callable:
     returns a pruner that remembers its settings. From the command line, make the module
     that registers it importable and pass ``--import MODULE``.
 
+    ``examples``: settings dicts (without ``"method"``) that build a working pruner, e.g.
+    ``[{"fraction": 0.3}]``: the pruner contract test (``tests/test_pruning.py``) runs every
+    registered method on each of them, and :func:`examples` returns them. Every built-in
+    method has some.
+
     Example:
-        >>> @register("keep_large", overwrite=True)
+        >>> @register("keep_large", overwrite=True, examples=[{"threshold": 1.0}])
         ... def keep_large(threshold=0.5):
         ...     def prune(params, mask, key=None):
         ...         return jax.tree.map(lambda w, k: k & (abs(w) > threshold), params, mask.keep)
@@ -552,15 +367,19 @@ def register(name: str, *, overwrite: bool = False) -> Callable:
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"register: a method name is an identifier like 'snip', got {name!r}")
+    examples = tuple(examples)
+    for example in examples:
+        if not isinstance(example, dict) or "method" in example:
+            raise ValueError(f"register({name!r}): each example is a dict of settings without 'method', "
+                             f"e.g. {{'fraction': 0.3}}; got {example!r}")
 
     def decorate(factory):
-        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
-            raise ValueError(f"pruning method {name!r} is already registered; pass overwrite=True to replace it")
-        if isinstance(factory, type):
-            _REGISTRY[name] = factory
+        signature = None if isinstance(factory, type) else inspect.signature(factory)
+        METHODS.register(name, factory, overwrite=overwrite)  # a name another method has: ValueError
+        if signature is None:  # a Pruner class
             _METHOD_OF[factory] = name
+            _EXAMPLES[name] = examples
             return factory
-        signature = inspect.signature(factory)
 
         @functools.wraps(factory)
         def build(*args, **kwargs):
@@ -577,15 +396,27 @@ def register(name: str, *, overwrite: bool = False) -> Callable:
             return Configured(name, settings, as_pruner(built))
 
         build.__signature__ = signature
-        _REGISTRY[name] = build
+        METHODS.register(name, build, overwrite=True)
+        _EXAMPLES[name] = examples
         return build
 
     return decorate
 
 
 def methods() -> tuple[str, ...]:
-    """The registered method names, sorted."""
-    return tuple(sorted(_REGISTRY))
+    """The registered method names, sorted (``METHODS.names()``)."""
+    return METHODS.names()
+
+
+def examples(name: str) -> tuple[dict, ...]:
+    """The example settings registered with method ``name`` (see :func:`register`).
+
+    Example:
+        >>> examples("magnitude")[0]
+        {'fraction': 0.3}
+    """
+    METHODS.get(name)  # an unknown name: the registry's one error
+    return tuple(dict(e) for e in _EXAMPLES.get(name, ()))
 
 
 def get(name: str, **settings):
@@ -610,7 +441,8 @@ def from_config(config: dict):
     ``{"method": "partition", "rules": [["output/kernel", {...}], ["kernel$", {...}],
     ["bias", None]]}``; ``{"method": "chain", "pruners": [{...}, {...}]}``;
     ``{"method": "to_density", "target": 0.05, "levels": 10, "pruner": {...}}``. Methods:
-    :func:`methods`, plus any you :func:`register`.
+    :func:`methods`, plus any you :func:`register`; an unknown one is a
+    :class:`~jaxticket.registry.UnknownNameError` (a ``ValueError``).
 
     Example:
         >>> from_config({"method": "magnitude", "fraction": 0.2})
@@ -624,12 +456,7 @@ def from_config(config: dict):
             f"e.g. {{'method': 'magnitude', 'fraction': 0.2, 'scope': 'global'}}; got {config!r}."
         )
     method = config["method"]
-    if method not in _REGISTRY:
-        close = difflib.get_close_matches(str(method), methods(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown pruning method {method!r}{hint}; valid methods: {methods()}. "
-                         "Your own: @jaxticket.pruning.register('name').")
-    factory = _REGISTRY[method]
+    factory = METHODS.get(method)
     valid = _settings_of(factory)
     settings = {k: v for k, v in config.items() if k != "method"}
     unknown = sorted(set(settings) - set(valid))

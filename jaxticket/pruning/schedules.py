@@ -55,7 +55,8 @@ def for_level(pruner, level: int):
     return as_pruner(at_level(level) if callable(at_level) else pruner)
 
 
-@register("per_level")
+@register("per_level", examples=[{"pruners": [{"method": "magnitude", "fraction": 0.5},
+                                             {"method": "random", "fraction": 0.2, "scope": "global"}]}])
 @dataclasses.dataclass(frozen=True)
 class PerLevel(Schedule):
     """Pruner ``pruners[L - 1]`` at level ``L`` (see :func:`per_level`)."""
@@ -78,6 +79,12 @@ class PerLevel(Schedule):
     def levels(self) -> int:
         return len(self.pruners)
 
+    def children(self) -> tuple:
+        return self.pruners
+
+    def with_children(self, children: tuple) -> "PerLevel":
+        return PerLevel(tuple(children))
+
     def config(self) -> dict:
         return {"method": "per_level", "pruners": [to_config(p) for p in self.pruners]}
 
@@ -95,7 +102,8 @@ def _fraction_for(target: float, levels: int) -> float:
     return 1.0 - target ** (1.0 / levels)
 
 
-@register("to_density")
+@register("to_density", examples=[{"target": 0.5, "levels": 2},
+                                  {"target": 0.4, "levels": 3, "pruner": {"method": "random"}}])
 @dataclasses.dataclass(frozen=True)
 class ToDensity(Schedule):
     """A constant per-level fraction reaching ``target`` in ``levels`` (see :func:`to_density`)."""

@@ -18,14 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxticket.pruning.core import (
-    Pruner,
+from jaxticket.pruning.core import Pruner, leaf_keys, register
+from jaxticket.pruning.counting import (
     check_fraction,
     check_key,
     check_rounding,
     check_scope,
-    leaf_keys,
-    register,
+    count_to_remove,
     select_lowest,
 )
 
@@ -113,6 +112,34 @@ class Scored(Pruner):
     def _axis(self) -> int:
         return getattr(self, "axis", -1)
 
+    def removes(self, surviving: int) -> int:
+        """How many of ``surviving`` weights (channels, for ``unit == "channel"``) in one
+        scope (a layer, or all layers for ``scope="global"``) one call removes:
+        ``round(fraction * surviving)`` by the rounding rule.
+
+        Example:
+            >>> magnitude(0.2).removes(100), magnitude(0.5, rounding="half_even").removes(1)
+            (20, 0)
+        """
+        ratio = check_fraction(self.fraction, f"pruning.{self.name}")
+        return int(count_to_remove(ratio, int(surviving), self.rounding))
+
+    def survivors(self, known):
+        """The survivor counts after one call, from those before
+        (:class:`~jaxticket.pruning.reachability.Survivors`), without the weights: known for
+        weight units (per layer, or the total of a global step); ``None`` (unknown) for
+        channels or where the counts before are unknown."""
+        if self.unit != "weight":
+            return None
+        scope = known.scope()
+        if self.scope == "layer":
+            counts = [known.counts[i] for i in scope]
+            if None in counts:
+                return None
+            return known.with_counts({i: c - self.removes(c) for i, c in zip(scope, counts)})
+        total = known.total(scope)
+        return None if total is None else known.pooled(scope, total - self.removes(total))
+
     def _prune(self, leaves, keeps, paths, key):
         ratio = check_fraction(self.fraction, f"pruning.{self.name}")
         select = functools.partial(select_lowest, ratio=ratio, scope=self.scope, rounding=self.rounding,
@@ -139,7 +166,7 @@ class Scored(Pruner):
 # ----------------------------------------------------------------------------- unstructured
 
 
-@register("magnitude")
+@register("magnitude", examples=[{"fraction": 0.3}, {"fraction": 0.3, "scope": "global"}])
 @dataclasses.dataclass(frozen=True)
 class Magnitude(Scored):
     """L1 unstructured pruning: remove the smallest |w| (see :func:`magnitude`)."""
@@ -148,7 +175,7 @@ class Magnitude(Scored):
         return [jnp.abs(w) for w in leaves]
 
 
-@register("random")
+@register("random", examples=[{"fraction": 0.3}, {"fraction": 0.3, "scope": "global"}])
 @dataclasses.dataclass(frozen=True)
 class RandomUnstructured(Scored):
     """Random unstructured pruning (see :func:`random`)."""
@@ -236,7 +263,7 @@ def _check_axis(axis, who: str) -> None:
         raise ValueError(f"{who}: axis must be an int, got {axis!r}.")
 
 
-@register("ln_structured")
+@register("ln_structured", examples=[{"fraction": 0.3, "n": n} for n in (1, 2, "inf", "-inf")])
 @dataclasses.dataclass(frozen=True)
 class LnStructured(Scored):
     """Ln-structured channel pruning (see :func:`ln_structured`)."""
@@ -254,7 +281,7 @@ class LnStructured(Scored):
         return [channel_norm(w, alive, self.n) for w, alive in zip(leaves, keeps)]
 
 
-@register("random_structured")
+@register("random_structured", examples=[{"fraction": 0.3}])
 @dataclasses.dataclass(frozen=True)
 class RandomStructured(Scored):
     """Random channel pruning (see :func:`random_structured`)."""
@@ -309,7 +336,13 @@ def random_structured(fraction: float, axis: int = -1, *, scope: str = "layer",
 ScoreFn = Callable[..., Any]
 
 
-@register("by_score")
+def _squared(w, key):
+    """A score of one's own, for :func:`by_score`'s registered examples: ``w ** 2``."""
+    return w * w
+
+
+@register("by_score", examples=[{"fraction": 0.3, "score": _squared},
+                                {"fraction": 0.3, "score": _squared, "scope": "global", "structured": True}])
 @dataclasses.dataclass(frozen=True)
 class ByScore(Scored):
     """Pruning by your own score (see :func:`by_score`)."""
