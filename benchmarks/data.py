@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxticket import data  # noqa: E402
+from jaxticket import compilation_cache, data  # noqa: E402
 
 
 def device_rate(ds, batch_size, steps, augment, seeds=1):
@@ -114,6 +114,7 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="JSON file for the figures (with the machine)")
     a = p.parse_args()
+    compilation_cache.enable_default()  # as the jaxticket command (JAXTICKET_COMPILATION_CACHE=off: off)
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpu_count": os.cpu_count(), "jax": jax.__version__,
                            "devices": [str(d) for d in jax.devices()],

@@ -1,4 +1,7 @@
-"""The host a benchmark ran on, without importing JAX (process.py's parent must not).
+"""The host a benchmark ran on: :func:`jaxticket.machine.describe`.
+
+Read from ``jaxticket/machine.py`` on its own, without importing the ``jaxticket``
+package, which imports JAX (process.py's parent must not).
 
     >>> sorted(host())[:3]
     ['cpu', 'cpu_count', 'loadavg_at_start']
@@ -6,17 +9,16 @@
 
 from __future__ import annotations
 
-import os
-import platform
+import importlib.util
+import pathlib
 
 
-def host() -> dict:
-    """Platform, CPU model (from /proc/cpuinfo where there is one), cores, Python, load."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "loadavg_at_start": os.getloadavg()}
+def _machine_module():
+    path = pathlib.Path(__file__).resolve().parents[1] / "jaxticket" / "machine.py"
+    spec = importlib.util.spec_from_file_location("_jaxticket_machine", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+host = _machine_module().describe  # platform, CPU model, cores, Python, load

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxticket import masks, models, pruning
+from jaxticket import compilation_cache, masks, models, pruning
 
 
 def machine() -> dict:
@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--models", nargs="+", default=["lenet_300_100", "resnet50"])
     parser.add_argument("--out", default=None, help="JSON file for the results (default: print only)")
     args = parser.parse_args()
+    compilation_cache.enable_default()  # as the jaxticket command (JAXTICKET_COMPILATION_CACHE=off: off)
     info = machine()
     print("machine:", json.dumps(info))
     rows = []

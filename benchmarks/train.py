@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from host import host  # noqa: E402
-from jaxticket import data, train  # noqa: E402
+from jaxticket import compilation_cache, data, train  # noqa: E402
 from jaxticket.data import ArrayDataset  # noqa: E402
 from jaxticket.train import sources  # noqa: E402
 
@@ -233,6 +233,7 @@ def main():
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_<backend>.json)")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = p.parse_args()
+    compilation_cache.enable_default()  # as the jaxticket command (JAXTICKET_COMPILATION_CACHE=off: off)
     t0 = time.perf_counter()
     info = machine()
     print(json.dumps(info), flush=True)

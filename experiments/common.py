@@ -22,13 +22,19 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))
 
-from jaxticket import report, rundir  # noqa: E402
+from jaxticket import compilation_cache, report, rundir  # noqa: E402
+from jaxticket import machine as machine_lib  # noqa: E402
 
 
 def parser(name: str, doc: str, *, manual_help: str, quick_help: str) -> argparse.ArgumentParser:
     """The options every experiment script takes: ``--manual-dir``, ``--data-dir``,
     ``--workdir`` (default ``runs/<name>``), ``--out`` (default
-    ``experiments/results/<name>[_quick]``) and ``--quick``."""
+    ``experiments/results/<name>[_quick]``) and ``--quick``.
+
+    Called first by a script's ``main``, it also turns on JAX's persistent compilation
+    cache as the ``jaxticket`` command does (:func:`jaxticket.compilation_cache.enable_default`;
+    ``JAXTICKET_COMPILATION_CACHE=off`` keeps it off)."""
+    compilation_cache.enable_default()
     out = argparse.ArgumentParser(description=doc.splitlines()[0])
     out.add_argument("--manual-dir", default=None, help=manual_help)
     out.add_argument("--data-dir", default=None)
@@ -51,13 +57,12 @@ def git_commit() -> str:
 
 
 def machine() -> dict:
-    """The machine, as benchmarks record it (:func:`benchmarks.host.host`), and JAX's backend."""
+    """The machine (:func:`jaxticket.machine.describe`, as the benchmarks record it) and
+    JAX's backend."""
     import jax
 
-    from benchmarks.host import host
-
     dev = jax.devices()[0]
-    return {**host(), "jax": jax.__version__, "backend": jax.default_backend(),
+    return {**machine_lib.describe(), "jax": jax.__version__, "backend": jax.default_backend(),
             "device": getattr(dev, "device_kind", str(dev))}
 
 
@@ -66,6 +71,7 @@ class Provenance:
     ``provenance.json`` (kept across resumed runs: every session appends its stages)."""
 
     def __init__(self, out_dir: pathlib.Path, settings: dict):
+        compilation_cache.enable_default()  # for scripts with a parser of their own (before they train)
         self.path = pathlib.Path(out_dir) / "provenance.json"
         old = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data = {"settings": settings, "sessions": old.get("sessions", [])}

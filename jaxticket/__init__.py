@@ -15,6 +15,12 @@ Bring your own model, data, loss, optimizer and pruner::
     run.levels[5].density, run.levels[5].test_accuracy        # one value per seed
     controls = run.branch("random_mask")
 
+``import jaxticket`` changes no ``jax.config`` value. The ``jaxticket`` command, the
+experiment scripts and the benchmarks turn on JAX's persistent compilation cache (one
+compilation per machine, not per process; ``JAXTICKET_COMPILATION_CACHE=off`` keeps it
+off); in a notebook, ``jt.enable_compilation_cache()`` does (see
+:mod:`jaxticket.compilation_cache`).
+
 Example:
     >>> import jax, jaxticket as jt
     >>> params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (784, 300))}}
@@ -23,11 +29,10 @@ Example:
     0.8
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from jaxticket import compilation_cache
-
-compilation_cache.enable_default()  # JAX's persistent cache, unless JAXTICKET_COMPILATION_CACHE=off
+from jaxticket.compilation_cache import enable as enable_compilation_cache
 
 from jaxticket import (
     alignment,
@@ -91,7 +96,7 @@ from jaxticket.report import paired_stats, seed_stats
 __all__ = [
     "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
     "agreement", "alignment", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
-    "compilation_cache",
+    "compilation_cache", "enable_compilation_cache",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
     "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "paired_stats", "parallel", "partition",

@@ -832,10 +832,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import_plugins(argv)
         args = build_parser().parse_args(argv)
-        if getattr(args, "no_compilation_cache", False):
-            from jaxticket import compilation_cache
+        from jaxticket import compilation_cache
 
+        if getattr(args, "no_compilation_cache", False):
             compilation_cache.disable()
+        else:
+            compilation_cache.enable_default()  # the command's programs compile once per machine
         _quiet_logs()
         return COMMANDS[args.command](args)
     except UsageError as e:

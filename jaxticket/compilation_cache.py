@@ -1,13 +1,20 @@
-"""JAX's persistent compilation cache, on by default: a run compiles a program once per
-machine, not once per process.
+"""JAX's persistent compilation cache: a run compiles a program once per machine, not once
+per process.
 
-``import jaxticket`` turns it on in a user cache folder (``$XDG_CACHE_HOME/jaxticket/xla``,
-default ``~/.cache/jaxticket/xla``) for every program, however quickly it compiled (the
+``import jaxticket`` changes no JAX setting. The ``jaxticket`` command, the experiment
+scripts and the benchmarks turn the cache on (:func:`enable_default`); in a notebook or
+your own script, one call does::
+
+    import jaxticket as jt
+    jt.enable_compilation_cache()      # the same as jaxticket.compilation_cache.enable()
+
+It lives in a user cache folder (``$XDG_CACHE_HOME/jaxticket/xla``, default
+``~/.cache/jaxticket/xla``) and holds every program, however quickly it compiled (the
 small ones add up: a short run's fixed cost is mostly compilation). It is bounded (LRU
 eviction at :data:`MAX_BYTES`) and, being bounded, every read and write holds a file
 lock, so several processes (a sweep, the tests) can share it.
 
-Switches:
+Switches, where it is on by default (:func:`enable_default`):
 
 * ``JAXTICKET_COMPILATION_CACHE=/some/folder``: another folder;
   ``JAXTICKET_COMPILATION_CACHE=off`` (or ``0``, ``false``, ``no``): off;
@@ -50,7 +57,11 @@ def folder() -> Optional[str]:
 
 def enable(path=None) -> str:
     """Turns the persistent cache on in ``path`` (default :func:`default_dir`), for every
-    program, bounded and locked for several processes. Returns the folder."""
+    program, bounded and locked for several processes. Returns the folder.
+
+    The explicit switch (also ``jaxticket.enable_compilation_cache``), for a notebook or
+    your own script: it changes four ``jax.config`` values (the folder, no minimum compile
+    time or entry size, the size bound) and ignores ``JAXTICKET_COMPILATION_CACHE``."""
     path = pathlib.Path(path if path is not None else default_dir()).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     path = str(path)
@@ -67,8 +78,10 @@ def disable() -> None:
 
 
 def enable_default() -> Optional[str]:
-    """What ``import jaxticket`` does: :func:`enable` unless ``JAXTICKET_COMPILATION_CACHE``
-    says off (or names the folder), or JAX's cache folder is already configured."""
+    """What the ``jaxticket`` command, the experiment scripts, the benchmarks and the
+    tests' ``conftest.py`` call first: :func:`enable` unless ``JAXTICKET_COMPILATION_CACHE``
+    says off (or names the folder), or JAX's cache folder is already configured. Returns
+    the folder in use, or ``None`` when the cache stays off."""
     if jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
     setting = os.environ.get(ENV)

@@ -79,7 +79,8 @@ def test_cache_switches():
 
     assert compilation_cache.folder() == jax.config.jax_compilation_cache_dir or compilation_cache.folder() is None
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAXTICKET_COMPILATION_CACHE="off")
-    code = "import jaxticket, jax; print(jax.config.jax_compilation_cache_dir)"
+    code = ("import jaxticket, jax; jaxticket.compilation_cache.enable_default(); "
+            "print(jax.config.jax_compilation_cache_dir)")
     off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert off.stdout.strip() == "None"
     env.pop("JAXTICKET_COMPILATION_CACHE")

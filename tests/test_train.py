@@ -10,14 +10,22 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import TOY_CONFIG, toy_dataset, toy_task
 from jaxticket import data as data_lib
 from jaxticket import masks, train
 
-DS = toy_dataset()
-N = DS.num_examples
-TASK = toy_task()
 FIT = dict(batch_size=16, chunk_size=8, eval_batch_size=48)
+
+
+@pytest.fixture(scope="module")
+def ds(toy):
+    """The default toy dataset (conftest's ``toy``: 256 8x8x1 images)."""
+    return toy
+
+
+@pytest.fixture(scope="module")
+def task(toy_task):
+    """The Task of conftest's ``toy_config`` as it is."""
+    return toy_task()
 
 
 def same(a, b):
@@ -56,11 +64,11 @@ def params_shaped_subtrees(opt_state, params):
     dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4),
     dict(optimizer="adam", lr=1e-3, weight_decay=1e-4),
 ])
-def test_pruned_weights_and_moments_stay_exactly_zero(opt):
+def test_pruned_weights_and_moments_stay_exactly_zero(opt, ds, toy_task):
     task = toy_task(**opt)
     mask = random_mask(train.init_state(task).params)
     state = train.init_state(task, mask=mask)
-    out = train.fit(task, state, DS, steps=30, **FIT).state
+    out = train.fit(task, state, ds, steps=30, **FIT).state
     moments = params_shaped_subtrees(out.opt_state, out.params)
     assert len(moments) == (2 if opt["optimizer"] == "adam" else 1)
     for tree in [out.params, *moments]:
@@ -73,10 +81,10 @@ def test_pruned_weights_and_moments_stay_exactly_zero(opt):
         == pytest.approx(float(masks.density(mask)))
 
 
-def test_dense_state_has_no_mask_and_trains():
-    state = train.init_state(TASK, mask=None)
+def test_dense_state_has_no_mask_and_trains(ds, task):
+    state = train.init_state(task, mask=None)
     assert state.mask is None
-    out = train.fit(TASK, state, DS, steps=5, **FIT).state
+    out = train.fit(task, state, ds, steps=5, **FIT).state
     assert int(out.step) == 5
 
 
@@ -131,14 +139,14 @@ def test_own_model_loss_optimizer_and_metrics_train_without_rescaling():
     np.testing.assert_array_equal(a, b)
 
 
-def test_models_without_a_mode_keyword_and_bad_collections():
+def test_models_without_a_mode_keyword_and_bad_collections(ds):
     class Plain(nn.Module):
         @nn.compact
         def __call__(self, x):
             return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
     task = train.Task(Plain(), input_shape=(8, 8, 1), tx=optax.sgd(0.1))
-    train.fit(task, train.init_state(task), DS, steps=3, **FIT)
+    train.fit(task, train.init_state(task), ds, steps=3, **FIT)
 
     class Cached(nn.Module):
         @nn.compact
@@ -150,32 +158,32 @@ def test_models_without_a_mode_keyword_and_bad_collections():
         train.init_state(train.Task(Cached(), input_shape=(4,)))
     with pytest.raises(ValueError, match=r"expects inputs of shape \(40,\) per example, the data has \(8, 8, 1\)"):
         task40 = train.Task(Plain(), input_shape=(40,))
-        train.fit(task40, train.init_state(task40), DS, steps=1, batch_size=4)
+        train.fit(task40, train.init_state(task40), ds, steps=1, batch_size=4)
     with pytest.raises(TypeError, match="tx must be an optax"):
         train.Task(Plain(), input_shape=(4,), tx="adam")
     with pytest.raises(ValueError, match="cannot be called 'loss'"):
         train.Task(Plain(), input_shape=(4,), metrics={"loss": train.accuracy})
 
 
-def test_equal_tasks_share_compiled_programs():
-    again = train.task_from_config(TOY_CONFIG.replace(init_seed=3, data_seed=5, steps=99, eval_every=7))
-    assert again == TASK and hash(again) == hash(TASK)
-    assert toy_task(lr=0.01) != TASK
-    state = train.init_state(TASK)
-    train.fit(TASK, state, DS, steps=8, **FIT)
+def test_equal_tasks_share_compiled_programs(ds, task, toy_config, toy_task):
+    again = train.task_from_config(toy_config.replace(init_seed=3, data_seed=5, steps=99, eval_every=7))
+    assert again == task and hash(again) == hash(task)
+    assert toy_task(lr=0.01) != task
+    state = train.init_state(task)
+    train.fit(task, state, ds, steps=8, **FIT)
     from jaxticket.train import step as step_lib
 
     before = step_lib._run_steps._cache_size()
-    train.fit(again, train.init_state(again, data_seed=5), DS, steps=16, **FIT)
+    train.fit(again, train.init_state(again, data_seed=5), ds, steps=16, **FIT)
     assert step_lib._run_steps._cache_size() == before  # no recompilation
 
 
 # --------------------------------------------------------------------------- optimizers
 
 
-def test_sgd_matches_pytorch_formula():
+def test_sgd_matches_pytorch_formula(toy_config):
     """PyTorch SGD: g += wd*w; buf = m*buf + g; g = g + m*buf (nesterov); w -= lr*g."""
-    config = TOY_CONFIG.replace(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    config = toy_config.replace(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
     tx = train.make_optimizer(config)
     w = jnp.array([1.0, -2.0])
     state = tx.init(w)
@@ -189,8 +197,8 @@ def test_sgd_matches_pytorch_formula():
     np.testing.assert_allclose(np.asarray(w), w_ref, rtol=1e-6)
 
 
-def test_adam_coupled_weight_decay():
-    config = TOY_CONFIG.replace(optimizer="adam", lr=0.01, momentum=0.0, weight_decay=0.1)
+def test_adam_coupled_weight_decay(toy_config):
+    config = toy_config.replace(optimizer="adam", lr=0.01, momentum=0.0, weight_decay=0.1)
     tx = train.make_optimizer(config)
     w = jnp.array([1.0])
     upd, _ = tx.update(jnp.array([0.0]), tx.init(w), w, step=jnp.int32(0))
@@ -200,29 +208,29 @@ def test_adam_coupled_weight_decay():
         tx.update(jnp.array([0.0]), tx.init(w), w)
 
 
-def test_schedule_milestones_and_warmup():
-    c = TOY_CONFIG.replace(lr=0.1, milestones=(10, 20), gamma=0.1, warmup_steps=4)
+def test_schedule_milestones_and_warmup(toy_config):
+    c = toy_config.replace(lr=0.1, milestones=(10, 20), gamma=0.1, warmup_steps=4)
     lr = train.make_schedule(c)
     got = [float(lr(s)) for s in (0, 2, 4, 9, 10, 19, 20, 100)]
     np.testing.assert_allclose(got, [0.0, 0.05, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
-    e = TOY_CONFIG.replace(lr=1.0, milestones=(2,), milestone_unit="epochs", gamma=0.5)
+    e = toy_config.replace(lr=1.0, milestones=(2,), milestone_unit="epochs", gamma=0.5)
     lr_e = train.make_schedule(e, steps_per_epoch=16)
     assert float(lr_e(31)) == 1.0 and float(lr_e(32)) == 0.5
     with pytest.raises(ValueError, match="steps_per_epoch"):
         train.make_schedule(e)
 
 
-def test_schedule_follows_the_global_step_even_with_a_fresh_optimizer():
-    c = TOY_CONFIG.replace(optimizer="sgd", momentum=0.0, lr=1.0, milestones=(2,), gamma=0.5)
+def test_schedule_follows_the_global_step_even_with_a_fresh_optimizer(ds, toy_config):
+    c = toy_config.replace(optimizer="sgd", momentum=0.0, lr=1.0, milestones=(2,), gamma=0.5)
     tx = train.make_optimizer(c)
     w = jnp.zeros(())
     steps = [-float(tx.update(jnp.ones(()), tx.init(w), w, step=jnp.int32(s))[0]) for s in range(4)]
     assert steps == [1.0, 1.0, 0.5, 0.5]  # a fresh state at step 3 still takes the step-3 rate
     # and inside fit: a rewound state at step k (fresh optimizer) trains at lr(k)
     task = train.task_from_config(c.replace(milestones=(5,), gamma=0.0001))
-    state = train.fit(task, train.init_state(task), DS, steps=6, **FIT).state
+    state = train.fit(task, train.init_state(task), ds, steps=6, **FIT).state
     fresh = state.replace(opt_state=task.tx.init(state.params))
-    moved = train.fit(task, fresh, DS, steps=7, **FIT).state
+    moved = train.fit(task, fresh, ds, steps=7, **FIT).state
     delta = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                 for a, b in zip(jax.tree.leaves(moved.params), jax.tree.leaves(fresh.params)))
     assert 0 < delta < 1e-3  # lr 1e-4 past the milestone, not the initial 1.0
@@ -247,23 +255,23 @@ def test_schedule_follows_the_global_step_even_with_a_fresh_optimizer():
     (dict(weight_decay=-1.0), "weight_decay"),
     (dict(eval_every=-1), "eval_every"),
 ])
-def test_config_validation(changes, match):
+def test_config_validation(changes, match, toy_config):
     with pytest.raises(ValueError, match=match):
-        TOY_CONFIG.replace(**changes)
+        toy_config.replace(**changes)
 
 
-def test_config_is_plain_json_data():
-    d = dataclasses.asdict(TOY_CONFIG.replace(milestones=(5, 9)))
+def test_config_is_plain_json_data(toy_config):
+    d = dataclasses.asdict(toy_config.replace(milestones=(5, 9)))
     back = train.TrainConfig(**json.loads(json.dumps(d)))
-    assert back == TOY_CONFIG.replace(milestones=(5, 9)) and hash(back) == hash(TOY_CONFIG.replace(milestones=(5, 9)))
+    assert back == toy_config.replace(milestones=(5, 9)) and hash(back) == hash(toy_config.replace(milestones=(5, 9)))
 
 
 # --------------------------------------------------------------------------- fit
 
 
-def test_loss_decreases_and_metrics_file(tmp_path):
+def test_loss_decreases_and_metrics_file(tmp_path, ds, task):
     path = tmp_path / "metrics.jsonl"
-    res = train.fit(TASK, train.init_state(TASK), DS, steps=120, val=DS, test=DS, eval_every=40,
+    res = train.fit(task, train.init_state(task), ds, steps=120, val=ds, test=ds, eval_every=40,
                     metrics_path=path, batch_size=16, chunk_size=16, eval_batch_size=48)
     lines = [json.loads(l) for l in path.read_text().splitlines()]
     assert [l["step"] for l in lines] == [0, 40, 80, 120]
@@ -275,7 +283,7 @@ def test_loss_decreases_and_metrics_file(tmp_path):
     assert lines[-1]["val_accuracy"] > 0.8
 
 
-def test_hooks_see_every_boundary_they_ask_for():
+def test_hooks_see_every_boundary_they_ask_for(ds, task):
     class Recorder(train.Hook):
         def __init__(self):
             self.seen, self.records, self.ended = [], [], False
@@ -293,38 +301,38 @@ def test_hooks_see_every_boundary_they_ask_for():
             self.ended = True
 
     rec = Recorder()
-    train.fit(TASK, train.init_state(TASK), DS, steps=40, eval_every=20, test=DS, hooks=[rec], **FIT)
+    train.fit(task, train.init_state(task), ds, steps=40, eval_every=20, test=ds, hooks=[rec], **FIT)
     assert {0, 13, 20, 29, 40} <= set(rec.seen) and rec.seen == sorted(rec.seen)
     assert rec.records == [0, 20, 40] and rec.ended
 
 
-def test_rewind_state_is_the_state_at_exactly_k():
+def test_rewind_state_is_the_state_at_exactly_k(ds, task):
     k, T = 13, 40  # 13 is not a multiple of chunk_size=8
-    state = train.init_state(TASK)
-    both = train.fit(TASK, state, DS, steps=T, rewind_step=k, **FIT)
-    stopped = train.fit(TASK, state, DS, steps=k, **FIT).state
+    state = train.init_state(task)
+    both = train.fit(task, state, ds, steps=T, rewind_step=k, **FIT)
+    stopped = train.fit(task, state, ds, steps=k, **FIT).state
     assert int(both.rewind_state.step) == k and int(both.state.step) == T
     assert same(both.rewind_state, stopped)
     # continuing from the rewind state reaches the same final state
-    assert same(train.fit(TASK, stopped, DS, steps=T, **FIT).state, both.state)
+    assert same(train.fit(task, stopped, ds, steps=T, **FIT).state, both.state)
     # and the step-by-step jitted train_step agrees with the chunked loop
     step = jax.jit(train.train_step, static_argnums=0)
     s = state
     for _ in range(k):
-        batch = data_lib.make_batch(DS, jax.random.wrap_key_data(s.data_key), jax.random.wrap_key_data(s.aug_key),
+        batch = data_lib.make_batch(ds, jax.random.wrap_key_data(s.data_key), jax.random.wrap_key_data(s.aug_key),
                                     s.step, 16)
-        s, _ = step(TASK, s, batch)
+        s, _ = step(task, s, batch)
     np.testing.assert_allclose(np.asarray(s.params["fc1"]["kernel"]),
                                np.asarray(stopped.params["fc1"]["kernel"]), rtol=1e-5, atol=1e-6)
 
 
-def test_nan_loss_names_the_first_bad_step():
+def test_nan_loss_names_the_first_bad_step(ds, toy_task):
     task = toy_task(lr=1000.0)
     state = train.init_state(task)
     step = jax.jit(train.train_step, static_argnums=0)
     first_bad, s = None, state
     for i in range(60):
-        batch = data_lib.make_batch(DS, jax.random.wrap_key_data(s.data_key), jax.random.wrap_key_data(s.aug_key),
+        batch = data_lib.make_batch(ds, jax.random.wrap_key_data(s.data_key), jax.random.wrap_key_data(s.aug_key),
                                     s.step, 16)
         s, m = step(task, s, batch)
         if not np.isfinite(float(m["loss"])):
@@ -332,33 +340,34 @@ def test_nan_loss_names_the_first_bad_step():
             break
     assert first_bad is not None and first_bad > 0
     with pytest.raises(train.NonFiniteLossError) as err:
-        train.fit(task, state, DS, steps=60, **FIT)
+        train.fit(task, state, ds, steps=60, **FIT)
     assert err.value.step == first_bad
     assert f"step {first_bad}" in str(err.value)
 
 
-def test_determinism_and_separate_streams():
-    a = train.fit(TASK, train.init_state(TASK), DS, steps=16, **FIT).state
-    b = train.fit(TASK, train.init_state(TASK), DS, steps=16, **FIT).state
+def test_determinism_and_separate_streams(ds, task):
+    a = train.fit(task, train.init_state(task), ds, steps=16, **FIT).state
+    b = train.fit(task, train.init_state(task), ds, steps=16, **FIT).state
     assert same(a.params, b.params)
-    c = train.fit(TASK, train.init_state(TASK, data_seed=1), DS, steps=16, **FIT).state
-    assert same(train.init_state(TASK, data_seed=1).params, train.init_state(TASK).params)  # same init
+    c = train.fit(task, train.init_state(task, data_seed=1), ds, steps=16, **FIT).state
+    assert same(train.init_state(task, data_seed=1).params, train.init_state(task).params)  # same init
     assert not same(a.params, c.params)                                                    # other order
 
 
-def test_evaluate_chunks_match_one_batch():
-    state = train.fit(TASK, train.init_state(TASK), DS, steps=8, **FIT).state
-    chunked = train.evaluate(TASK, state, DS, batch_size=48, logits=True)  # 256 = 5 x 48 + 16 (padded)
-    whole = train.evaluate(TASK, state, DS, batch_size=N, logits=True)
-    assert chunked["logits"].shape == (N, 10) and chunked["predictions"].shape == (N,)
+def test_evaluate_chunks_match_one_batch(ds, task):
+    n = ds.num_examples
+    state = train.fit(task, train.init_state(task), ds, steps=8, **FIT).state
+    chunked = train.evaluate(task, state, ds, batch_size=48, logits=True)  # 256 = 5 x 48 + 16 (padded)
+    whole = train.evaluate(task, state, ds, batch_size=n, logits=True)
+    assert chunked["logits"].shape == (n, 10) and chunked["predictions"].shape == (n,)
     np.testing.assert_allclose(chunked["logits"], whole["logits"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-5)
-    acc = np.mean(np.asarray(chunked["predictions"]) == np.asarray(DS.labels))
+    acc = np.mean(np.asarray(chunked["predictions"]) == np.asarray(ds.labels))
     assert float(chunked["accuracy"]) == pytest.approx(acc)
-    assert "logits" not in train.evaluate(TASK, state, DS)  # not kept unless asked
+    assert "logits" not in train.evaluate(task, state, ds)  # not kept unless asked
 
 
-def test_batchnorm_model_updates_stats_and_masks():
+def test_batchnorm_model_updates_stats_and_masks(toy_dataset):
     ds = toy_dataset(64, (8, 8, 3))
     task = train.task_from_config(train.TrainConfig(model="resnet8", input_shape=(8, 8, 3), lr=0.05, momentum=0.9))
     mask = random_mask(train.init_state(task).params, 0.7)
@@ -376,20 +385,20 @@ def test_batchnorm_model_updates_stats_and_masks():
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "sequential"])
-def test_seeds_axis_equals_separate_runs(strategy):
+def test_seeds_axis_equals_separate_runs(strategy, ds, task):
     S = 3
-    params0 = train.init_state(TASK).params
+    params0 = train.init_state(task).params
     mask = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_mask(params0, 0.6, i) for i in range(S)])
-    state = train.init_state(TASK, seeds=S, mask=mask)
+    state = train.init_state(task, seeds=S, mask=mask)
     assert state.params["fc1"]["kernel"].shape == (S, 64, 32)
     assert train.num_replicas(state) == S
-    kw = dict(steps=20, augment=True, val=DS, rewind_step=7, **FIT)
-    res = train.fit(TASK, state, DS, seed_strategy=strategy, **kw)
+    kw = dict(steps=20, augment=True, val=ds, rewind_step=7, **FIT)
+    res = train.fit(task, state, ds, seed_strategy=strategy, **kw)
     assert len(res.history[-1]["val_loss"]) == S
     for i in range(S):
         mi = jax.tree.map(lambda x: x[i], mask)
-        single_state = train.init_state(TASK, mask=mi, init_seed=i, data_seed=i, aug_seed=i)
-        single = train.fit(TASK, single_state, DS, **kw)
+        single_state = train.init_state(task, mask=mi, init_seed=i, data_seed=i, aug_seed=i)
+        single = train.fit(task, single_state, ds, **kw)
         assert same(train.replica(state, i), single_state)
         for got, want in ((train.replica(res.state, i), single.state),
                           (train.replica(res.rewind_state, i), single.rewind_state)):
@@ -401,31 +410,31 @@ def test_seeds_axis_equals_separate_runs(strategy):
         assert res.history[-1]["val_loss"][i] == pytest.approx(single.history[-1]["val_loss"], rel=1e-4)
 
 
-def test_vary_only_data_order_keeps_the_init():
-    state = train.init_state(TASK, seeds=2, vary=("data", "aug"))
+def test_vary_only_data_order_keeps_the_init(task):
+    state = train.init_state(task, seeds=2, vary=("data", "aug"))
     a, b = train.replica(state, 0), train.replica(state, 1)
     assert same(a.params, b.params) and not same(a.data_key, b.data_key)
     with pytest.raises(ValueError, match="unknown streams"):
-        train.init_state(TASK, seeds=2, vary=("weights",))
+        train.init_state(task, seeds=2, vary=("weights",))
 
 
-def test_host_loop_matches_device_loop():
-    state = train.init_state(TASK)
-    dev = train.fit(TASK, state, DS, steps=20, rewind_step=11, loop="device", **FIT)
-    host = train.fit(TASK, state, DS, steps=20, rewind_step=11, loop="host", **FIT)
+def test_host_loop_matches_device_loop(ds, task):
+    state = train.init_state(task)
+    dev = train.fit(task, state, ds, steps=20, rewind_step=11, loop="device", **FIT)
+    host = train.fit(task, state, ds, steps=20, rewind_step=11, loop="host", **FIT)
     assert int(host.rewind_state.step) == 11 and int(host.state.step) == 20
     for a, b in ((host.state, dev.state), (host.rewind_state, dev.rewind_state)):
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="loop must be one of"):
-        train.fit(TASK, state, DS, steps=20, loop="gpu", **FIT)
+        train.fit(task, state, ds, steps=20, loop="gpu", **FIT)
     with pytest.raises(ValueError, match="seed_strategy must be one of"):
-        train.fit(TASK, train.init_state(TASK, seeds=2), DS, steps=20, seed_strategy="pmap", **FIT)
+        train.fit(task, train.init_state(task, seeds=2), ds, steps=20, seed_strategy="pmap", **FIT)
 
 
-def test_with_mask_zeroes_params_and_moments_of_newly_pruned():
+def test_with_mask_zeroes_params_and_moments_of_newly_pruned(ds, toy_task):
     task = toy_task(optimizer="adam", lr=1e-3, momentum=0.0)
-    state = train.fit(task, train.init_state(task), DS, steps=8, **FIT).state
+    state = train.fit(task, train.init_state(task), ds, steps=8, **FIT).state
     mask = random_mask(state.params, 0.5, seed=3)
     pruned = train.with_mask(state, mask)
     moments = params_shaped_subtrees(pruned.opt_state, pruned.params)
@@ -453,7 +462,7 @@ def test_kernel_init_selects_the_initialiser_by_name():
         base.replace(kernel_init="xavier")
 
 
-def test_conv_replicas_train_sequentially_as_their_single_runs():
+def test_conv_replicas_train_sequentially_as_their_single_runs(toy_dataset):
     ds = toy_dataset(64, (8, 8, 3))
     task = train.task_from_config(train.TrainConfig(model="conv2", input_shape=(8, 8, 3), optimizer="adam", lr=1e-3))
     kw = dict(steps=3, batch_size=8, test=ds, eval_batch_size=32, loop="host")
