@@ -64,8 +64,7 @@ def load_data(config: lottery.LotteryConfig, args):
 
 def config(s: dict, seeds: int, levels: int) -> lottery.LotteryConfig:
     preset = configs.get("lenet_300_100_mnist")
-    tc = preset.train.replace(steps=s["steps"], eval_every=0)
-    return preset.replace(train=tc, seeds=seeds, levels=levels, validation_size=0)
+    return preset.replace(steps=s["steps"], eval_every=0, seeds=seeds, levels=levels, validation_size=0)
 
 
 def stacked(*states):

@@ -71,8 +71,7 @@ def settings(quick: bool, steps: int | None = None) -> dict:
 
 def lottery_config(s: dict) -> lottery.LotteryConfig:
     preset = configs.get("lenet_300_100_mnist")
-    return preset.replace(seeds=s["seeds"], levels=s["levels"],
-                          train=preset.train.replace(steps=s["steps"], eval_every=s["eval_every"]))
+    return preset.replace(seeds=s["seeds"], levels=s["levels"], steps=s["steps"], eval_every=s["eval_every"])
 
 
 def load_data(config: lottery.LotteryConfig, args):
@@ -83,12 +82,8 @@ def load_data(config: lottery.LotteryConfig, args):
 def lineage(config: lottery.LotteryConfig, data, workdir: pathlib.Path):
     """The IMP lineage (resumable in ``workdir``), as an :class:`~jaxticket.lottery.ImpRun`."""
     task, data, pruner, st = lottery.objects_from_config(config, data=data)
-    kw = st.to_dict()
-    for key in ("levels", "steps", "batch_size", "seeds", "rewind_step"):
-        kw.pop(key)
-    return lottery.imp(task, data, pruner, levels=st.levels, steps=st.steps, batch_size=st.batch_size,
-                       rewind_step=st.rewind_step, seeds=st.seeds, workdir=workdir, progress=False,
-                       identity={"lottery": config.to_dict()}, log=lambda line: print(line, flush=True), **kw)
+    return lottery.imp(task, data, pruner, settings=st, workdir=workdir, progress=False,
+                       identity={"lottery": config.to_dict()}, log=lambda line: print(line, flush=True))
 
 
 def pair_rows(task, start, finals, data, subnetwork: str, level: int, s: dict) -> list[dict]:
@@ -115,10 +110,10 @@ def run_point(run, data, subnetwork: str, level: int, s: dict, points: pathlib.P
     if path.exists():
         return json.loads(path.read_text())
     start = run.branch_state(KINDS[subnetwork], level)  # [seeds], step 0, the subnetwork's mask
-    noise = train.replica_seeds(s["seeds"], run.settings.vary, **run.settings.seed_streams)["data"]
+    noise = train.replica_seeds(s["seeds"], run.settings.vary, **run.settings.fit.seed_streams)["data"]
     copies = [instability.copies_from(train.replica(start, seed), 2, noise[seed]) for seed in range(s["seeds"])]
     stacked = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *copies)
-    finals = train.fit(run.task, stacked, data.train, steps=s["steps"], batch_size=run.settings.batch_size,
+    finals = train.fit(run.task, stacked, data.train, steps=s["steps"], batch_size=run.settings.fit.batch_size,
                        progress=False).state
     rows = pair_rows(run.task, start, finals, data, subnetwork, level, s)
     points.mkdir(parents=True, exist_ok=True)

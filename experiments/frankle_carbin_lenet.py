@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = pathlib.Path(args.workdir + ("_quick" if args.quick and args.workdir.endswith(NAME) else ""))
     preset = configs.get("lenet_300_100_mnist")
-    config = preset.replace(seeds=s["seeds"], levels=s["levels"], train=preset.train.replace(steps=s["steps"]))
+    config = preset.replace(seeds=s["seeds"], levels=s["levels"], steps=s["steps"])
     if args.from_csv:
         write_outputs(workdir, out, read_rows(out / "results.csv"))
         print((out / "summary.md").read_text())

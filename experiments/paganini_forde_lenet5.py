@@ -52,7 +52,7 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import analysis, compare, lottery, pruning, plots, report, train  # noqa: E402
+from jaxticket import analysis, compare, lottery, pruning, plots, report  # noqa: E402
 
 NAME = "paganini_forde_lenet5"
 FC = "^(fc1|fc2|output)/kernel$"
@@ -110,12 +110,11 @@ def config(method: str, pruner: dict, s: dict) -> lottery.LotteryConfig:
     run of more seeds: the seeds are the streams of ``vary``)."""
     epoch = TRAIN_EXAMPLES // BATCH
     first = s.get("first_seed", 0)
-    tc = train.TrainConfig(model="lenet5", dataset="mnist", optimizer="adam", lr=1e-3, batch_size=BATCH,
-                           steps=s["epochs"] * epoch, eval_every=epoch, eval_batch_size=2000,
-                           init_seed=first, data_seed=first)
-    return lottery.LotteryConfig(train=tc, levels=s["levels"], pruner=pruner, seeds=s["seeds"], validation_size=0,
-                                 reset="finetune" if method.endswith("_finetune") else "rewind",
-                                 rewind_step=0)
+    return lottery.LotteryConfig.of(model="lenet5", dataset="mnist", optimizer="adam", lr=1e-3, batch_size=BATCH,
+                                    steps=s["epochs"] * epoch, eval_every=epoch, eval_batch_size=2000,
+                                    init_seed=first, data_seed=first, levels=s["levels"], pruner=pruner,
+                                    seeds=s["seeds"], validation_size=0,
+                                    reset="finetune" if method.endswith("_finetune") else "rewind", rewind_step=0)
 
 
 def lineage_dir(root: pathlib.Path, method: str, first_seed: int = 0, seeds: int = 5) -> pathlib.Path:
@@ -158,11 +157,15 @@ def lineages(s) -> dict:
 FIELDS = ("method", "epochs", "level", "density", "seed", "test_accuracy")
 
 
+ALL_LINEAGES = (*methods(), "l1_unstructured_finetune")
+
+
 def tidy_rows(root: pathlib.Path, s) -> list[dict]:
-    """One row per (method, level, seed) of every folder of the lineages (``epochs``: training
-    epochs per level; ``seed``: the folder's first seed + its replica)."""
+    """One row per (method, level, seed) of every lineage folder under ``root`` (whichever
+    lineages this command trains: a results folder holds every lineage of its run folder;
+    ``epochs``: training epochs per level; ``seed``: the folder's first seed + its replica)."""
     rows, seen = [], set()
-    for method in lineages(s):
+    for method in ALL_LINEAGES:
         for folder, first in seed_folders(root, method):  # a seed two folders hold: the first folder's
             for r in lottery.load_results(folder):
                 if r["kind"] == "imp" and (method, r["level"], first + r["seed"]) not in seen:
@@ -170,7 +173,7 @@ def tidy_rows(root: pathlib.Path, s) -> list[dict]:
                     rows.append({"method": method, "epochs": s["epochs"], "level": r["level"],
                                  "density": round(r["density"], 6), "seed": first + r["seed"],
                                  "test_accuracy": r["final_test_accuracy"]})
-    return sorted(rows, key=lambda r: (list(lineages(s)).index(r["method"]), r["level"], r["seed"]))
+    return sorted(rows, key=lambda r: (ALL_LINEAGES.index(r["method"]), r["level"], r["seed"]))
 
 
 def last_seeds(rows, methods_: list, level: int) -> list[int]:
@@ -318,7 +321,7 @@ def accuracy_table(rows, s) -> list[str]:
     level, mid = s["levels"], s["levels"] // 2
     lines = [f"| method | epochs | weights % at it. 0 / {mid} / {level} | test acc % it. 0 | it. {mid} | it. {level} "
              f"| paper it. 18 | paper in our 95% interval |", "|---|---|---|---|---|---|---|---|"]
-    for method in lineages(s):
+    for method in [m for m in ALL_LINEAGES if any(r["method"] == m for r in rows)]:
         cell = lambda l: common.stats([r["test_accuracy"] for r in rows if r["method"] == method and r["level"] == l])  # noqa: E731
         dens = lambda l: np.mean([r["density"] for r in rows if r["method"] == method and r["level"] == l] or [np.nan])  # noqa: E731
         last, paper = cell(level), PAPER_ITERATION_18.get(method)
@@ -442,9 +445,7 @@ def from_csv(out: pathlib.Path, s) -> list[dict]:
             raise SystemExit(f"{out}: its sessions ran {sorted(epochs)} epochs; cannot name one epochs column")
         rows = [{**r, "epochs": next(iter(epochs))} for r in rows]
     s["epochs"] = rows[0]["epochs"]
-    names = set(lineages(s))
-    return sorted([r for r in rows if r["method"] in names],
-                  key=lambda r: (list(lineages(s)).index(r["method"]), r["level"], r["seed"]))
+    return sorted(rows, key=lambda r: (ALL_LINEAGES.index(r["method"]), r["level"], r["seed"]))
 
 
 def main(argv=None) -> int:
@@ -463,8 +464,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=None,
                         help="the lineages to train, in this order (default: all ten)")
     parser.add_argument("--report", action="store_true",
-                        help="train nothing: write the results of what the run folders hold (lineages that "
-                             "have not reached the last level are left out of the last-level analyses)")
+                        help="train nothing: write the results of what the run folders hold (every run writes "
+                             "every lineage of --root; those short of the last level stay out of its analyses)")
     parser.add_argument("--from-csv", action="store_true",
                         help="train and read nothing but the results folder's CSV files: rewrite its summary.md, "
                              "accuracy plot and results.csv (with the epochs column) where the run folders are gone")
@@ -495,10 +496,7 @@ def main(argv=None) -> int:
     suffix = "_quick" if args.quick else ("" if args.seeds == 5 else f"_s{args.seeds}")
     root = pathlib.Path(args.root + (suffix if args.root == default_root else ""))
     if args.report:
-        finished = {m for m in s["methods"] if any(r["level"] == s["levels"] for folder, _ in seed_folders(root, m)
-                                                   for r in lottery.load_results(folder))}
-        s["unfinished"] = [m for m in s["methods"] if m not in finished]
-        s["methods"] = [m for m in s["methods"] if m in finished or seed_folders(root, m)]
+        s["methods"] = [m for m in s["methods"] if seed_folders(root, m)]
     prov = common.Provenance(out, {**s, "configs": {m: config(m, p, s).to_dict() for m, p in lineages(s).items()}})
     data = None
     for method, pruner in lineages(s).items():
@@ -509,9 +507,10 @@ def main(argv=None) -> int:
         lottery.run_imp(config(method, pruner, s), lineage_dir(root, method, s.get("first_seed", 0), s["seeds"]),
                         datasets=data, progress=False, log=lambda line, m=method: print(f"{m}: {line}", flush=True))
         prov.stage(method, time.perf_counter() - t)
-    rows = tidy_rows(root, s)
-    done = s if not args.report else {**s, "methods": [m for m in s["methods"] if m not in s["unfinished"]]}
+    rows = tidy_rows(root, s)  # every lineage the run folder holds, trained now or before
     common.write_csv(out / "results.csv", rows, FIELDS)
+    done = {**s, "methods": [m for m in ALL_LINEAGES if any(r["method"] == m and r["level"] == s["levels"]
+                                                            for r in rows)]}
     if [m for m in done["methods"] if m in methods()]:
         last_level_analyses(root, done, out, rows)  # the lineages that reached the last level
     summarize(rows, out, s)

@@ -53,7 +53,7 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import lottery, masks, plots, pruning, train  # noqa: E402
+from jaxticket import lottery, masks, plots, pruning  # noqa: E402
 
 NAME = "pruning_at_init"
 FIELDS = ("setup", "method", "check", "level", "density", "seed", "test_accuracy")
@@ -90,10 +90,11 @@ def lineage_dir(setup: str, lineage: str) -> str:
 
 
 def config(s: dict, seeds: int, rewind_step: int = 0) -> lottery.LotteryConfig:
-    tc = train.TrainConfig(model=s["model"], dataset=s["dataset"], optimizer="adam", lr=s["lr"],
-                           batch_size=s["batch_size"], steps=s["steps"], eval_every=0, eval_batch_size=2000)
-    return lottery.LotteryConfig(train=tc, levels=s["levels"], seeds=seeds, validation_size=0, rewind_step=rewind_step,
-                                 pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"}, prunable="kernels")
+    return lottery.LotteryConfig.of(model=s["model"], dataset=s["dataset"], optimizer="adam", lr=s["lr"],
+                                    batch_size=s["batch_size"], steps=s["steps"], eval_every=0, eval_batch_size=2000,
+                                    levels=s["levels"], seeds=seeds, validation_size=0, rewind_step=rewind_step,
+                                    pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"},
+                                    prunable="kernels")
 
 
 # ----------------------------------------------------------------------------- the branches

@@ -32,7 +32,6 @@ again after an interruption; ``--report`` writes the results of what it holds.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import sys
@@ -46,7 +45,6 @@ import numpy as np  # noqa: E402
 
 from jaxticket import configs, instability, lottery, plots, report, rundir  # noqa: E402
 from jaxticket import train as train_lib  # noqa: E402
-from jaxticket.train import TrainConfig  # noqa: E402
 
 NAME = "rewinding_stability"
 FIELDS = ("k", "level", "density", "seed", "test_barrier", "train_barrier", "l2_to_full", "l2_to_full_all",
@@ -64,11 +62,10 @@ def fashion(model: str = "lenet5", lr: float = 0.05, quick: bool = False) -> dic
     q = QUICK if quick else {"steps": 2000, "levels": 10, "ks": [0, 25, 100, 500], "copy_levels": [0, 4, 7, 10],
                              "seeds": 5, "train_examples": 10_000}
     steps = q["steps"]
-    train = TrainConfig(model=model, dataset="fashion_mnist", optimizer="sgd", lr=lr, momentum=0.9,
-                        weight_decay=1e-4, batch_size=128, steps=steps,
-                        milestones=(steps // 2, 3 * steps // 4), milestone_unit="steps", gamma=0.1,
-                        eval_every=steps)
-    config = lottery.LotteryConfig(train=train, levels=q["levels"], pruner=GLOBAL_20, validation_size=0)
+    config = lottery.LotteryConfig.of(model=model, dataset="fashion_mnist", optimizer="sgd", lr=lr, momentum=0.9,
+                                      weight_decay=1e-4, batch_size=128, steps=steps,
+                                      milestones=(steps // 2, 3 * steps // 4), milestone_unit="steps", gamma=0.1,
+                                      eval_every=steps, levels=q["levels"], pruner=GLOBAL_20, validation_size=0)
     return {"config": config, "ks": list(q["ks"]), "copy_levels": list(q["copy_levels"]), "seeds": q["seeds"],
             "batch_stats": "interpolate", "train_examples": q["train_examples"], "num_alphas": 15}
 
@@ -100,8 +97,8 @@ def search_setting(name: str) -> dict:
     model, lr = SEARCH[name]
     s = {**fashion(model, lr), "ks": [0, 100], "copy_levels": [0, 10], "seeds": 1}
     if model.startswith("resnet"):
-        train = dataclasses.replace(s["config"].train, steps=1200, milestones=(600, 900), eval_every=1200)
-        s.update(config=s["config"].replace(train=train, levels=7), copy_levels=[0, 7], batch_stats="recompute")
+        s.update(config=s["config"].replace(steps=1200, milestones=(600, 900), eval_every=1200, levels=7),
+                 copy_levels=[0, 7], batch_stats="recompute")
     if name in DEEP_LEVELS:
         levels, copy_levels = DEEP_LEVELS[name]
         s.update(config=s["config"].replace(levels=levels), copy_levels=copy_levels)
@@ -120,14 +117,14 @@ SETTINGS = {"lenet5_fashion": lenet5_fashion, "resnet20_cifar10": lambda quick: 
 
 def seed_config(config: lottery.LotteryConfig, seed: int) -> lottery.LotteryConfig:
     """The setting with replica ``seed``'s initialisation and data order."""
-    return config.replace(train=dataclasses.replace(config.train, init_seed=seed, data_seed=seed))
+    return config.replace(init_seed=seed, data_seed=seed)
 
 
 def started_sweep(workdir: pathlib.Path) -> dict:
     """The ks and copy levels a seed's folder was started with (``{}`` for a new folder): a
     sweep's identity holds them, so a folder continues with its own (more ks for a seed
     need another folder)."""
-    if not instability.is_sweep_folder(workdir):
+    if not rundir.is_sweep_folder(workdir):
         return {}
     sweep = json.loads((workdir / "config.json").read_text())["config"]["sweep"]
     return {"ks": sweep["ks"], "copy_levels": sweep["levels"]}

@@ -77,6 +77,7 @@ from jaxticket.pruning import (
 )
 from jaxticket.train import (
     FitResult,
+    FitSettings,
     Task,
     TrainConfig,
     TrainState,
@@ -86,22 +87,23 @@ from jaxticket.train import (
     task_from_config,
     with_mask,
 )
-from jaxticket.lottery import ImpRun, LotteryConfig, imp, register_branch, run_branch, run_imp
+from jaxticket.lottery import ImpRun, ImpSettings, LotteryConfig, branch_kinds, imp, register_branch, run_branch, run_imp
 from jaxticket.instability import instability_sweep, train_copies
 from jaxticket.stability import error_barrier, error_curve, interpolate
 from jaxticket.analysis import agreement, ensemble_accuracy, jaccard
 from jaxticket.compare import compare_runs
 from jaxticket.report import paired_stats, seed_stats
+from jaxticket import settings
 
 __all__ = [
-    "FitResult", "ImpRun", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
-    "agreement", "alignment", "analysis", "apply_mask", "by_score", "chain", "checkpoints", "compare", "compare_runs",
+    "FitResult", "FitSettings", "ImpRun", "ImpSettings", "LotteryConfig", "Mask", "Pruner", "Task", "TrainConfig", "TrainState",
+    "agreement", "alignment", "analysis", "apply_mask", "branch_kinds", "by_score", "chain", "checkpoints", "compare", "compare_runs",
     "compilation_cache", "enable_compilation_cache",
     "data", "density", "ensemble_accuracy", "error_barrier", "error_curve", "evaluate", "fit", "imp",
     "init_state", "instability", "instability_sweep", "interpolate", "jaccard", "ln_structured", "lottery",
     "magnitude", "mask_from_tree", "mask_summary", "masks", "models", "ones_like", "paired_stats", "parallel", "partition",
     "plots",
     "per_level", "pruning", "random_like", "random_structured", "random_unstructured", "register_branch",
-    "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "sparsity", "stability",
+    "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "settings", "sparsity", "stability",
     "task_from_config", "to_density", "train", "train_copies", "with_mask",
 ]

@@ -1,14 +1,14 @@
-"""Run directories: config guard, periodic checkpoints, rewind points (orbax).
+"""Periodic checkpoints and rewind points of a training run (orbax), in a directory it is handed.
 
-A run directory holds everything one training run writes::
+In that directory::
 
-    run_dir/
-      config.json      the full resolved config and its hash (written atomically)
-      checkpoints/     periodic checkpoints, only the last ``keep_last`` kept (resume)
-      rewind/          rewind points (step 0, step k, ...), never garbage-collected
+    checkpoints/     periodic checkpoints, only the last ``keep_last`` kept (resume)
+    rewind/          rewind points (step 0, step k, ...), never garbage-collected
 
-A directory refuses to be reused by a different config (:class:`ConfigMismatchError`),
-unless ``overwrite=True``, which wipes it and starts fresh. The same config resumes.
+Given a ``config``, :class:`RunCheckpoints` first claims the directory for it through the
+run directory's guard (:func:`jaxticket.rundir.claim`: ``config.json`` and its hash; a
+different config is a :class:`ConfigMismatchError` unless ``overwrite=True``, which wipes
+the checkpoints and starts fresh). The same config resumes.
 
 States are arbitrary pytrees: flax.struct train states, optax states, a
 :class:`jaxticket.masks.Mask`, new-style typed PRNG keys (``jax.random.key``), all with
@@ -46,24 +46,17 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import enum
-import hashlib
-import json
 import logging
-import math
-import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxticket.rundir import write_atomic
+from jaxticket import rundir
+from jaxticket.rundir import ConfigMismatchError, DataMismatchError, config_hash, config_to_dict
 
 PyTree = Any
 
@@ -78,14 +71,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-PERIODIC_DIR = "checkpoints"
-REWIND_DIR = "rewind"
-_TRASH_DIR = ".trash"
-
-
-class ConfigMismatchError(ValueError):
-    """A run directory already holds a run with a different config."""
+PERIODIC_DIR, REWIND_DIR, _TRASH_DIR = rundir.PERIODIC_DIR, rundir.REWIND_DIR, rundir.TRASH_DIR
 
 
 class CheckpointError(ValueError):
@@ -105,160 +91,6 @@ def _quietly(fn):
     finally:
         for l, level in zip(loggers, levels):
             l.setLevel(level)
-
-
-class DataMismatchError(ConfigMismatchError):
-    """A run directory was trained on other data than the data given to resume it."""
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def config_to_dict(config: Any) -> Any:
-    """A JSON-ready copy of ``config`` (dataclass, dict, ml_collections, nested).
-
-    Tuples become lists, enums their value, paths strings, numpy scalars Python
-    scalars. Anything else raises ``TypeError`` naming the field.
-
-    Example: ``config_to_dict(Cfg(lr=0.1, sizes=(300, 100)))``
-    ``== {"lr": 0.1, "sizes": [300, 100]}``.
-    """
-    return _jsonable(config, "config")
-
-
-def _jsonable(obj: Any, where: str) -> Any:
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            return repr(obj)  # JSON has no inf/nan; keep them distinguishable
-        return obj
-    if isinstance(obj, enum.Enum):
-        return _jsonable(obj.value, where)
-    if isinstance(obj, (np.bool_, np.integer, np.floating)):
-        return _jsonable(obj.item(), where)
-    if isinstance(obj, pathlib.PurePath):
-        return str(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist(), where)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: _jsonable(getattr(obj, f.name), f"{where}.{f.name}")
-            for f in dataclasses.fields(obj)
-        }
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ml_collections.ConfigDict
-        return _jsonable(obj.to_dict(), where)
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, (str, int, bool, float)) and k is not None:
-                raise TypeError(f"{where}: key {k!r} is not a str/int; cannot save config.")
-            out[str(k)] = _jsonable(v, f"{where}.{k}")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(_jsonable(v, f"{where}[]") for v in obj)
-    raise TypeError(
-        f"{where}: cannot save a {type(obj).__name__} in config.json; configs must be "
-        "plain data (numbers, strings, bools, None, lists, dicts, dataclasses)."
-    )
-
-
-def _canonical_json(config_dict: Any) -> str:
-    return json.dumps(config_dict, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def config_hash(config: Any) -> str:
-    """A stable 12-hex-digit hash of ``config``: sha256 of its canonical JSON.
-
-    Key order, tuple vs list and dataclass vs dict spelling do not change the hash.
-
-    Example: ``config_hash({"lr": 0.1, "seed": 0}) == config_hash({"seed": 0, "lr": 0.1})``.
-    """
-    text = _canonical_json(config_to_dict(config))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def _flatten_dict(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict) and d:
-        out = {}
-        for k, v in d.items():
-            out.update(_flatten_dict(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix or "<root>": d}
-
-
-def config_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
-    """``(dotted_key, old_value, new_value)`` for every key that differs.
-
-    Missing keys show as ``"<missing>"``.
-
-    Example: ``config_diff({"lr": 0.1}, {"lr": 0.2}) == [("lr", 0.1, 0.2)]``.
-    """
-    a, b = _flatten_dict(old), _flatten_dict(new)
-    missing = "<missing>"
-    return [
-        (k, a.get(k, missing), b.get(k, missing))
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
-
-
-def dataclass_defaults(cls: type) -> dict:
-    """The JSON-ready default of every field of dataclass ``cls`` that has one, nested
-    dataclass defaults expanded: what a field added after a run was saved is taken to be
-    when that run is resumed (``RunCheckpoints(..., defaults=...)``).
-
-    Example: ``dataclass_defaults(Cfg)`` for ``Cfg(lr: float, momentum: float = 0.9)``
-    ``== {"momentum": 0.9}``.
-    """
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:
-            continue
-        out[f.name] = config_to_dict(value)
-    return out
-
-
-def _added_with_default(diffs, defaults: Any) -> tuple[list, list]:
-    """Split ``diffs`` into (keys the saved config lacks and the new one holds at their
-    default, the others)."""
-    flat = _flatten_dict(defaults) if defaults else {}
-    added, other = [], []
-    for key, old, new in diffs:
-        if old == "<missing>" and key in flat and flat[key] == new:
-            added.append((key, old, new))
-        else:
-            other.append((key, old, new))
-    return added, other
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _set_dotted(d: dict, key: str, value) -> None:
-    *parents, last = key.split(".")
-    for part in parents:
-        d = d[part]
-    d[last] = value
-
-
-def _mismatch_message(directory: pathlib.Path, diffs) -> str:
-    lines = [f"  {k}: {old!r} (saved) != {new!r} (new)" for k, old, new in diffs[:20]]
-    if len(diffs) > 20:
-        lines.append(f"  ... and {len(diffs) - 20} more")
-    return (
-        f"run directory {directory} holds a run with a different config; differing keys:\n"
-        + "\n".join(lines)
-        + "\nUse a new directory for the new config, or pass overwrite=True "
-        "(--overwrite) to wipe the old run and start fresh."
-    )
 
 
 def _sync(name: str) -> None:
@@ -454,45 +286,19 @@ class RunCheckpoints:
         >>> shutil.rmtree(tmp_dir)
     """
 
-    def __init__(self, directory, config, *, overwrite: bool = False, keep_last: int = 2, defaults=None,
+    def __init__(self, directory, config=None, *, overwrite: bool = False, keep_last: int = 2,
                  growable: Sequence[str] = ()):
         if int(keep_last) < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
         self.directory = pathlib.Path(directory).absolute()
         self.keep_last = int(keep_last)
-        self.config = config_to_dict(config)
-        self.config_hash = config_hash(config)
-
-        config_path = self.directory / CONFIG_FILE
-        previous = None if overwrite else _read_config(config_path)
-        fresh, grown = previous is None, []
-        if previous is not None and not overwrite:
-            added, diffs = _added_with_default(config_diff(previous.get("config"), self.config), defaults)
-            grown = [(k, old, new) for k, old, new in diffs if k in growable and _is_count(old) and _is_count(new)]
-            diffs = [d for d in diffs if d not in grown]
-            if diffs:
-                raise ConfigMismatchError(_mismatch_message(self.directory, diffs))
-            if added or grown:  # the same run, saved before fields existed or with fewer levels
-                self.config = copy.deepcopy(previous["config"])
-                for key, old, new in grown:  # records the larger count
-                    _set_dotted(self.config, key, max(old, new))
-            # The same run keeps its identity (an extended run's config hashes otherwise).
-            self.config_hash = previous.get("config_hash", self.config_hash)
-        text = json.dumps(
-            {"config_hash": self.config_hash, "config": self.config},
-            indent=2, sort_keys=True, allow_nan=False,
-        ) + "\n"
-        _sync("config_checked")
-        if jax.process_index() == 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            if overwrite:
-                for sub in (PERIODIC_DIR, REWIND_DIR):
-                    shutil.rmtree(self.directory / sub, ignore_errors=True)
-            if fresh or previous.get("config_hash") != self.config_hash or previous.get("config") != self.config:
-                write_atomic(config_path, text)
-            for stale in self.directory.glob(f".{CONFIG_FILE}.*.tmp"):  # from a killed write
-                stale.unlink(missing_ok=True)
-        _sync("config_written")
+        self.config_hash = None
+        if config is not None:  # the directory's identity is the run directory's (jaxticket.rundir.claim)
+            self.config_hash = rundir.claim(self.directory, config, overwrite=overwrite, growable=growable)
+        if overwrite and jax.process_index() == 0:
+            for sub in (PERIODIC_DIR, REWIND_DIR):
+                shutil.rmtree(self.directory / sub, ignore_errors=True)
+        _sync("directory_ready")
         self._periodic = _make_manager(self.directory / PERIODIC_DIR, self.keep_last)
         self._rewind = _make_manager(self.directory / REWIND_DIR, None)
 
@@ -565,19 +371,6 @@ class RunCheckpoints:
         """Waits for pending writes and releases orbax resources."""
         self._periodic.close()
         self._rewind.close()
-
-
-def _read_config(path: pathlib.Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigMismatchError(
-            f"cannot read {path} ({e}); the run directory is damaged. Use a new directory "
-            "or pass overwrite=True (--overwrite) to start fresh."
-        ) from e
 
 
 def _save(manager: ocp.CheckpointManager, step: int, state: PyTree) -> None:

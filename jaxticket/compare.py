@@ -81,13 +81,9 @@ def test_labels_of(run_dir, data_dir=None, manual_dir=None) -> np.ndarray:
     """The test labels of a run: ``test_labels.npy`` in its directory, or (older runs made
     from a config) its dataset loaded again."""
     run = rundir_lib.RunDir(run_dir)
-    path = run.root / rundir_lib.TEST_LABELS_FILE
-    if path.exists():
-        try:
-            return np.load(path)
-        except (OSError, ValueError, EOFError) as e:
-            raise rundir_lib.CorruptRunError(f"cannot read {path} ({e}); the file is damaged: delete it and run "
-                                             "the run's imp command again (it writes the labels anew), or pass test_labels=") from None
+    labels = run.load_test_labels()
+    if labels is not None:
+        return labels
     identity = run.identity() or {}
     if "config" in identity.get("config", {}):
         config = lottery.LotteryConfig.from_dict(identity["config"]["config"])

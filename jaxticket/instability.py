@@ -35,23 +35,22 @@ Example::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
 import pathlib
-import re
 from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
 
-__all__ = ["SWEEP_DIRS", "SWEEP_FILES", "check_error", "copies_from", "distances_to_full", "error_of", "instability",
-           "instability_sweep", "is_sweep_folder", "sweep_entries", "sweep_from_config", "train_copies"]
+__all__ = ["check_error", "copies_from", "distances_to_full", "error_of", "instability", "instability_sweep",
+           "sweep_from_config", "sweep_settings", "train_copies"]
 
 BATCH_STATS_MODES = ("interpolate", "recompute")
 NOISE_STREAM = 0x5EED  # folded into the data/aug keys of the copies
@@ -286,19 +285,24 @@ def distances_to_full(copy, dense_params) -> dict:
             "l2_to_full_all": float(d()), "l2_to_full_all_normalized": float(d(normalize=True))}
 
 
-def _dense_states_at(task, data, ks: Sequence[int], ones, seed_streams: dict, seeds: int, vary, batch_size: int,
-                     augment, chunk_size: int) -> dict:
+def _dense_states_at(task, data, ks: Sequence[int], ones, settings: "lottery.ImpSettings") -> dict:
     """The dense network's state at every k (one trajectory, no IMP): a single-run state
     for one seed, else with a leading ``[seeds]`` axis (replicas trained together)."""
-    state = train_lib.init_state(task, mask=ones, **seed_streams) if seeds == 1 else \
-        train_lib.init_state(task, mask=ones, seeds=seeds, vary=vary, **seed_streams)
+    streams, seeds = settings.fit.seed_streams, settings.seeds
+    state = train_lib.init_state(task, mask=ones, **streams) if seeds == 1 else \
+        train_lib.init_state(task, mask=ones, seeds=seeds, vary=settings.vary, **streams)
     out = {}
     for k in sorted(set(ks)):
         if k > train_lib.host_step(state):
-            state = train_lib.fit(task, state, data.train, steps=k, batch_size=batch_size, augment=augment,
-                                  chunk_size=chunk_size, progress=False).state
+            state = train_lib.fit(task, state, data.train, _copy_training(settings.fit), steps=k, progress=False).state
         out[k] = state
     return out
+
+
+def _copy_training(fit: train_lib.FitSettings) -> train_lib.FitSettings:
+    """How the copies (and the dense trajectory) train: the run's settings without
+    evaluations or checkpoints (the barriers are measured after)."""
+    return fit.replace(eval_every=0, checkpoint_every=0)
 
 
 def _seed_copies(state, seeds: int, copies: int, noise_seeds: Sequence[int]):
@@ -317,47 +321,17 @@ def _point_name(k: int, level: int, seed: int, seeds: int) -> str:
     return f"k{k:06d}_level{level:02d}" + (f"_seed{seed}" if seeds > 1 else "")
 
 
-# What instability_sweep (and the IMP lineages it runs) writes in its folder: the one
-# owner of that layout, so that --overwrite deletes these and nothing else.
-SWEEP_FILES = ("config.json", "results.json", "results.csv", "curves.npz", "instability_vs_k.png",
-               "error_curves.png")
-SWEEP_DIRS = ("checkpoints", "rewind", "points", ".trash")
-_SWEEP_IMP_DIR = re.compile(r"imp_k\d{6}$")
-_SWEEP_TMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in SWEEP_FILES) + r")\..*\.tmp$")
-
-
-def is_sweep_folder(workdir) -> bool:
-    """Whether ``workdir/config.json`` is the one :func:`instability_sweep` writes (its
-    identity holds the sweep's settings)."""
-    try:
-        stored = json.loads((pathlib.Path(workdir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(stored, dict) and isinstance(stored.get("config"), dict) and "sweep" in stored["config"]
-
-
-def sweep_entries(workdir) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """``(written by a sweep, anything else)`` among the entries of ``workdir``.
-
-    Example: ``sweep_entries("runs/sweep")[1]`` are a user's own files there."""
-    ours, others = [], []
-    for entry in sorted(pathlib.Path(workdir).iterdir()):
-        name = entry.name
-        mine = (name in SWEEP_FILES and entry.is_file()) or (name in SWEEP_DIRS and entry.is_dir()) \
-            or (_SWEEP_IMP_DIR.match(name) and entry.is_dir()) or (_SWEEP_TMP.match(name) and entry.is_file())
-        (ours if mine else others).append(entry)
-    return ours, others
-
-
 def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], levels: Sequence[int] = (0,), *,
-                      workdir, steps: int, batch_size: int, copies: int = 2, num_alphas: int = 30,
-                      batch_stats: str = "interpolate", train_examples: Optional[int] = None,
+                      workdir, settings: Optional["lottery.ImpSettings"] = None, copies: int = 2,
+                      num_alphas: int = 30, batch_stats: str = "interpolate", train_examples: Optional[int] = None,
                       align: bool = False, error: str = "accuracy", identity: Optional[dict] = None,
-                      seeds: int = 1, progress=None, log: Optional[Callable] = print, **imp_settings) -> list[dict]:
+                      progress=None, log: Optional[Callable] = print, **named) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
-    For each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``, the
-    ``pruner`` and ``imp_settings`` as for :func:`jaxticket.imp`), then ``copies`` noisy
+    ``settings`` (a :class:`~jaxticket.lottery.ImpSettings`, or the settings by name:
+    ``steps``, ``batch_size``, ``seeds``, ...; its ``levels`` is the deepest of ``levels``)
+    are those of :func:`jaxticket.imp`, and the sweep varies their ``rewind_step``. For
+    each ``k``: IMP rewound to ``k`` (one lineage, ``workdir/imp_kNNNNNN``), then ``copies`` noisy
     copies of the level-``L`` subnetwork at ``k`` trained to ``steps``; with only level 0
     no IMP is run (one dense trajectory gives every ``k``). ``seeds``: replicas (the
     streams of ``vary`` differ, as in :func:`jaxticket.imp`) trained together: one IMP
@@ -385,17 +359,14 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     log = log or (lambda *_: None)
     data = data_lib.as_data(data)
     ks, levels = sorted(set(int(k) for k in ks)), sorted(set(int(l) for l in levels))
+    if any(l < 0 for l in levels):
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    settings = sweep_settings(settings, named, levels)
+    steps, seeds = settings.fit.steps, settings.seeds
     bad = [k for k in ks if not 0 <= k <= steps]
     if bad:
         raise ValueError(f"rewind steps {bad} are outside [0, steps={steps}]")
-    if any(l < 0 for l in levels):
-        raise ValueError(f"levels must be >= 0, got {levels}")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    seeds = int(seeds)
     check_error(task, error, "instability_sweep")
-    settings = lottery.ImpSettings(levels=max(levels), steps=steps, batch_size=batch_size, seeds=seeds,
-                                   **{k: v for k, v in imp_settings.items() if k not in ("seeds", "levels")})
     workdir = pathlib.Path(workdir)
     sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
              "batch_stats": batch_stats, "train_examples": train_examples, "align": align}
@@ -405,27 +376,21 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
         sweep["seeds"] = seeds
     base = identity if identity is not None else {"task": task.describe(), "pruner": pruning.describe(pruner),
                                                   "settings": settings.to_dict()}
-    ckpt_lib.RunCheckpoints(workdir, {**base, "sweep": sweep, "data": data.fingerprint()}).close()
-    points = workdir / "points"
+    rundir_lib.claim(workdir, {**base, "sweep": sweep, "data": data.fingerprint()})
+    points = workdir / rundir_lib.SWEEP_POINTS_DIR
     rows, curves, dense_states = [], {}, None
-    fit_kw = dict(batch_size=batch_size, augment=settings.augment, chunk_size=settings.chunk_size)
-    noise_seeds = train_lib.replica_seeds(seeds, settings.vary, **settings.seed_streams)["data"]
+    noise_seeds = train_lib.replica_seeds(seeds, settings.vary, **settings.fit.seed_streams)["data"]
     for k in ks:
         todo = [l for l in levels if not all((points / f"{_point_name(k, l, s, seeds)}.json").exists()
                                              for s in range(seeds))]
         states, dense_final = {}, None
         if todo and max(levels) == 0:
             ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
-            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings.seed_streams, seeds,
-                                                            settings.vary, **fit_kw)
+            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings)
             states = {0: dense_states[k]}
         elif todo:
-            run_settings = {**settings.to_dict(), "rewind_step": k, "reset": "rewind"}
-            for key in ("levels", "steps", "batch_size", "seeds", "rewind_step"):
-                run_settings.pop(key)
-            run = lottery.imp(task, data, pruner, levels=max(levels), steps=steps, batch_size=batch_size,
-                              rewind_step=k, seeds=seeds, workdir=workdir / f"imp_k{k:06d}", progress=progress,
-                              log=log, **run_settings)
+            run = lottery.imp(task, data, pruner, settings=dataclasses.replace(settings, rewind_step=k, reset="rewind"),
+                              workdir=workdir / rundir_lib.sweep_imp_dir(k), progress=progress, log=log)
             states = {level: run.branch_state("rewind", level) for level in levels}  # [seeds] leading
             dense_final = run.levels[0].params
         for level in levels:
@@ -438,12 +403,12 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                 continue
             # every seed's copies in one program (a point cut short is trained again whole)
             finals_all = train_lib.fit(task, _seed_copies(states[level], seeds, copies, noise_seeds), data.train,
-                                       steps=steps, progress=progress, **fit_kw).state
+                                       _copy_training(settings.fit), progress=progress).state
             for s, name in enumerate(names):
                 finals = jax.tree.map(lambda x, s=s: x[s * copies:(s + 1) * copies], finals_all)
                 res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
-                                  train_examples=train_examples, batch_size=batch_size,
-                                  eval_batch_size=settings.eval_batch_size, align=align, error=error)
+                                  train_examples=train_examples, batch_size=settings.fit.batch_size,
+                                  eval_batch_size=settings.fit.eval_batch_size, align=align, error=error)
                 row = {"k": k, "level": level, "seed": s, "copies": copies,
                        "density": float(masks_lib.density(train_lib.replica(finals, 0).mask)),
                        **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
@@ -473,30 +438,36 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     return rows
 
 
+def sweep_settings(settings: Optional["lottery.ImpSettings"], named: dict, levels: Sequence[int]):
+    """The sweep's :class:`~jaxticket.lottery.ImpSettings`: ``settings`` (or the settings
+    ``named``) with ``levels`` the deepest level analysed."""
+    deepest = max(levels) if levels else 0
+    if settings is None:
+        return lottery.imp_settings(None, {"levels": deepest, **named})
+    return lottery.imp_settings(settings, {**named, "levels": deepest})
+
+
 def sweep_from_config(config: "lottery.LotteryConfig", ks: Sequence[int], levels: Sequence[int] = (0,), *,
                       workdir, copies: int = 2, datasets=None, data_dir=None, manual_dir=None, **kw) -> list[dict]:
     """:func:`instability_sweep` for a LotteryConfig (a preset, the command line); its
-    ``seeds`` replicas train together."""
+    ``seeds`` replicas train together, and its rewind step and reset are the sweep's."""
     task, data, pruner, settings = lottery.objects_from_config(config, data=datasets, data_dir=data_dir,
                                                                manual_dir=manual_dir)
-    s = settings.to_dict()
-    for key in ("levels", "rewind_step", "reset"):
-        s.pop(key)
-    steps, batch_size = s.pop("steps"), s.pop("batch_size")
-    return instability_sweep(task, data, pruner, ks, levels, workdir=workdir, steps=steps, batch_size=batch_size,
-                             copies=copies, identity={"lottery": config.to_dict()}, **s, **kw)
+    settings = dataclasses.replace(settings, rewind_step=0, reset="rewind")
+    return instability_sweep(task, data, pruner, ks, levels, workdir=workdir, settings=settings, copies=copies,
+                             identity={"lottery": config.to_dict()}, **kw)
 
 
 def _write_outputs(workdir: pathlib.Path, rows, curves, num_alphas, plots) -> None:
     """results.json / .csv, and the plots: barriers vs k (one seed: the spread over pairs
     of copies; several: mean and std over seeds) and seed 0's error curves."""
     rows = sorted(rows, key=lambda r: (r["level"], r["k"], r.get("seed", 0)))
-    rundir_lib.write_atomic(workdir / "results.json", json.dumps(rows, indent=2) + "\n")
+    rundir_lib.write_atomic(workdir / rundir_lib.RESULTS_JSON, json.dumps(rows, indent=2) + "\n")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=SWEEP_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    rundir_lib.write_atomic(workdir / "results.csv", out.getvalue())
+    rundir_lib.write_atomic(workdir / rundir_lib.RESULTS_CSV, out.getvalue())
     levels = sorted({r["level"] for r in rows})
     barriers = {}
     for level in levels:

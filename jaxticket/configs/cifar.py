@@ -3,7 +3,6 @@ of Frankle & Carbin 2019 Section 4 ("Stabilizing the LTH" / rewinding)."""
 
 from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
-from jaxticket.train import TrainConfig
 
 # open_lth models/cifar_resnet.py and models/cifar_vgg.py default_hparams(): SGD lr 0.1,
 # momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, lr x0.1 (gamma) at epochs 80
@@ -30,12 +29,12 @@ CIFAR_LEVELS = 20  # 0.8 ** 20 = 1.2% of weights, the range of the rewinding pap
 
 def _cifar10(model: str, *, lr: float = OPENLTH_CIFAR_LR, warmup_steps: int = 0,
              rewind_step: int = 0, prunable=None) -> LotteryConfig:
-    return LotteryConfig(
-        train=TrainConfig(model=model, dataset="cifar10", optimizer="sgd", lr=lr, momentum=0.9,
-                          weight_decay=1e-4, batch_size=OPENLTH_CIFAR_BATCH,
-                          steps=OPENLTH_CIFAR_STEPS, milestones=OPENLTH_CIFAR_MILESTONES,
-                          milestone_unit="epochs", gamma=0.1, warmup_steps=warmup_steps,
-                          augment=True, eval_every=4 * (50_000 // 128)),  # every 4 epochs (a choice)
+    return LotteryConfig.of(
+        model=model, dataset="cifar10", optimizer="sgd", lr=lr, momentum=0.9,
+        weight_decay=1e-4, batch_size=OPENLTH_CIFAR_BATCH,
+        steps=OPENLTH_CIFAR_STEPS, milestones=OPENLTH_CIFAR_MILESTONES,
+        milestone_unit="epochs", gamma=0.1, warmup_steps=warmup_steps,
+        augment=True, eval_every=4 * (50_000 // 128),  # every 4 epochs (a choice)
         levels=CIFAR_LEVELS,
         pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"},
         prunable=prunable,

@@ -2,7 +2,6 @@
 
 from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
-from jaxticket.train import TrainConfig
 
 # Frankle & Carbin 2019, Figure 2 (architectures and hyperparameters): Adam, batch 60;
 #              lr      iterations   conv rate  fc rate  output rate
@@ -36,9 +35,9 @@ def conv_pruner(conv_rate: float) -> dict:
 
 def _conv_cifar10(model: str) -> LotteryConfig:
     lr, steps, conv_rate = _CONV[model]
-    return LotteryConfig(
-        train=TrainConfig(model=model, dataset="cifar10", optimizer="adam", lr=lr,
-                          batch_size=FC_CONV_BATCH, steps=steps, eval_every=FC_EVAL_EVERY),
+    return LotteryConfig.of(
+        model=model, dataset="cifar10", optimizer="adam", lr=lr,
+        batch_size=FC_CONV_BATCH, steps=steps, eval_every=FC_EVAL_EVERY,
         levels=FC_CONV_LEVELS,
         pruner=conv_pruner(conv_rate),
         rewind_step=0,

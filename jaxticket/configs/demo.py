@@ -2,7 +2,6 @@
 
 from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
-from jaxticket.train import TrainConfig
 
 # Not from a paper: sized so that `jaxticket demo` (IMP + a random-mask baseline + table
 # + plots) finishes in well under 2 minutes on 2 CPU cores, compile times included.
@@ -24,10 +23,10 @@ def demo() -> LotteryConfig:
     Adam 1.2e-3, batch 60, 300 steps per level, rewind to init; `jaxticket demo` adds a
     random-mask baseline and writes the table and plots.
     """
-    return LotteryConfig(
-        train=TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1),
-                          optimizer="adam", lr=1.2e-3, batch_size=60, steps=DEMO_STEPS,
-                          eval_every=25),
+    return LotteryConfig.of(
+        model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1),
+        optimizer="adam", lr=1.2e-3, batch_size=60, steps=DEMO_STEPS,
+        eval_every=25,
         levels=DEMO_LEVELS,
         pruner={"method": "magnitude", "fraction": DEMO_RATE, "scope": "global"},
         rewind_step=0,

@@ -2,7 +2,6 @@
 
 from jaxticket.configs.registry import preset
 from jaxticket.lottery import LotteryConfig
-from jaxticket.train import TrainConfig
 
 # Frankle & Carbin, "The Lottery Ticket Hypothesis" (ICLR 2019), Figure 2 (the table of
 # architectures and hyperparameters): Adam 1.2e-3, batch 60, 50K iterations, Glorot-normal
@@ -39,10 +38,10 @@ def lenet_300_100_mnist() -> LotteryConfig:
     Adam 1.2e-3, batch 60, 50K iterations, layer-wise magnitude pruning of 20% per level
     (10% for the output layer), 20 levels, 5K validation images for early stopping.
     """
-    return LotteryConfig(
-        train=TrainConfig(model="lenet_300_100", dataset="mnist", optimizer="adam",
-                          lr=FC_LENET_ADAM_LR, batch_size=FC_LENET_BATCH, steps=FC_LENET_STEPS,
-                          eval_every=FC_EVAL_EVERY),
+    return LotteryConfig.of(
+        model="lenet_300_100", dataset="mnist", optimizer="adam",
+        lr=FC_LENET_ADAM_LR, batch_size=FC_LENET_BATCH, steps=FC_LENET_STEPS,
+        eval_every=FC_EVAL_EVERY,
         levels=FC_LENET_LEVELS,
         pruner={"method": "partition", "rules": [
             ["^output/kernel$", {"method": "magnitude", "fraction": FC_LENET_OUTPUT_RATE}],
@@ -62,10 +61,10 @@ def lenet_300_100_mnist_openlth() -> LotteryConfig:
     level over the hidden layers (the output layer is not pruned), rewind to init,
     Kaiming-normal (fan-in) kernels as open_lth initialises its models.
     """
-    return LotteryConfig(
-        train=TrainConfig(model="lenet_300_100", dataset="mnist", optimizer="sgd", lr=0.1,
-                          batch_size=128, steps=OPENLTH_LENET_STEPS, eval_every=468,
-                          kernel_init="kaiming_normal"),  # open_lth models/initializers.py
+    return LotteryConfig.of(
+        model="lenet_300_100", dataset="mnist", optimizer="sgd", lr=0.1,
+        batch_size=128, steps=OPENLTH_LENET_STEPS, eval_every=468,
+        kernel_init="kaiming_normal",  # open_lth models/initializers.py
         levels=FC_LENET_LEVELS,
         pruner={"method": "magnitude", "fraction": 0.2, "scope": "global"},
         prunable=r"^(?!output/).*kernel$",

@@ -64,6 +64,7 @@ from jaxticket.data.dataset import (
 from jaxticket.data.embedded import digits_arrays, stable_permutation
 from jaxticket.data.registry import (
     DATASETS,
+    check_sizes,
     ENV_DATA_DIR,
     ENV_DOWNLOAD,
     ENV_MANUAL_DIR,
@@ -83,6 +84,7 @@ from jaxticket.data.streaming import (
 from jaxticket.data.tfds_source import data_source, prepare, read_arrays
 
 __all__ = [
+    "check_sizes",
     "ArrayDataset", "DATASETS", "Data", "DatasetSpec", "DatasetUnavailableError", "Normalize",
     "ENV_DATA_DIR", "ENV_DOWNLOAD", "ENV_MANUAL_DIR", "SPLITS",
     "as_data", "augment", "batch_indices", "cache_path", "data_source", "default_data_dir",

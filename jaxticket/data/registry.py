@@ -252,3 +252,34 @@ def find_manual_dir(
     first = candidates[0]
     missing = [f for f in spec.manual_files if not (first / f).is_file()]
     return None, missing
+
+
+def check_sizes(name: str, *, validation_size: Optional[int], batch_size: int) -> Optional[int]:
+    """The training examples a registered dataset leaves after its validation split (``None``
+    when its registry entry does not say), checked before anything loads: a
+    ``validation_size`` that leaves none, or a ``batch_size`` larger than what is left, is a
+    :class:`~jaxticket.settings.SettingError` naming that setting.
+
+    Example:
+        >>> check_sizes("mnist", validation_size=5000, batch_size=60)
+        55000
+        >>> check_sizes("mnist", validation_size=None, batch_size=100_000)
+        Traceback (most recent call last):
+        ...
+        jaxticket.settings.SettingError: batch_size 100000 is larger than the 55,000 training examples of mnist (after validation_size); choose at most 55000
+    """
+    from jaxticket.settings import SettingError
+
+    spec = get_spec(name)
+    n = (spec.split_sizes or {}).get("train")
+    if not n:
+        return None
+    validation = spec.default_validation_size if validation_size is None else validation_size
+    if not 0 <= validation < n:
+        raise SettingError("validation_size", f"{validation}: {name} has {n:,} training examples and the validation "
+                                              f"split must leave some to train on; choose a value in [0, {n})",
+                           joiner="=")
+    if batch_size > n - validation:
+        raise SettingError("batch_size", f"{batch_size} is larger than the {n - validation:,} training examples of "
+                                         f"{name} (after validation_size); choose at most {n - validation}")
+    return n - validation

@@ -5,16 +5,18 @@ Reads in this order:
 1. :mod:`~jaxticket.train.task`: :class:`Task`, the model (any Flax Linen module), the
    shape of one input, the loss, the optax transformation and the metrics; hashable,
    the key of every compiled function.
-2. :mod:`~jaxticket.train.config`: :class:`TrainConfig`, the plain-data settings of the
-   presets, and :func:`task_from_config` (SGD/Adam as in PyTorch and open_lth, learning
-   rate a function of the global step).
+2. :mod:`~jaxticket.train.config`: :class:`TrainConfig`, the model, data and optimizer
+   of the presets as plain data, and :func:`task_from_config` (SGD/Adam as in PyTorch and
+   open_lth, learning rate a function of the global step); :mod:`~jaxticket.train.settings`:
+   :class:`FitSettings`, how a run trains (steps, batch size, evaluation, seeds).
 3. :mod:`~jaxticket.train.state`: :class:`TrainState` and :func:`init_state` (``seeds=S``
    replicas in one compiled program), :func:`with_mask`.
 4. :mod:`~jaxticket.train.step`: :func:`train_step` (one masked step) and
    :func:`run_steps`, the one driver of every step path.
 5. :mod:`~jaxticket.train.sources`: device-resident batches or a :class:`HostStream`.
-6. :mod:`~jaxticket.train.loop`: :func:`fit` with its hooks (rewind point,
-   checkpoints, metrics file, progress bar) and :func:`evaluate`.
+6. :mod:`~jaxticket.train.loop`: :func:`fit`, read top to bottom;
+   :mod:`~jaxticket.train.hooks`: its hooks (rewind point, checkpoints, metrics file,
+   progress bar); :mod:`~jaxticket.train.evaluation`: :func:`evaluate`.
 
 Example:
     >>> import numpy as np, optax, flax.linen as nn
@@ -58,6 +60,7 @@ from jaxticket.train.state import (
     replica_seeds,
     with_mask,
 )
+from jaxticket.train.settings import SEED_STREAMS, FitSettings
 from jaxticket.train.step import run_steps, train_step
 from jaxticket.train.sources import HostStream, steps_per_epoch
 from jaxticket.train.loop import (
@@ -71,16 +74,17 @@ from jaxticket.train.loop import (
     NonFiniteLossError,
     ProgressBar,
     RewindPoint,
-    abstract,
     check_inputs,
-    evaluate,
     fit,
-    host_step,
+    fit_settings,
     resolve_loop,
 )
+from jaxticket.train.evaluation import as_lists, evaluate
+from jaxticket.train.hooks import cut_unfinished_line
+from jaxticket.train.state import abstract, host_step
 
 __all__ = [
-    "Checkpointing", "DIVERGENCE_FACTOR", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
+    "Checkpointing", "DIVERGENCE_FACTOR", "FitSettings", "SEED_STREAMS", "as_lists", "cut_unfinished_line", "fit_settings", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
     "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
     "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "check_inputs",
     "evaluate", "fit", "host_step", "init_state",

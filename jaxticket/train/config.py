@@ -1,8 +1,8 @@
-"""TrainConfig: the training settings of the presets and the command line, as plain data,
-and :func:`task_from_config`, which turns one into a :class:`~jaxticket.train.Task`.
+"""TrainConfig: the model, data and optimizer of the presets and the command line, as plain
+data, and :func:`task_from_config`, which turns one into a :class:`~jaxticket.train.Task`.
 
 The config is read once at the edge (a preset, JSON, ``--set key=value``); below it the
-engine works on the Task and plain keyword arguments. Optimizers follow PyTorch /
+engine works on the Task and :class:`~jaxticket.train.FitSettings` (how it trains). Optimizers follow PyTorch /
 open_lth: SGD with momentum or Nesterov and coupled weight decay (``g += wd * w`` before
 momentum), Adam with coupled weight decay; the learning rate is a function of the
 *global* training step (linear warmup, step decay at milestones), so a level rewound to
@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from jaxticket import models as models_lib
+from jaxticket import settings as settings_lib
 from jaxticket.train.task import Task
 
 __all__ = [
@@ -43,11 +44,17 @@ MILESTONE_UNITS = ("steps", "epochs")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run of a preset. Frozen, hashable, JSON via ``asdict``.
+    """The model, the data and the optimizer of a preset. Frozen, hashable, JSON via ``asdict``.
+
+    How it trains (steps, batch size, evaluation, seeds) is :class:`~jaxticket.train.FitSettings`,
+    which :class:`~jaxticket.lottery.LotteryConfig` holds beside it (``config.imp.fit``).
 
     Attributes:
-      model: a :func:`jaxticket.models.get` name, e.g. ``"lenet_300_100"``, ``"resnet20"``.
+      model: a registered model name (:data:`jaxticket.models.MODELS`), e.g.
+        ``"lenet_300_100"``, ``"resnet20"``.
       dataset: a registered dataset name (:func:`jaxticket.data.list_datasets`).
+      validation_size: training examples held out for validation / early stopping
+        (``None``: the dataset's default; 0: none).
       num_classes: output width; ``None`` = the model's default.
       input_shape: ``(H, W, C)`` used to initialise; ``None`` = the example shape of the
         dataset the run loads (``models.input_shape(model)`` where no data is given).
@@ -60,34 +67,27 @@ class TrainConfig:
       nesterov: Nesterov momentum (SGD, needs momentum > 0).
       weight_decay: coupled L2 (``g += wd * w`` before momentum/Adam, PyTorch style).
       b1, b2, eps: Adam.
-      batch_size: training batch size per replica.
-      steps: training steps (iterations).
       warmup_steps: linear warmup ``min(1, step / warmup_steps)`` (open_lth); 0 = off.
       milestones: step decay: lr is multiplied by ``gamma`` at each milestone (sorted,
         strictly increasing), counted in ``milestone_unit``.
       milestone_unit: ``"steps"`` or ``"epochs"`` (epoch = ``num_examples // batch_size``
         steps).
       gamma: decay factor at each milestone.
-      eval_every: evaluate every this many steps (and at the end); 0 = only at the end.
-      eval_batch_size: chunk size of :func:`jaxticket.train.evaluate`.
-      augment: random crop (pad 4) + horizontal flip at every training step.
-      init_seed, data_seed, aug_seed, dropout_seed: the random streams.
-      chunk_size: training steps per compiled call in :func:`jaxticket.train.fit`.
-      checkpoint_every: save a checkpoint every this many steps (0 = only at the end).
 
     Example:
         >>> config = TrainConfig(model="lenet_300_100", optimizer="sgd", lr=0.1, momentum=0.9,
-        ...                      steps=30000, milestones=(15000, 22500), batch_size=128)
+        ...                      milestones=(15000, 22500))
         >>> config.gamma, config.dataset
         (0.1, 'mnist')
         >>> TrainConfig(lr=-1.0)
         Traceback (most recent call last):
         ...
-        ValueError: TrainConfig: lr must be a finite number > 0, got -1.0
+        jaxticket.settings.SettingError: lr must be a finite number > 0, got -1.0
     """
 
     model: str = "lenet_300_100"
     dataset: str = "mnist"
+    validation_size: Optional[int] = None
     num_classes: Optional[int] = None
     input_shape: Optional[tuple] = None
     dropout_rate: float = 0.0
@@ -100,21 +100,10 @@ class TrainConfig:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    batch_size: int = 128
-    steps: int = 1000
     warmup_steps: int = 0
     milestones: tuple = ()
     milestone_unit: str = "steps"
     gamma: float = 0.1
-    eval_every: int = 0
-    eval_batch_size: int = 1000
-    augment: bool = False
-    init_seed: int = 0
-    data_seed: int = 0
-    aug_seed: int = 0
-    dropout_seed: int = 0
-    chunk_size: int = 100
-    checkpoint_every: int = 0
 
     def __post_init__(self):
         # lists (e.g. from JSON) -> tuples, so the config stays hashable
@@ -132,84 +121,54 @@ class TrainConfig:
         """Plain JSON-serialisable dict (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
-    @property
-    def seeds(self) -> dict:
-        """The random streams as keyword arguments of :func:`jaxticket.train.init_state`."""
-        return {"init_seed": self.init_seed, "data_seed": self.data_seed,
-                "aug_seed": self.aug_seed, "dropout_seed": self.dropout_seed}
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
 
 def validate_config(config: TrainConfig) -> None:
-    """Raises ``ValueError`` naming the bad field and the valid values.
+    """Raises :class:`~jaxticket.settings.SettingError` naming the bad setting and the
+    valid values. Types are strict: a bool is not a number, a string is not a number.
 
-    Types are strict: a bool is not a number, a string is not a number.
-
-    Example: ``TrainConfig(optimizer="rmsprop")`` -> ``ValueError: optimizer must be one
-    of ('sgd', 'adam'), got 'rmsprop'``.
+    Example: ``TrainConfig(optimizer="rmsprop")`` -> ``SettingError: optimizer must be one
+    of 'sgd', 'adam', got 'rmsprop'``.
     """
     c = config
-
-    def bad(msg):
-        raise ValueError(f"TrainConfig: {msg}")
+    check = settings_lib
 
     for name in ("model", "dataset", "optimizer", "milestone_unit"):
         if not isinstance(getattr(c, name), str):
-            bad(f"{name} must be a string, got {getattr(c, name)!r}")
-    if c.optimizer not in OPTIMIZERS:
-        bad(f"optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}")
-    if not (_is_number(c.lr) and math.isfinite(c.lr) and c.lr > 0):
-        bad(f"lr must be a finite number > 0, got {c.lr!r}")
+            raise check.SettingError(name, f"must be a string, got {getattr(c, name)!r}")
+    check.check_choice("optimizer", c.optimizer, OPTIMIZERS)
+    if not (check.is_number(c.lr) and math.isfinite(c.lr) and c.lr > 0):
+        raise check.SettingError("lr", f"must be a finite number > 0, got {c.lr!r}")
     for name in ("momentum", "weight_decay", "b1", "b2", "eps", "gamma", "dropout_rate"):
-        if not (_is_number(getattr(c, name)) and math.isfinite(getattr(c, name))):
-            bad(f"{name} must be a finite number, got {getattr(c, name)!r}")
+        check.check_number(name, getattr(c, name))
     if not 0 <= c.momentum < 1:
-        bad(f"momentum must be in [0, 1), got {c.momentum!r}")
-    for name in ("nesterov", "augment"):
-        if not isinstance(getattr(c, name), (bool, np.bool_)):
-            bad(f"{name} must be true or false, got {getattr(c, name)!r}")
+        raise check.SettingError("momentum", f"must be in [0, 1), got {c.momentum!r}")
+    check.check_bool("nesterov", c.nesterov)
     if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
-        bad("nesterov=True needs optimizer='sgd' and momentum > 0")
+        raise check.SettingError("nesterov", "=True needs optimizer='sgd' and momentum > 0", joiner="")
     if c.weight_decay < 0:
-        bad(f"weight_decay must be >= 0, got {c.weight_decay!r}")
+        raise check.SettingError("weight_decay", f"must be >= 0, got {c.weight_decay!r}")
     if not (0 <= c.b1 < 1 and 0 <= c.b2 < 1 and c.eps >= 0):
-        bad(f"Adam needs 0 <= b1, b2 < 1 and eps >= 0, got b1={c.b1}, b2={c.b2}, eps={c.eps}")
-    for name in ("batch_size", "steps", "eval_batch_size", "chunk_size"):
-        v = getattr(c, name)
-        if not _is_int(v) or v < 1:
-            bad(f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("warmup_steps", "eval_every", "checkpoint_every"):
-        v = getattr(c, name)
-        if not _is_int(v) or v < 0:
-            bad(f"{name} must be an integer >= 0, got {v!r}")
-    if c.milestone_unit not in MILESTONE_UNITS:
-        bad(f"milestone_unit must be one of {MILESTONE_UNITS}, got {c.milestone_unit!r}")
+        raise check.SettingError("b1", f"b2, eps: Adam needs 0 <= b1, b2 < 1 and eps >= 0, got b1={c.b1}, "
+                                 f"b2={c.b2}, eps={c.eps}", joiner=", ")
+    check.check_int("warmup_steps", c.warmup_steps, minimum=0)
+    check.check_choice("milestone_unit", c.milestone_unit, MILESTONE_UNITS)
     ms = list(c.milestones) if isinstance(c.milestones, tuple) else None
-    if ms is None or any(not _is_int(m) or m <= 0 for m in ms) or ms != sorted(set(ms)):
-        bad(f"milestones must be strictly increasing positive integers, got {c.milestones!r}")
+    if ms is None or any(not check.is_int(m) or m <= 0 for m in ms) or ms != sorted(set(ms)):
+        raise check.SettingError("milestones", f"must be strictly increasing positive integers, got {c.milestones!r}")
     if not c.gamma > 0:
-        bad(f"gamma must be > 0, got {c.gamma!r}")
+        raise check.SettingError("gamma", f"must be > 0, got {c.gamma!r}")
     if not 0 <= c.dropout_rate < 1:
-        bad(f"dropout_rate must be in [0, 1), got {c.dropout_rate!r}")
+        raise check.SettingError("dropout_rate", f"must be in [0, 1), got {c.dropout_rate!r}")
     if c.kernel_init is not None and c.kernel_init not in models_lib.KERNEL_INITS:
-        bad(f"kernel_init must be None (the model's default) or one of "
-            f"{tuple(sorted(models_lib.KERNEL_INITS))}, got {c.kernel_init!r}")
+        raise check.SettingError("kernel_init", f"must be None (the model's default) or one of "
+                                 f"{tuple(sorted(models_lib.KERNEL_INITS))}, got {c.kernel_init!r}")
     if c.input_shape is not None and (not isinstance(c.input_shape, tuple) or len(c.input_shape) != 3
-                                      or not all(_is_int(d) and d > 0 for d in c.input_shape)):
-        bad(f"input_shape must be (H, W, C), got {c.input_shape!r}")
-    if c.num_classes is not None and (not _is_int(c.num_classes) or c.num_classes < 1):
-        bad(f"num_classes must be None or an integer >= 1, got {c.num_classes!r}")
-    for name in ("init_seed", "data_seed", "aug_seed", "dropout_seed"):
-        v = getattr(c, name)
-        if not _is_int(v) or v < 0:
-            bad(f"{name} must be an integer >= 0, got {v!r}")
+                                      or not all(check.is_int(d) and d > 0 for d in c.input_shape)):
+        raise check.SettingError("input_shape", f"must be (H, W, C), got {c.input_shape!r}")
+    if c.num_classes is not None:
+        check.check_int("num_classes", c.num_classes, minimum=1)
+    if c.validation_size is not None:
+        check.check_int("validation_size", c.validation_size, minimum=0)
 
 
 # ============================================================================ model, optimizer

@@ -1,5 +1,5 @@
-"""The fit loop, evaluation, and the hooks that add rewind points, checkpoints, a metrics
-file and a progress bar to it.
+"""The fit loop (its evaluation is :mod:`~jaxticket.train.evaluation`, its hooks
+:mod:`~jaxticket.train.hooks`).
 
 :func:`fit` reads top to bottom: plan the compiled calls (cut at every evaluation and
 at every step a hook asks for), run them (the next call is queued on the device before
@@ -12,20 +12,20 @@ evaluate when due and hand the state to the hooks. A hook is any object with som
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import time
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxticket import parallel
 from jaxticket.train import sources
-from jaxticket.train.state import TrainState, is_batched
-from jaxticket.train.step import eval_sums, means, resolve_seed_strategy, run_steps, split_replicas, stack_replicas
+from jaxticket.train.evaluation import as_lists, evaluate
+from jaxticket.train.hooks import Checkpointing, Hook, MetricsFile, ProgressBar, RewindPoint
+from jaxticket.train.state import TrainState, abstract, host_step, is_batched
+from jaxticket.train.step import resolve_seed_strategy, run_steps, split_replicas, stack_replicas
+from jaxticket.train.settings import FitSettings
 from jaxticket.train.task import Task
 
 __all__ = [
@@ -108,298 +108,6 @@ class FitResult:
     state: TrainState
     rewind_state: Optional[TrainState]
     history: list
-
-
-def host_step(state: TrainState) -> int:
-    """The state's step counter on the host (replica 0's for replicas)."""
-    return int(np.ravel(parallel.to_host(state.step))[0])
-
-
-def abstract(tree):
-    """``jax.ShapeDtypeStruct`` leaves (with shardings) of a state, as a restore target."""
-    def one(x):
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None))
-
-    return jax.tree.map(one, tree)
-
-
-def _tolist(x):
-    x = np.asarray(x)
-    return x.item() if x.ndim == 0 else x.tolist()
-
-
-# ============================================================================ evaluation
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _evaluate(task: Task, state: TrainState, ds, batch_size: int, mesh):
-    """One program per (task, split shape): sums, means and the outputs of every example
-    (returned on the device; :func:`evaluate` hands them over only when asked)."""
-    from jaxticket import data as data_lib
-
-    n = ds.num_examples
-    nb = -(-n // batch_size)
-
-    def one(s):
-        def body(carry, i):
-            x, y, valid = (parallel.constrain_batch(a, mesh) for a in data_lib.eval_batch(ds, i, batch_size))
-            sums = eval_sums(task, s, x, y, valid, logits=True)
-            out = sums.pop("logits")
-            return jax.tree.map(jnp.add, carry, sums), out
-
-        zero = jax.eval_shape(lambda: eval_sums(task, s, *data_lib.eval_batch(ds, 0, batch_size), logits=False))
-        carry = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), zero)
-        sums, outs = jax.lax.scan(body, carry, jnp.arange(nb))
-        result = means(sums, n)
-        outs = outs.reshape(nb * batch_size, *outs.shape[2:])[:n]
-        result.update(logits=outs, predictions=jnp.argmax(outs, -1).astype(jnp.int32))
-        return result
-
-    if is_batched(state):
-        one = jax.vmap(one, spmd_axis_name=parallel.REPLICA if mesh is not None else None)
-    out = one(state)
-    if mesh is not None:
-        out = {k: (v if k in ("logits", "predictions") else jax.lax.with_sharding_constraint(v, parallel.replicated(mesh)))
-               for k, v in out.items()}
-    return out
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _evaluate_batch(task: Task, state: TrainState, images, labels, valid, preprocess, logits: bool, mesh):
-    def one(s):
-        x, y, v = (parallel.constrain_batch(a, mesh) for a in (preprocess(images), labels, valid))
-        return eval_sums(task, s, x, y, v, logits=logits)
-
-    if is_batched(state):
-        one = jax.vmap(one, spmd_axis_name=parallel.REPLICA if mesh is not None else None)
-    out = one(state)
-    if mesh is not None:
-        out = {k: (v if k == "logits" else jax.lax.with_sharding_constraint(v, parallel.replicated(mesh)))
-               for k, v in out.items()}
-    return out
-
-
-def _evaluate_stream(task: Task, state, ds: sources.HostStream, logits: bool, mesh) -> dict:
-    """:func:`evaluate` over a streamed split: batch by batch, sums on the host."""
-    totals: dict = {}
-    outs, n_valid, pending = [], 0, None
-
-    def collect(item):
-        nonlocal n_valid
-        out, valid = parallel.to_host(item)
-        valid = valid.astype(bool)
-        n_valid += int(valid.sum())
-        for k, v in out.items():
-            if k == "logits":
-                outs.append(v[..., valid, :])
-            else:
-                totals[k] = totals.get(k, 0) + v.astype(np.float64 if v.dtype.kind == "f" else np.int64)
-
-    with cf_pool(ds.num_threads) as pool:
-        for b in sources.prefetched(ds.batch, range(len(ds)), pool, depth=max(1, ds.num_threads)):
-            dev = sources.put_host({k: np.asarray(b[k]) for k in ("image", "label", "mask")}, mesh, lead=0)
-            out = _evaluate_batch(task, state, dev["image"], dev["label"], dev["mask"], ds.preprocess, logits, mesh)
-            if pending is not None:  # this batch is queued before the host waits for the last
-                collect(pending)
-            pending = (out, dev["mask"])
-    if pending is not None:
-        collect(pending)
-    if not n_valid:
-        raise ValueError("the evaluation stream has no examples")
-    result = {k: np.asarray(v / n_valid, np.float32) for k, v in totals.items()}
-    if logits:
-        result["logits"] = np.concatenate(outs, axis=-2)
-        result["predictions"] = np.argmax(result["logits"], -1).astype(np.int32)
-    return result
-
-
-def cf_pool(n: int):
-    import concurrent.futures as cf
-
-    return cf.ThreadPoolExecutor(max(1, n))
-
-
-def evaluate(task: Task, state: TrainState, ds, *, batch_size: int = 1000, logits: bool = False,
-             mesh=None, seed_strategy: str = "auto") -> dict:
-    """Loss and metrics of a whole split (and its outputs when ``logits``), in one compiled
-    program per split shape.
-
-    ``{"loss": f32[], <metric>: f32[]..., ["logits": f32[N, C], "predictions": int32[N]]}``,
-    a leading ``S`` axis on each for a state with replicas (evaluated as ``seed_strategy``
-    says, see :func:`fit`). Uses the masked params and
-    BatchNorm running statistics (evaluation mode); batches of ``batch_size`` (at most
-    the split's size) scanned inside one program, the last one padded and weighted out.
-
-    ``ds`` may also be a :class:`~jaxticket.train.HostStream`: its batches are fetched on
-    the host (threads, a few ahead), each evaluated by one compiled call, and the sums
-    (and outputs, in stream order) gathered on the host as numpy arrays.
-
-    Example::
-
-        out = evaluate(task, state, data.test, logits=True)
-        out["accuracy"], out["logits"].shape
-    """
-    ds = sources.as_source(ds)
-    if sources.is_streamed(ds):
-        return _evaluate_stream(task, state, ds, logits, mesh)
-    size = min(int(batch_size), ds.num_examples)
-    if is_batched(state) and resolve_seed_strategy(seed_strategy, mesh) == "sequential":
-        # stacked on the host: evaluation outputs go there anyway, and each split's shapes
-        # would compile a stacking program of their own
-        outs = jax.device_get([_evaluate(task, s, ds, size, mesh) for s in split_replicas(state)])
-        out = jax.tree.map(lambda *xs: np.stack(xs), *outs)
-    else:
-        out = _evaluate(task, state, ds, size, mesh)
-    if not logits:
-        out = {k: v for k, v in out.items() if k not in ("logits", "predictions")}
-    return out
-
-
-# ============================================================================ hooks
-
-
-class Hook:
-    """The hook protocol of :func:`fit` (every method optional; these are the no-ops)."""
-
-    def boundaries(self, start: int, end: int) -> set:
-        """Steps at which a compiled call must end so that :meth:`on_boundary` sees them."""
-        return set()
-
-    def on_start(self, state: TrainState, end: int) -> TrainState:
-        """Before the first step; may return another state (e.g. a restored checkpoint)."""
-        return state
-
-    def on_boundary(self, step: int, state: TrainState, record: Optional[dict]) -> None:
-        """After every compiled call (and at the start), with the evaluation record when one
-        was made at ``step``."""
-
-    def on_end(self, state: TrainState) -> None:
-        """After the last step (also called when training stops with an error)."""
-
-
-class Checkpointing(Hook):
-    """Saves ``checkpoints`` (a :class:`jaxticket.checkpoints.RunCheckpoints`) every ``every``
-    steps and at the end, and on start resumes from its latest step if that is ahead of
-    the state (bit-identical continuation)."""
-
-    def __init__(self, checkpoints, every: int = 0):
-        self.checkpoints, self.every, self.end, self.start = checkpoints, int(every), None, None
-
-    def boundaries(self, start, end):
-        return set(range(self.every, end, self.every)) if self.every else set()
-
-    def on_start(self, state, end):
-        latest = self.checkpoints.latest_step()
-        if latest is not None and latest > end:
-            raise ValueError(f"{self.checkpoints!r} holds a checkpoint at step {latest}, past "
-                             f"steps={end}; use another run directory for a shorter run")
-        if latest is not None and host_step(state) < latest:
-            state = self.checkpoints.restore(latest, abstract(state))
-        self.end, self.start = end, host_step(state)
-        return state
-
-    def on_boundary(self, step, state, record):
-        if step > self.start and ((self.every and step % self.every == 0 and step < self.end) or step == self.end):
-            self.checkpoints.save(step, state)
-
-    def on_end(self, state):
-        self.checkpoints.wait()
-
-
-class RewindPoint(Hook):
-    """Keeps the state at exactly ``step`` (``.state``); with ``checkpoints`` it is saved as
-    a rewind point, and restored from there when training resumes past it."""
-
-    def __init__(self, step: int, checkpoints=None):
-        self.step, self.checkpoints, self.state = int(step), checkpoints, None
-
-    def boundaries(self, start, end):
-        return {self.step}
-
-    def on_start(self, state, end):
-        start = host_step(state)
-        if not 0 <= self.step <= end:
-            raise ValueError(f"rewind_step {self.step} outside [0, {end}]")
-        if self.step < start:
-            if self.checkpoints is not None and self.step in self.checkpoints.rewind_steps():
-                self.state = self.checkpoints.restore_rewind_point(self.step, abstract(state))
-            else:
-                raise ValueError(f"rewind_step {self.step} is before the state's step {start} "
-                                 "and no rewind point was saved for it")
-        return state
-
-    def on_boundary(self, step, state, record):
-        if step == self.step and self.state is None:
-            self.state = state
-            if self.checkpoints is not None and self.step not in self.checkpoints.rewind_steps():
-                self.checkpoints.save_rewind_point(step, state)
-
-
-class MetricsFile(Hook):
-    """Appends every evaluation record to a JSON-lines file (flushed; process 0 only).
-
-    On start, an unfinished last line (a write cut by a crash or a full disk) is cut off:
-    the resumed training evaluates that step again and appends it whole."""
-
-    def __init__(self, path):
-        self.path, self.file = path, None
-
-    def on_start(self, state, end):
-        if jax.process_index() == 0:
-            cut_unfinished_line(self.path)
-            self.file = open(self.path, "a")
-        return state
-
-    def on_boundary(self, step, state, record):
-        if record is not None and self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def on_end(self, state):
-        if self.file is not None:
-            self.file.close()
-
-
-def cut_unfinished_line(path) -> bool:
-    """Truncates a text file after its last newline when its last line is unfinished (no
-    newline at the end); returns whether it did. A missing file is left alone."""
-    import os
-
-    try:
-        with open(path, "rb+") as f:
-            data = f.read()
-            if not data or data.endswith(b"\n"):
-                return False
-            f.truncate(data.rfind(b"\n") + 1)
-            f.flush()
-            os.fsync(f.fileno())
-            return True
-    except FileNotFoundError:
-        return False
-
-
-class ProgressBar(Hook):
-    """A tqdm bar over the steps (process 0 only)."""
-
-    def __init__(self):
-        self.bar, self.last = None, 0
-
-    def on_start(self, state, end):
-        if jax.process_index() == 0:
-            from tqdm.auto import tqdm
-
-            self.last = host_step(state)
-            self.bar = tqdm(total=end, initial=self.last, desc="train", unit="step", leave=False)
-        return state
-
-    def on_boundary(self, step, state, record):
-        if self.bar is not None:
-            self.bar.update(step - self.last)
-            self.last = step
-
-    def on_end(self, state):
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ============================================================================ fit
@@ -515,7 +223,7 @@ def _raise_if_non_finite(m: dict, first: int, batched: bool) -> None:
             reps = [0]
         else:
             reps = sorted(int(r) for r in np.argwhere(~finite[bad]).ravel())
-        raise NonFiniteLossError(first + bad, reps, _tolist(m["loss"][bad]))
+        raise NonFiniteLossError(first + bad, reps, as_lists(m["loss"][bad]))
 
 
 def _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, progress, steps) -> list:
@@ -531,11 +239,10 @@ def _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, pr
     return hooks
 
 
-def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, val=None, test=None,
-        eval_every: int = 0, eval_batch_size: int = 1000, augment=False, chunk_size: int = 100,
-        hooks: Sequence[Hook] = (), rewind_step: Optional[int] = None, checkpoints=None,
-        checkpoint_every: int = 0, metrics_path=None, progress: Optional[bool] = None,
-        loop: str = "auto", seed_strategy: str = "auto", mesh=None) -> FitResult:
+def fit(task: Task, state: TrainState, train, settings: Optional[FitSettings] = None, *, val=None, test=None,
+        hooks: Sequence[Hook] = (), rewind_step: Optional[int] = None, checkpoints=None, metrics_path=None,
+        progress: Optional[bool] = None, loop: str = "auto", seed_strategy: str = "auto", mesh=None,
+        **setting_changes) -> FitResult:
     """Train ``state`` to step ``steps``; evaluate every ``eval_every`` steps; run the hooks.
 
     Args:
@@ -544,11 +251,14 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
         a mesh), or a rewind state to continue from. Not modified.
       train, val, test: device-resident :class:`~jaxticket.data.ArrayDataset` s
         (``val``/``test`` optional), or host streams (:class:`HostStream`).
-      steps: train until the state's step counter reaches this.
-      batch_size: per replica. ``augment``: ``True`` (CIFAR crop + flip) or ``(key, x) -> x``.
-      eval_every: evaluate ``val``/``test`` at multiples of it, at step 0 when starting
-        there, and at the end (0: only at the end).
-      chunk_size: steps per compiled call (``loop="device"``).
+      settings: the :class:`~jaxticket.train.FitSettings` (``steps``: train until the
+        state's step counter reaches it; ``batch_size`` per replica; ``eval_every``:
+        evaluate ``val``/``test`` at its multiples, at step 0 when starting there, and at
+        the end; ``augment``: ``True`` (CIFAR crop + flip) or ``(key, x) -> x``;
+        ``chunk_size``: steps per compiled call with ``loop="device"``; ``checkpoint_every``).
+        Its random streams are the state's (:func:`~jaxticket.train.init_state`).
+      **setting_changes: settings by name, in place of or on top of ``settings``
+        (``fit(task, state, train, steps=300, batch_size=50)``).
       hooks: :class:`Hook` s; ``rewind_step``, ``checkpoints`` (+ ``checkpoint_every``),
         ``metrics_path`` and ``progress`` (``None``: a bar for >= 1000 steps) add the
         standard ones (:class:`RewindPoint`, :class:`Checkpointing`, :class:`MetricsFile`,
@@ -578,11 +288,13 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
                      test=data.test, eval_every=100, rewind_step=50)
         result.state, result.rewind_state, result.history[-1]["test_accuracy"]
     """
+    s = fit_settings(settings, setting_changes)
+    steps = s.steps
     loop = resolve_loop(loop, state)
     train, val, test = (sources.as_source(d) for d in (train, val, test))
     if not sources.is_streamed(train):
         check_inputs(task, train)
-    standard = _standard_hooks(rewind_step, checkpoints, checkpoint_every, metrics_path, progress, steps)
+    standard = _standard_hooks(rewind_step, checkpoints, s.checkpoint_every, metrics_path, progress, steps)
     hooks = [*standard, *hooks]
     rewind = next((h for h in hooks if isinstance(h, RewindPoint)), None)
     for hook in hooks:
@@ -590,11 +302,11 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
     start, t0 = host_step(state), time.perf_counter()
     if start > steps:
         raise ValueError(f"the state is at step {start}, past steps={steps}")
-    evals = ({0, *range(eval_every, steps, eval_every)} if eval_every else set()) | {steps}
-    chunk = min(chunk_size, train.max_chunk_steps) if sources.is_streamed(train) else chunk_size
+    evals = ({0, *range(s.eval_every, steps, s.eval_every)} if s.eval_every else set()) | {steps}
+    chunk = min(s.chunk_size, train.max_chunk_steps) if sources.is_streamed(train) else s.chunk_size
     plan = _segments(start, steps, chunk, evals.union(*(h.boundaries(start, steps) for h in hooks)))
-    evaluator = _Evaluator(task, val, test, eval_batch_size, mesh, t0, seed_strategy)
-    calls = _Calls(task, train, plan, batch_size, augment, chunk, loop, mesh, seed_strategy)
+    evaluator = _Evaluator(task, val, test, s.eval_batch_size, mesh, t0, seed_strategy)
+    calls = _Calls(task, train, plan, s.batch_size, s.augment, chunk, loop, mesh, seed_strategy)
     watch = _DivergenceWatch()
     try:
         at_start = evaluator.record(start, state) if start in evals and start == 0 else None
@@ -614,6 +326,21 @@ def fit(task: Task, state: TrainState, train, *, steps: int, batch_size: int, va
             hook.on_end(state)
     return FitResult(state=state, rewind_state=None if rewind is None else rewind.state,
                      history=evaluator.history)
+
+
+def fit_settings(settings: Optional[FitSettings], changes: dict) -> FitSettings:
+    """``settings`` with ``changes`` (names of :class:`FitSettings`); without ``settings``,
+    ``steps`` and ``batch_size`` must be among the changes."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(FitSettings)})
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword arguments {unknown}; settings are FitSettings' "
+                        f"({', '.join(f.name for f in dataclasses.fields(FitSettings))})")
+    if settings is None:
+        missing = [name for name in ("steps", "batch_size") if name not in changes]
+        if missing:
+            raise TypeError(f"fit() needs settings=FitSettings(...) or {' and '.join(missing)}=...")
+        return FitSettings(**changes)
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def check_inputs(task: Task, ds) -> None:
@@ -645,12 +372,12 @@ class _Evaluator:
     def record(self, step: int, state) -> dict:
         rec = {"step": step}
         for k in ("loss", *self.task.metric_names):
-            rec[f"train_{k}"] = _tolist(self.sums[k] / self.count) if self.count else None
+            rec[f"train_{k}"] = as_lists(self.sums[k] / self.count) if self.count else None
         for name, ds in self.splits:
             if ds is not None:
                 out = parallel.to_host(evaluate(self.task, state, ds, batch_size=self.batch_size, mesh=self.mesh,
                                                 seed_strategy=self.seed_strategy))
-                rec.update({f"{name}_{k}": _tolist(v) for k, v in out.items()})
+                rec.update({f"{name}_{k}": as_lists(v) for k, v in out.items()})
         rec["elapsed_s"] = round(time.perf_counter() - self.t0, 3)
         self.history.append(rec)
         self.sums, self.count = {}, 0

@@ -24,11 +24,14 @@ import numpy as np
 import optax
 
 from jaxticket import masks as masks_lib
+from jaxticket import parallel
 from jaxticket.masks import Mask
 from jaxticket.train.task import Task
 
 __all__ = [
     "SCHEDULE_STATES",
+    "abstract",
+    "host_step",
     "TrainState",
     "VARY_STREAMS",
     "advance_schedules",
@@ -281,3 +284,16 @@ def num_replicas(state: TrainState) -> int | None:
 def replica(state: TrainState, i: int) -> TrainState:
     """Replica ``i`` of a state with a seeds axis, as a single-run state."""
     return jax.tree.map(lambda x: x[i], state)
+
+
+def host_step(state: TrainState) -> int:
+    """The state's step counter on the host (replica 0's for replicas)."""
+    return int(np.ravel(parallel.to_host(state.step))[0])
+
+
+def abstract(tree):
+    """``jax.ShapeDtypeStruct`` leaves (with shardings) of a state, as a restore target."""
+    def one(x):
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None))
+
+    return jax.tree.map(one, tree)

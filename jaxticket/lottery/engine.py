@@ -1,0 +1,106 @@
+"""IMP's engine: the compiled programs that build the start state of a level and prune.
+
+Example:
+    >>> import numpy as np, optax, flax.linen as nn
+    >>> import jaxticket as jt
+    >>> task = jt.Task(nn.Dense(3), input_shape=(4,), tx=optax.sgd(0.1))
+    >>> engine = Engine(task, ImpSettings.of(seeds=2, steps=10, batch_size=2))
+    >>> mask = engine.prune(jt.magnitude(0.5), 1, engine.initial().params, engine.ones_batched())
+    >>> [round(float(d), 2) for d in jt.masks.host_density(mask, batch_dims=1)]
+    [0.5, 0.5]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import numpy as np
+
+from jaxticket import masks as masks_lib
+from jaxticket import pruning
+from jaxticket import train as train_lib
+from jaxticket.lottery.settings import ImpSettings
+from jaxticket.masks import Mask
+
+__all__ = ["Engine", "level_keys"]
+
+
+def level_keys(seed, level, seeds: int, salt=None):
+    """``split(fold_in(key(seed), level), seeds)`` (then ``fold_in(., salt)`` per key)."""
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), level), seeds)
+    return keys if salt is None else jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prune(pruner, params, mask: Mask, seed, level) -> Mask:
+    """The pruner vmapped over the seeds axis, its keys derived inside: one program for
+    every level of a lineage."""
+    keys = level_keys(seed, level, jax.tree.leaves(mask.keep)[0].shape[0])
+    return jax.vmap(pruner)(params, mask, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _rewound(task: train_lib.Task, restores: tuple, rewind_state, mask: Mask, fresh_batch_stats):
+    state = train_lib.with_mask(rewind_state, mask)  # params and optimizer moments masked
+    if "opt_state" not in restores:  # fresh moments; the optimizer's own schedules resume at k
+        state = state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), state.step))
+    if "batch_stats" not in restores:
+        state = state.replace(batch_stats=fresh_batch_stats)
+    return state
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _finetuned(task: train_lib.Task, rewind_state, params, batch_stats, mask: Mask):
+    state = train_lib.with_mask(rewind_state.replace(params=params, batch_stats=batch_stats), mask)
+    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), state.step))
+
+
+class Engine:
+    """The state-building pieces of IMP for one task and settings, each one compiled program:
+    the initial state, a rewound or fine-tuned level start, and a level's mask.
+
+    Attributes: ``task``, ``settings`` (:class:`~jaxticket.lottery.ImpSettings`), ``ones``
+    (the all-True mask of the prunable leaves)."""
+
+    def __init__(self, task: train_lib.Task, settings: ImpSettings):
+        self.task, self.settings = task, settings
+        self.ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
+
+    def initial(self, mask: Optional[Mask] = None, init_offset: int = 0):
+        """Every replica's initial state under ``mask`` (default all-True), init seed ``+ init_offset``."""
+        s = self.settings
+        streams = {**s.fit.seed_streams, "init_seed": s.fit.init_seed + init_offset}
+        return train_lib.init_state(self.task, mask=self.ones if mask is None else mask, seeds=s.seeds,
+                                    vary=s.vary, **streams)
+
+    def rewound(self, rewind_state, mask: Mask):
+        """The rewind point under ``mask``: what ``rewind_restores`` names restored, the rest fresh."""
+        restores = self.settings.rewind_restores
+        fresh = rewind_state.batch_stats if "batch_stats" in restores else self.initial(mask).batch_stats
+        return _rewound(self.task, tuple(sorted(restores)), rewind_state, mask, fresh)
+
+    def finetuned(self, rewind_state, previous_final, mask: Mask):
+        """A previous level's final weights under ``mask``, at the rewind step, optimizer fresh."""
+        return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
+
+    def prune(self, pruner, level: int, params, mask: Mask) -> Mask:
+        """The mask of ``level`` from the previous level's final ``params`` and ``mask``,
+        vmapped over seeds; random pruners get ``fold_in(key(pruning_seed), level)``, split
+        per replica. Refuses to empty a layer unless allowed."""
+        s = self.settings
+        step_pruner = pruning.for_level(pruner, level)
+        new = _prune(step_pruner, params, mask, np.int32(s.pruning_seed), np.int32(level))
+        if not (s.allow_empty_layers or step_pruner.allows_empty):
+            emptied = masks_lib.emptied_leaves(mask, new, batch_dims=1)
+            if emptied:
+                raise pruning.PruningError(
+                    f"level {level}: the pruner would remove the last weight of {emptied}, disconnecting "
+                    "the network; prune less per level, use rounding='half_even', protect the layer, or "
+                    "allow it (allow_empty_layers=True)")
+        return new
+
+    def ones_batched(self) -> Mask:
+        """The all-True mask with the seeds axis, as level 0 trains under."""
+        return self.initial().mask
