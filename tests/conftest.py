@@ -40,8 +40,8 @@ def _toy_dataset(n=256, shape=(8, 8, 1), seed=0):
                                  data_lib.Normalize((0.5,) * shape[-1], (0.25,) * shape[-1]))
 
 
-_TOY_CONFIG = train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.05, momentum=0.9,
-                                batch_size=16, steps=40, eval_batch_size=48, chunk_size=8)
+_TOY_CONFIG = train.TrainConfig(model="lenet_32_16", input_shape=(8, 8, 1), lr=0.05, momentum=0.9)
+_TOY_FIT = train.FitSettings(batch_size=16, steps=40, eval_batch_size=48, chunk_size=8)
 
 
 def _toy_task(**changes):
@@ -62,9 +62,15 @@ def _release_compiled_programs():
 
 @pytest.fixture(scope="session")
 def toy_config() -> train.TrainConfig:
-    """The toy TrainConfig: LeNet-32-16 on 8x8x1 images, SGD lr 0.05 momentum 0.9, 40 steps
-    of batch 16 in chunks of 8, evaluation batches of 48."""
+    """The toy TrainConfig: LeNet-32-16 on 8x8x1 images, SGD lr 0.05 momentum 0.9 (how it
+    trains: ``toy_fit``)."""
     return _TOY_CONFIG
+
+
+@pytest.fixture(scope="session")
+def toy_fit() -> train.FitSettings:
+    """How the toy runs train: 40 steps of batch 16 in chunks of 8, evaluation batches of 48."""
+    return _TOY_FIT
 
 
 @pytest.fixture(scope="session")

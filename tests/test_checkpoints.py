@@ -299,20 +299,23 @@ def test_a_field_added_after_saving_resumes_at_its_default(tmp_path):
     class Newer(Cfg):
         momentum: float = 0.9
 
-    saved = ckpts.RunCheckpoints(tmp_path / "run", Cfg())
+    from jaxticket import rundir
+
+    key = "test_settings_with_momentum"  # an identity key of this test's own
+    saved = ckpts.RunCheckpoints(tmp_path / "run", {key: Cfg()})
     old_hash = saved.config_hash
     saved.close()
-    defaults = ckpts.dataclass_defaults(Newer)
-    assert defaults["momentum"] == 0.9 and defaults["sizes"] == [300, 100]
-    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # without defaults: refused
-        ckpts.RunCheckpoints(tmp_path / "run", Newer())
-    with ckpts.RunCheckpoints(tmp_path / "run", Newer(), defaults=defaults) as ck:
-        assert ck.config_hash == old_hash and "momentum" not in ck.config
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["config_hash"] == old_hash
-    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # not the default: refused
-        ckpts.RunCheckpoints(tmp_path / "run", Newer(momentum=0.5), defaults=defaults)
-    with pytest.raises(ckpts.ConfigMismatchError, match="lr"):  # the default does not excuse other keys
-        ckpts.RunCheckpoints(tmp_path / "run", Newer(lr=0.2), defaults=defaults)
+    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # no upgrade registered: refused
+        ckpts.RunCheckpoints(tmp_path / "run", {key: Newer()})
+    rundir.register_upgrade(key, lambda d: {"momentum": 0.9, **d})  # what an older layout meant
+    with ckpts.RunCheckpoints(tmp_path / "run", {key: Newer()}) as ck:
+        assert ck.config_hash == old_hash
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["config_hash"] == old_hash and stored["config"][key]["momentum"] == 0.9  # recorded upgraded
+    with pytest.raises(ckpts.ConfigMismatchError, match="momentum"):  # not what the old layout meant: refused
+        ckpts.RunCheckpoints(tmp_path / "run", {key: Newer(momentum=0.5)})
+    with pytest.raises(ckpts.ConfigMismatchError, match="lr"):  # the upgrade does not excuse other keys
+        ckpts.RunCheckpoints(tmp_path / "run", {key: Newer(lr=0.2)})
 
 
 def test_config_json_atomic_on_failed_serialisation(tmp_path):

@@ -46,34 +46,41 @@ def _one_line_error(capsys, code, expected_code, *needles):
 
 
 def test_set_accepts_both_spellings_and_json_values():
-    lot, tr = cli.parse_overrides([
+    given = cli.parse_overrides([
         "lr=0.01", "train.batch_size=32", "reset=finetune", "milestones=[10, 20]",
         'pruner={"method": "partition", "rules": [["^output/", null], ["kernel$", {"method": "magnitude", "fraction": 0.3}]]}',
         "prunable=^(?!output/).*kernel$", "dataset=digits", "augment=true", "validation_size=null",
     ])
-    assert tr == {"lr": 0.01, "batch_size": 32, "milestones": (10, 20), "dataset": "digits", "augment": True}
-    assert lot["reset"] == "finetune" and lot["prunable"] == "^(?!output/).*kernel$"
-    assert lot["validation_size"] is None
-    assert lot["pruner"]["rules"][1] == ["kernel$", {"method": "magnitude", "fraction": 0.3}]
-    assert cli.parse_overrides(['train={"lr": 0.5, "steps": 7}']) == ({}, {"lr": 0.5, "steps": 7})
+    values = {k: v for k, (_, v) in given.items()}
+    assert {k: values[k] for k in ("lr", "train.batch_size", "milestones", "dataset", "augment")} == \
+        {"lr": 0.01, "train.batch_size": 32, "milestones": (10, 20), "dataset": "digits", "augment": True}
+    assert values["reset"] == "finetune" and values["prunable"] == "^(?!output/).*kernel$"
+    assert values["validation_size"] is None and given["lr"][0] == "--set lr=0.01"
+    assert values["pruner"]["rules"][1] == ["kernel$", {"method": "magnitude", "fraction": 0.3}]
+    both = cli.parse_overrides(['train={"lr": 0.5, "steps": 7}'])
+    assert {k: v for k, (_, v) in both.items()} == {"train.lr": 0.5, "train.steps": 7}
+    args = cli.build_parser().parse_args(["imp", "--config", "demo", "--set", 'train={"lr": 0.5, "steps": 7}'])
+    config = cli.resolve_config(args)  # the old spellings reach the settings' new homes
+    assert (config.train.lr, config.imp.fit.steps) == (0.5, 7)
 
 
 def test_set_unknown_key_lists_the_valid_keys():
+    args = cli.build_parser().parse_args(["imp", "--config", "demo", "--set", "lrr=0.1"])
     with pytest.raises(cli.UsageError) as e:
-        cli.parse_overrides(["lrr=0.1"])
+        cli.resolve_config(args)
     msg = str(e.value)
-    assert "'lr'" in msg and "rewind_step" in msg and "batch_size" in msg
+    assert "--set lrr=0.1" in msg and "did you mean 'lr'" in msg and "rewind_step" in msg and "batch_size" in msg
     with pytest.raises(cli.UsageError):
         cli.parse_overrides(["no-equals-sign"])
 
 
 def test_resolved_config_applies_preset_then_set_then_flags():
     args = cli.build_parser().parse_args(
-        ["imp", "--config", "demo", "--set", "steps=99", "--steps", "40", "--levels", "1",
+        ["imp", "--config", "demo", "--steps", "40", "--levels", "1",
          "--set", "train.lr=0.02", "--rewind-step", "5", "--batch-size", "30", "--set", "reset=finetune"])
     config = cli.resolve_config(args)
-    assert (config.train.steps, config.train.lr, config.train.batch_size) == (40, 0.02, 30)
-    assert (config.levels, config.rewind_step, config.reset) == (1, 5, "finetune")
+    assert (config.imp.fit.steps, config.train.lr, config.imp.fit.batch_size) == (40, 0.02, 30)
+    assert (config.imp.levels, config.imp.rewind_step, config.imp.reset) == (1, 5, "finetune")
     assert config.train.dataset == configs.get("demo").train.dataset
 
 
@@ -82,7 +89,11 @@ def test_resolved_config_applies_preset_then_set_then_flags():
 
 @pytest.mark.parametrize("argv,needles", [
     (["imp", "--config", "lenet_300_100_mnst"], ["did you mean 'lenet_300_100_mnist'", "conv6_cifar10"]),
-    (["imp", "--config", "demo", "--set", "lrr=1"], ["'lrr'", "valid keys"]),
+    (["imp", "--config", "demo", "--set", "lrr=1"], ["--set lrr=1", "no such setting", "did you mean 'lr'"]),
+    (["imp", "--config", "demo", "--levels", "1", "--set", "levels=-1"], ["--set levels=-1", "--levels 1", "give it once"]),
+    (["imp", "--config", "demo", "--set", "levels=-1"], ["--set levels=-1", "levels must be an integer >= 0"]),
+    (["imp", "--config", "demo", "--steps", "40", "--set", "imp.fit.steps=50"], ["--steps 40", "give it once"]),
+    (["imp", "--config", "demo", "--set", "stepz=5"], ["did you mean 'steps'"]),
     (["imp", "--config", "demo", "--set", "lr=-1"], ["lr must be"]),
     (["imp", "--config", "demo", "--set", "reset=bogus"], ["'rewind', 'finetune'"]),
     (["imp", "--config", "demo", "--set", "lr=true"], ["lr must be a finite number > 0, got True"]),
@@ -201,9 +212,11 @@ def test_runtime_messages_name_flags_and_unwritable_folders(capsys, tmp_path, mo
     line = _one_line_error(capsys, cli.main(["imp", "--config", "demo", "--workdir", str(tmp_path / "r")]), 1,
                            "the folder ro1 is not writable (Read-only file system)", "--workdir")
     assert "Errno" not in line
-    message = cli._runtime_message(checkpoints.ConfigMismatchError(checkpoints._mismatch_message(
+    from jaxticket import rundir
+
+    message = cli._runtime_message(checkpoints.ConfigMismatchError(rundir.identity.mismatch_message(
         tmp_path, [("lr", 0.1, 0.2)])))
-    assert "overwrite=True" not in message and "pass --overwrite" in message and message.count("--overwrite") == 1
+    assert "overwrite=True" not in message and "--workdir" in message and message.count("--overwrite") == 1
 
 
 def test_debug_shows_the_exception():
@@ -425,12 +438,12 @@ def test_demo_end_to_end(tmp_path):
         assert (workdir / name).exists() and f"{cli.DEMO_WORKDIR}/{name}" in out
     config = configs.get("demo")
     rows = lottery.load_results(workdir)
-    assert len(rows) == (2 * config.levels + 1) * config.seeds
+    assert len(rows) == (2 * config.imp.levels + 1) * config.imp.seeds
     print(f"jaxticket demo: {elapsed:.1f} s")  # pytest -s shows it; the timeout bounds it
 
 
 def test_levels_past_an_emptied_layer_are_refused_unless_empty_layers_are_allowed():
     config = configs.get("demo")
     with pytest.raises(cli.UsageError, match="empty a layer"):
-        cli._check_levels_reachable(config, [99])
-    cli._check_levels_reachable(config.replace(allow_empty_layers=True), [99])  # asked for: no refusal
+        cli.commands._check_levels_reachable(config, [99])
+    cli.commands._check_levels_reachable(config.replace(allow_empty_layers=True), [99])  # asked for: no refusal

@@ -20,11 +20,11 @@ METHODS = {
 def runs(tmp_path_factory):
     digits = data_lib.splits("digits", validation_size=0)
     root = tmp_path_factory.mktemp("runs")
-    tc = train.TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="adam",
-                           lr=1e-3, batch_size=32, steps=30, chunk_size=30)
+    base = dict(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="adam",
+                lr=1e-3, batch_size=32, steps=30, chunk_size=30)
     dirs = []
     for name, pruner in METHODS.items():
-        config = lottery.LotteryConfig(train=tc, levels=2, seeds=1, validation_size=0, pruner=pruner)
+        config = lottery.LotteryConfig.of(**base, levels=2, seeds=1, validation_size=0, pruner=pruner)
         lottery.run_imp(config, root / name, datasets=digits, progress=False, log=lambda *_: None)
         dirs.append(root / name)
     return dirs, digits

@@ -34,7 +34,7 @@ def _one_level_densities(config: lottery.LotteryConfig):
     """Per-leaf density (``None`` for unprunable leaves) and overall density after one
     pruning level of the preset's pruner, on stand-in weights of its model."""
     params = _stand_in(train.task_from_config(config.train, steps_per_epoch=1).abstract_params())
-    mask = masks.ones_like(params, config.prunable)
+    mask = masks.ones_like(params, config.imp.prunable)
     new = pruning.from_config(config.pruner)(params, mask, jax.random.key(1))
     out = {}
     for path, keep, flag in zip(masks.leaf_paths(params), new.leaves(), new.prunable):
@@ -44,7 +44,7 @@ def _one_level_densities(config: lottery.LotteryConfig):
 
 def _prunable(config) -> set:
     """The leaf paths the preset may prune."""
-    mask = masks.ones_like(train.task_from_config(config.train, steps_per_epoch=1).abstract_params(), config.prunable)
+    mask = masks.ones_like(train.task_from_config(config.train, steps_per_epoch=1).abstract_params(), config.imp.prunable)
     return {p for p, f in zip(masks.leaf_paths(mask.keep), mask.prunable) if f}
 
 
@@ -57,7 +57,7 @@ def test_registry_lists_the_required_presets():
 def test_every_preset_builds_validates_and_is_documented(name):
     config = configs.get(name)
     assert isinstance(config, lottery.LotteryConfig)
-    lottery.validate_config(config)  # also builds the pruner
+    lottery.check_config(config)  # also builds the pruner
     train.validate_config(config.train)
     data.get_spec(config.train.dataset)
     models.get(config.train.model, num_classes=config.train.num_classes)

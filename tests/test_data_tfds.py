@@ -276,8 +276,7 @@ def test_a_registered_tfds_dataset_loads_and_trains_by_name(tmp_path, no_network
     manual.mkdir(parents=True)
     for f in files:
         (manual / f).write_bytes(b"")
-    config = lottery.LotteryConfig(train=train.TrainConfig(model="lenet_300_100", dataset="kmnist", steps=4,
-                                                            batch_size=8), levels=1)
+    config = lottery.LotteryConfig.of(model="lenet_300_100", dataset="kmnist", steps=4, batch_size=8, levels=1)
     with tfds.testing.mock_data(num_examples=40):
         split = data.load("kmnist", "train", data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
         rows = lottery.run_imp(config, tmp_path / "run", data_dir=tmp_path / "data",

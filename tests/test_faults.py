@@ -316,7 +316,7 @@ def test_an_unfinished_metrics_line_is_cut_and_the_run_resumes(copy, straight):
     text = metrics.read_text()
     last = text.rstrip("\n").rfind("\n") + 1
     metrics.write_text(text[:last] + text[last:last + 30])  # a write cut mid-line (crash, full disk)
-    assert train.loop.cut_unfinished_line(metrics) and metrics.read_text() == text[:last]
+    assert train.hooks.cut_unfinished_line(metrics) and metrics.read_text() == text[:last]
     metrics.write_text(text[:last] + text[last:last + 30])
     assert cli.main(["imp", *TINY, "--workdir", str(copy)]) == 0
     _same_results(copy, straight)

@@ -10,8 +10,8 @@ from jaxticket import data as data_lib
 from jaxticket import checkpoints as ckpt
 from jaxticket import instability, lottery, masks, rundir, train
 
-CONFIG = train.TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="sgd", lr=0.1,
-                           batch_size=32, steps=60, chunk_size=20)
+CONFIG = train.TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="sgd", lr=0.1)
+FIT = train.FitSettings(batch_size=32, steps=60, chunk_size=20)
 TASK = train.task_from_config(CONFIG)
 PRUNER = {"method": "magnitude", "fraction": 0.5, "scope": "global"}
 
@@ -133,12 +133,13 @@ def test_seeds_trained_together_give_the_one_seed_sweeps(full_digits, tmp_path, 
 
 
 def test_sweep_from_a_config(full_digits, tmp_path):
-    config = lottery.LotteryConfig(train=CONFIG.replace(steps=20), levels=1, validation_size=0, pruner=PRUNER)
+    config = lottery.LotteryConfig(train=CONFIG.replace(validation_size=0), pruner=PRUNER,
+                                   imp=lottery.ImpSettings(fit=FIT.replace(steps=20), levels=1))
     rows = instability.sweep_from_config(config, [5], [0], workdir=tmp_path, datasets=full_digits, num_alphas=3,
                                          progress=False, log=None)
     assert len(rows) == 1 and rows[0]["k"] == 5
     stored = json.loads((tmp_path / "config.json").read_text())["config"]
-    assert stored["lottery"]["train"]["steps"] == 20 and stored["sweep"]["ks"] == [5]
+    assert stored["lottery"]["imp"]["fit"]["steps"] == 20 and stored["sweep"]["ks"] == [5]
 
 
 @pytest.mark.slow

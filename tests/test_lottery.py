@@ -20,12 +20,12 @@ QUIET = dict(progress=False, log=None)
 
 
 def tiny_config(**changes):
-    tc = train.TrainConfig(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="adam",
-                           lr=1e-3, batch_size=32, steps=40, eval_every=10, chunk_size=10, checkpoint_every=20)
-    base = dict(train=tc, levels=2, rewind_step=10, seeds=2, validation_size=100,
+    base = dict(model="lenet_300_100", dataset="digits", input_shape=(8, 8, 1), optimizer="adam",
+                lr=1e-3, batch_size=32, steps=40, eval_every=10, chunk_size=10, checkpoint_every=20,
+                levels=2, rewind_step=10, seeds=2, validation_size=100,
                 pruner={"method": "magnitude", "fraction": 0.5, "scope": "global"})
     base.update(changes)
-    return lottery.LotteryConfig(**base)
+    return lottery.LotteryConfig.of(**base)
 
 
 @pytest.fixture(scope="module")
@@ -126,21 +126,21 @@ def test_reset_modes_and_branch_states(imp_run, digits):
     run = lottery.open_run(workdir, datasets=digits, **QUIET)
     try:
         rewind = run.rewind_state
-        assert np.all(np.asarray(rewind.step) == config.rewind_step)
+        assert np.all(np.asarray(rewind.step) == config.imp.rewind_step)
         previous = run.levels[0]
         mask = run.prune(1)
         chex.assert_trees_all_equal(mask.keep, run.levels[1].mask.keep)  # pruning is deterministic
 
         rewound = run.branch_state("rewind", 1)
         chex.assert_trees_all_equal(rewound.params, jax.vmap(masks.apply)(rewind.params, mask))
-        assert np.all(np.asarray(rewound.step) == config.rewind_step)
+        assert np.all(np.asarray(rewound.step) == config.imp.rewind_step)
         for leaf in jax.tree.leaves(rewound.opt_state):
             if np.asarray(leaf).dtype.kind == "f":
                 assert not np.any(np.asarray(leaf))  # fresh Adam moments
 
         tuned = run.branch_state("finetune", 1)
         chex.assert_trees_all_equal(tuned.params, jax.vmap(masks.apply)(previous.params, mask))
-        assert np.all(np.asarray(tuned.step) == config.rewind_step)
+        assert np.all(np.asarray(tuned.step) == config.imp.rewind_step)
 
         fresh = run.branch_state("reinit", 1)
         assert np.all(np.asarray(fresh.step) == 0)
@@ -290,7 +290,7 @@ def test_biases_prunable_on_request_schedules_and_empty_layers():
 
 
 def test_imp_refuses_bad_settings_in_one_line():
-    with pytest.raises(ValueError, match="imp: reset must be one of"):
+    with pytest.raises(ValueError, match="reset must be one of"):
         jt.imp(TASK, VECTOR, jt.magnitude(0.2), levels=1, reset="reinit", **SMALL)
     with pytest.raises(ValueError, match="augment=True is the CIFAR crop"):
         jt.imp(TASK, VECTOR, jt.magnitude(0.2), levels=1, augment=True, **SMALL)
@@ -301,9 +301,8 @@ def test_imp_refuses_bad_settings_in_one_line():
 def test_a_config_without_input_shape_takes_the_datas(digits):
     """model=resnet8 (CIFAR's 32x32x3 by default) on 8x8x1 digits: the model is built for
     the data, and the run trains; an explicit input_shape still wins (and is checked)."""
-    tc = train.TrainConfig(model="resnet8_w4", dataset="digits", optimizer="sgd", lr=0.05, momentum=0.9,
-                           batch_size=32, steps=4, eval_every=4)
-    config = lottery.LotteryConfig(train=tc, levels=0, validation_size=100)
+    config = lottery.LotteryConfig.of(model="resnet8_w4", dataset="digits", optimizer="sgd", lr=0.05, momentum=0.9,
+                                      batch_size=32, steps=4, eval_every=4, levels=0, validation_size=100)
     task, data, _, _ = lottery.objects_from_config(config, data=digits)
     assert task.input_shape == (8, 8, 1)
     rows = lottery.run_imp(config, None, datasets=digits, progress=False, log=lambda *_: None)

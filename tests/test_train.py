@@ -166,7 +166,7 @@ def test_models_without_a_mode_keyword_and_bad_collections(ds):
 
 
 def test_equal_tasks_share_compiled_programs(ds, task, toy_config, toy_task):
-    again = train.task_from_config(toy_config.replace(init_seed=3, data_seed=5, steps=99, eval_every=7))
+    again = train.task_from_config(toy_config.replace(validation_size=0))  # not what the task is built from
     assert again == task and hash(again) == hash(task)
     assert toy_task(lr=0.01) != task
     state = train.init_state(task)
@@ -240,24 +240,36 @@ def test_schedule_follows_the_global_step_even_with_a_fresh_optimizer(ds, toy_co
 
 
 @pytest.mark.parametrize("changes, match", [
-    (dict(optimizer="rmsprop"), r"optimizer must be one of \('sgd', 'adam'\)"),
+    (dict(optimizer="rmsprop"), r"optimizer must be one of 'sgd', 'adam', got 'rmsprop'"),
     (dict(lr=-0.1), "lr must be"),
     (dict(lr=float("nan")), "lr must be"),
     (dict(lr=True), "lr must be"),
     (dict(momentum="0.9"), "momentum must be a finite number"),
     (dict(momentum=1.5), "momentum"),
-    (dict(momentum=0.0, nesterov=True), "nesterov"),
+    (dict(nesterov=True, momentum=0.0), "nesterov"),
     (dict(nesterov="yes"), "nesterov must be true or false"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(steps=10.5), "steps must be an integer"),
     (dict(milestones=(20, 10)), "milestones"),
     (dict(milestone_unit="hours"), "milestone_unit"),
     (dict(weight_decay=-1.0), "weight_decay"),
-    (dict(eval_every=-1), "eval_every"),
+    (dict(validation_size=-1), "validation_size must be an integer >= 0"),
 ])
 def test_config_validation(changes, match, toy_config):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         toy_config.replace(**changes)
+    assert error.value.setting == next(iter(changes))  # the message names the setting
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(steps=10.5), "steps must be an integer"),
+    (dict(eval_every=-1), "eval_every must be an integer >= 0"),
+    (dict(augment="yes"), "augment must be true or false"),
+])
+def test_fit_settings_validation(changes, match, toy_fit):
+    with pytest.raises(ValueError, match=match):
+        toy_fit.replace(**changes)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        train.fit_settings(toy_fit, {"stepz": 3})
 
 
 def test_config_is_plain_json_data(toy_config):

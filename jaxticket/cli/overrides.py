@@ -113,15 +113,15 @@ def resolve_config(args, *, levels: Optional[int] = None):
         config = configs.get(args.config)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    given = parse_overrides(args.overrides)  # key -> (where, value)
+    given = [(key, where, value) for key, (where, value) in parse_overrides(args.overrides).items()]
     for name, flag in FLAG_SETTINGS.items():
         value = getattr(args, name, None)
         if value is not None:
-            given[name] = (f"{flag} {value}", value)
+            given.append((name, f"{flag} {value}", value))
     if levels is not None:
-        given["levels"] = (f"{args.command} (levels 0)", levels)
+        given.append(("levels", f"`jaxticket {args.command}` (levels={levels})", levels))
     by_path: dict[tuple, tuple[str, str, object]] = {}
-    for key, (where, value) in given.items():
+    for key, where, value in given:
         try:
             path = settings_lib.resolve(type(config), key)
         except settings_lib.SettingError as e:

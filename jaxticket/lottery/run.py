@@ -237,6 +237,7 @@ class ImpRun:
         """Trains (or reads back) every level of the lineage; returns ``self``."""
         s = self.settings
         previous_mask = self.engine.ones
+        failed = True
         try:
             for level in range(s.levels + 1):
                 done = self._read_level(level, rundir_lib.IMP_KIND)
@@ -266,10 +267,20 @@ class ImpRun:
                 previous_mask = result.mask
                 if self._dir is not None:
                     self._dir.write_results()
+            failed = False
         finally:
             if self._dir is not None and self._opened is not None:
-                self._dir.write_results()
+                self._write_results(quietly=failed)
         return self
+
+    def _write_results(self, *, quietly: bool) -> None:
+        """The results files from the finished levels; ``quietly`` (an error is on its way
+        out): a damaged level must not replace that error with its own."""
+        try:
+            self._dir.write_results()
+        except (OSError, ValueError):
+            if not quietly:
+                raise
 
     def branch(self, kind: str, levels: Optional[Sequence[int]] = None) -> list[LevelResult]:
         """Trains branch ``kind`` (:func:`branch_kinds`) at ``levels`` (default: every IMP

@@ -19,7 +19,7 @@ Example:
     ...
     jaxticket.rundir.identity.ConfigMismatchError: run directory ... holds a run with a different config; differing keys:
       lr: 0.1 (saved) != 0.2 (new)
-    Use a new directory for the new config, or overwrite the old run (overwrite=True) to wipe it and start fresh.
+    Use a new directory for the new config, or overwrite the old run to wipe it and start fresh.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def mismatch_message(directory: pathlib.Path, diffs) -> str:
     return (
         f"run directory {directory} holds a run with a different config; differing keys:\n"
         + "\n".join(lines)
-        + "\nUse a new directory for the new config, or overwrite the old run (overwrite=True) to wipe it "
+        + "\nUse a new directory for the new config, or overwrite the old run to wipe it "
         "and start fresh."
     )
 
@@ -281,7 +281,7 @@ def _read_config(path: pathlib.Path) -> dict | None:
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigMismatchError(
             f"cannot read {path} ({e}); the run directory is damaged. Use a new directory "
-            "or overwrite it (overwrite=True) to start fresh."
+            "or overwrite it to start fresh."
         ) from e
 
 

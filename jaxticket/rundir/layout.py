@@ -1,25 +1,7 @@
 """The layout of an IMP run directory and the files of its levels (:class:`RunDir`).
 
-Layout of an IMP run directory::
-
-    config.json              what the run is (its config or task/pruner/settings, and its
-                             data's fingerprint) and a hash of it; a different run is refused
-    rewind/                  the rewind point at step k (orbax, never garbage-collected)
-    levels/level_LL/         one per level:
-        config.json          the level's identity (run hash, kind, level)
-        mask.npz             the level's mask (one bool array per leaf path)
-        checkpoints/         periodic checkpoints while the level trains (resume)
-        metrics.jsonl        one JSON object per evaluation
-        final_params.npz     the trained params (one array per leaf path)
-        final_batch_stats.npz
-        test_logits.npy      float32 [S, N, C]
-        summary.json         the level's rows
-        manifest.json        written last (the level is done): size and sha256 of every
-                             file above, checked when the level is read back
-    branches/KIND/level_LL/  the same for baselines (reinit, random_mask, ...) of this run
-    test_labels.npy          the test split's labels (for analyses that need no data)
-    results.json, results.csv   one row per (kind, level, seed)
-    report.md, *.png         from ``jaxticket report``
+The layout itself (every folder and file of a run) is drawn in :mod:`jaxticket.rundir`'s
+docstring; the names are :mod:`jaxticket.rundir.names`.
 
 Every file is written atomically (:func:`~jaxticket.rundir.write_atomic`); temporary files
 of an interrupted write are removed when the directory is opened again.
@@ -149,7 +131,11 @@ class RunDir:
         """A finished level's summary (``rows``, ``density``, ...), or ``None``."""
         if not self.is_done(level, kind):
             return None
-        return read_json(self.level_dir(level, kind) / SUMMARY_FILE)
+        path = self.level_dir(level, kind) / SUMMARY_FILE
+        if not path.exists():  # a finished level whose summary went missing: one line saying what to do
+            raise CorruptRunError(f"{path}: missing; redo that level (jaxticket imp/branch ... --redo-level {level}, "
+                                  f"or redo_levels=[{level}]): it is trained again, every other level is kept")
+        return read_json(path)
 
     def history(self, level: int, kind: str = IMP_KIND) -> list[dict]:
         """The level's evaluation records by step; after a resume the later record of a step wins."""
