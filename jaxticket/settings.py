@@ -280,7 +280,10 @@ def _flatten(cls, d: dict, prefix: tuple = (), root=None) -> dict[tuple[str, ...
             items = _flatten(nested[key], value, (*prefix, key), root).items()
         else:
             here = (*prefix, *str(key).split("."))
-            path = here if here in _paths(root) else resolve(root, key)
+            try:
+                path = here if here in _paths(root) else resolve(root, key)
+            except SettingError as e:  # named where it stands in the dict: train.future_setting
+                raise SettingError(".".join(here), e.problem, joiner=e.joiner) from None
             items = [(path, value)]
         for path, v in items:
             if path in out and out[path] != v:

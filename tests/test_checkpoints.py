@@ -19,7 +19,7 @@ import optax
 import pytest
 
 from jaxticket import checkpoints as ckpts
-from jaxticket import masks
+from jaxticket import masks, rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -280,7 +280,7 @@ def test_config_mismatch_refused_then_overwrite(tmp_path):
         ckpts.RunCheckpoints(tmp_path / "run", Cfg(lr=0.05))
     msg = str(err.value)
     assert "lr" in msg and "0.1" in msg and "0.05" in msg
-    assert "overwrite=True" in msg and "new directory" in msg
+    assert "overwrite the old run" in msg and "new directory" in msg
     assert "model" not in msg  # only the differing keys
     # refused: nothing changed
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["lr"] == 0.1
@@ -334,7 +334,7 @@ def test_config_json_atomic_on_failed_write(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpts.os, "fsync", boom)
+    monkeypatch.setattr(rundir.files.os, "fsync", boom)
     with pytest.raises(OSError, match="disk full"):
         ckpts.RunCheckpoints(tmp_path / "run", Cfg(lr=0.3), overwrite=True)
     assert (tmp_path / "run" / "config.json").read_bytes() == before

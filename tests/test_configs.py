@@ -78,10 +78,10 @@ def test_unknown_preset_names_the_closest_and_all():
 
 def test_lenet_frankle_carbin():
     c = configs.get("lenet_300_100_mnist")
-    t = c.train
-    assert (t.model, t.dataset, t.optimizer, t.lr, t.batch_size, t.steps, t.eval_every) == (
+    t, f = c.train, c.imp.fit
+    assert (t.model, t.dataset, t.optimizer, t.lr, f.batch_size, f.steps, f.eval_every) == (
         "lenet_300_100", "mnist", "adam", 1.2e-3, 60, 50_000, 100)
-    assert (c.validation_size, c.rewind_step, c.reset, c.levels) == (5000, 0, "rewind", 20)
+    assert (c.train.validation_size, c.imp.rewind_step, c.imp.reset, c.imp.levels) == (5000, 0, "rewind", 20)
     dens, _ = _one_level_densities(c)
     assert dens["output/kernel"] == pytest.approx(0.9, abs=1e-6)
     assert dens["fc1/kernel"] == pytest.approx(0.8, abs=1e-6)
@@ -91,9 +91,9 @@ def test_lenet_frankle_carbin():
 
 def test_lenet_openlth():
     c = configs.get("lenet_300_100_mnist_openlth")
-    t = c.train
-    assert (t.optimizer, t.lr, t.momentum, t.batch_size, t.steps) == ("sgd", 0.1, 0.0, 128, 40 * 468)
-    assert c.validation_size == 0
+    t, f = c.train, c.imp.fit
+    assert (t.optimizer, t.lr, t.momentum, f.batch_size, f.steps) == ("sgd", 0.1, 0.0, 128, 40 * 468)
+    assert c.train.validation_size == 0
     dens, overall = _one_level_densities(c)
     assert dens["output/kernel"] is None  # open_lth ignores the output layer
     assert overall == pytest.approx(0.8, abs=1e-5)  # global 20%
@@ -106,10 +106,10 @@ def test_lenet_openlth():
 ])
 def test_conv_frankle_carbin(name, lr, steps, conv_rate):
     c = configs.get(name)
-    t = c.train
-    assert (t.model, t.dataset, t.optimizer, t.lr, t.batch_size, t.steps) == (
+    t, f = c.train, c.imp.fit
+    assert (t.model, t.dataset, t.optimizer, t.lr, f.batch_size, f.steps) == (
         name.split("_")[0], "cifar10", "adam", lr, 60, steps)
-    assert (c.validation_size, c.rewind_step, t.augment) == (5000, 0, False)
+    assert (c.train.validation_size, c.imp.rewind_step, f.augment) == (5000, 0, False)
     rates = {sel: rule["fraction"] for sel, rule in c.pruner["rules"]}
     assert sorted(rates.values()) == sorted([0.1, 0.2, conv_rate])
     assert c.pruner == configs.conv.conv_pruner(conv_rate)
@@ -140,10 +140,10 @@ def test_conv6_per_layer_densities_after_one_level():
 ])
 def test_cifar_open_lth(name, lr, warmup, rewind):
     c = configs.get(name)
-    t = c.train
-    assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == ("sgd", lr, 0.9, 1e-4, 128)
-    assert (t.steps, t.milestones, t.milestone_unit, t.gamma) == (160 * 390, (80, 120), "epochs", 0.1)
-    assert (t.warmup_steps, c.rewind_step, t.augment, c.validation_size) == (warmup, rewind, True, 0)
+    t, f = c.train, c.imp.fit
+    assert (t.optimizer, t.lr, t.momentum, t.weight_decay, f.batch_size) == ("sgd", lr, 0.9, 1e-4, 128)
+    assert (f.steps, t.milestones, t.milestone_unit, t.gamma) == (160 * 390, (80, 120), "epochs", 0.1)
+    assert (t.warmup_steps, c.imp.rewind_step, f.augment, c.train.validation_size) == (warmup, rewind, True, 0)
     assert c.pruner == {"method": "magnitude", "fraction": 0.2, "scope": "global"}
     # the schedule: 10x drops at epochs 80 and 120 of 390 steps
     sched = train.make_schedule(t, steps_per_epoch=390)
@@ -167,19 +167,19 @@ def test_vgg16_keeps_its_output_layer():
 
 def test_resnet50_imagenet_open_lth():
     c = configs.get("resnet50_imagenet")
-    t = c.train
-    assert (t.model, t.dataset, t.lr, t.momentum, t.weight_decay, t.batch_size) == (
+    t, f = c.train, c.imp.fit
+    assert (t.model, t.dataset, t.lr, t.momentum, t.weight_decay, f.batch_size) == (
         "resnet50", "imagenet2012", 0.4, 0.9, 1e-4, 1024)
-    epoch = data.get_spec(t.dataset).split_sizes["train"] // t.batch_size  # ImageNet's 1,281,167 images
+    epoch = data.get_spec(t.dataset).split_sizes["train"] // f.batch_size  # ImageNet's 1,281,167 images
     assert epoch == 1251
-    assert (t.steps, t.warmup_steps, t.milestones, t.milestone_unit) == (90 * epoch, 5 * epoch, (30, 60, 80), "epochs")
+    assert (f.steps, t.warmup_steps, t.milestones, t.milestone_unit) == (90 * epoch, 5 * epoch, (30, 60, 80), "epochs")
     assert data.get_spec(t.dataset).streaming  # streamed from the host
 
 
 def test_demo_is_offline_and_small():
     c = configs.get("demo")
-    t = c.train
+    t, f = c.train, c.imp.fit
     assert (t.model, t.dataset, t.input_shape) == ("lenet_300_100", "digits", (8, 8, 1))
     assert data.get_spec("digits").source == "embedded"
-    assert c.levels >= 4 and t.steps <= 500 and c.validation_size > 0
+    assert c.imp.levels >= 4 and f.steps <= 500 and c.train.validation_size > 0
     assert c.pruner == {"method": "magnitude", "fraction": 0.5, "scope": "global"}

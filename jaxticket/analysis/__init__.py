@@ -21,6 +21,15 @@ different pruning techniques find different subnetworks that make different mist
 
 All functions are pure; the ones returning arrays are jit-able unless noted.
 
+Submodules (everything public is re-exported here: import from ``jaxticket.analysis``):
+
+* :mod:`jaxticket.analysis.similarity`: mask similarity (Jaccard, overlap, Hamming, the
+  matrices over many masks) and :func:`~jaxticket.analysis.similarity.safe_ratio`.
+* :mod:`jaxticket.analysis.predictions`: labels and probabilities from logits, agreement,
+  error overlap, ensembles.
+* :mod:`jaxticket.analysis.structure`: weight trajectories across levels and the
+  connectivity of pruned layers.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from jaxticket import analysis, masks
@@ -44,8 +53,19 @@ Example:
 
 from __future__ import annotations
 
-from jaxticket.analysis.similarity import (Hamming, hamming, jaccard, overlap, similarity_matrix)
-from jaxticket.analysis.predictions import (Agreement, ErrorOverlap, agreement, class_probabilities, ensemble_accuracy, ensemble_predictions, ensemble_table, error_overlap, predicted_labels)
-from jaxticket.analysis.structure import (Connectivity, Movement, connectivity, connectivity_summary, flattened_live, live_units, trajectory_movement, weight_trajectories)
+from jaxticket.analysis.similarity import Hamming, hamming, jaccard, overlap, similarity_matrix
+from jaxticket.analysis.predictions import (
+    Agreement, ErrorOverlap, agreement, class_probabilities, ensemble_accuracy, ensemble_predictions,
+    ensemble_table, error_overlap, predicted_labels,
+)
+from jaxticket.analysis.structure import (
+    Connectivity, Movement, connectivity, connectivity_summary, flattened_live, live_units,
+    trajectory_movement, weight_trajectories,
+)
 
-__all__ = ["Agreement", "Connectivity", "ErrorOverlap", "Hamming", "Movement", "agreement", "class_probabilities", "connectivity", "connectivity_summary", "flattened_live", "live_units", "ensemble_accuracy", "ensemble_predictions", "ensemble_table", "error_overlap", "hamming", "jaccard", "overlap", "predicted_labels", "similarity_matrix", "trajectory_movement", "weight_trajectories"]
+__all__ = [
+    "Agreement", "Connectivity", "ErrorOverlap", "Hamming", "Movement", "agreement", "class_probabilities",
+    "connectivity", "connectivity_summary", "flattened_live", "live_units", "ensemble_accuracy",
+    "ensemble_predictions", "ensemble_table", "error_overlap", "hamming", "jaccard", "overlap",
+    "predicted_labels", "similarity_matrix", "trajectory_movement", "weight_trajectories",
+]

@@ -13,7 +13,11 @@ from jaxticket.masks import Mask
 
 PyTree = Any
 
-__all__ = ["safe_ratio", "Hamming", "hamming", "jaccard", "overlap", "similarity_matrix"]
+__all__ = [
+    "Hamming", "hamming", "jaccard", "overlap", "similarity_matrix",
+    # shared with analysis.predictions; not re-exported by the package
+    "safe_ratio",
+]
 
 
 def _check_fit(a: Mask, b: Mask, fn: str) -> None:
@@ -69,6 +73,16 @@ def _total_counts(per_leaf: dict[str, _Counts]) -> _Counts:
 
 
 def safe_ratio(num, den, empty_value):
+    """``num / den`` as float32, ``empty_value`` where ``den == 0`` (no NaN, no warning).
+
+    Elementwise over broadcastable ``num``, ``den`` (scalars or arrays); jit-able. Shared
+    by the mask similarities here and the prediction fractions in
+    :mod:`jaxticket.analysis.predictions`.
+
+    Example:
+        >>> safe_ratio(jnp.array([1, 3]), jnp.array([2, 0]), 1.0).tolist()
+        [0.5, 1.0]
+    """
     num, den = jnp.asarray(num, jnp.float32), jnp.asarray(den, jnp.float32)
     return jnp.where(den == 0, jnp.float32(empty_value), num / jnp.where(den == 0, 1.0, den))
 

@@ -71,12 +71,12 @@ def _quiet_logs() -> None:
         print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
     warnings.showwarning = one_line
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)  # a damaged checkpoint: our one line says it
     logging.getLogger("orbax").setLevel(logging.CRITICAL)
     try:
         import absl.logging
 
-        absl.logging.set_verbosity(absl.logging.ERROR)
+        absl.logging.set_verbosity(absl.logging.FATAL)
     except ImportError:
         pass
 

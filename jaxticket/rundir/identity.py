@@ -279,9 +279,8 @@ def _read_config(path: pathlib.Path) -> dict | None:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ConfigMismatchError(
-            f"cannot read {path} ({e}); the run directory is damaged. Use a new directory "
-            "or overwrite it to start fresh."
-        ) from e
+        raise ConfigMismatchError(f"{path} is not valid JSON ({e}); the file is damaged: it says what run "
+                                  "the folder holds; restore it (from a backup, or a copy of the run), or use a "
+                                  "new directory, or overwrite it to start fresh") from None
 
 

@@ -99,11 +99,9 @@ def open_run_dir(root, identity: dict, *, overwrite: bool = False, redo_levels: 
 def _stored_identity(run_dir: RunDir, overwrite: bool) -> Optional[dict]:
     try:
         stored = read_identity(run_dir.root)
-    except ValueError as e:
+    except ValueError:
         if not overwrite:
-            raise ConfigMismatchError(
-                f"{e}: it says what run the folder holds; restore it (from a backup, or a copy of the run), "
-                "or overwrite to start over") from None
+            raise
         return None
     return None if stored is None else stored.get("config")
 

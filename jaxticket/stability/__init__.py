@@ -5,7 +5,7 @@ hypothesis" (ICML 2020). Two copies of a network are trained from the same state
 ``k``) with different SGD noise; the network is *stable* at ``k`` when the error does
 not rise along the straight line between the two final weight vectors.
 
-Convention. Everywhere in this module ``alpha`` runs **from a to b**::
+Convention. Everywhere in this package ``alpha`` runs **from a to b**::
 
     interpolate(a, b, alpha) = (1 - alpha) * a + alpha * b
 
@@ -41,12 +41,29 @@ BatchNorm. Interpolated weights do not match either endpoint's running statistic
 (cheap, the default) or recompute them for every interpolated network on training data
 (:func:`recompute_batch_stats`, what Frankle et al. do for BN networks and the accurate
 choice).
+
+Submodules (everything public is re-exported here: import from ``jaxticket.stability``):
+
+* :mod:`jaxticket.stability.paths`: interpolation, error curves, error barriers, stability,
+  pairwise barriers; and the tree checks shared by the other two
+  (:func:`~jaxticket.stability.paths.check_same_tree`,
+  :func:`~jaxticket.stability.paths.is_float`, :func:`~jaxticket.stability.paths.leading_dim`).
+* :mod:`jaxticket.stability.batch_stats`: BatchNorm statistics of interpolated networks,
+  interpolated or recomputed on training batches.
+* :mod:`jaxticket.stability.distances`: L2 distances between networks (all weights or a
+  mask's), normalised, pairwise.
 """
 
 from __future__ import annotations
 
-from jaxticket.stability.paths import (PairwiseBarriers, alphas, error_barrier, error_curve, interpolate, is_stable, pairwise_barriers)
-from jaxticket.stability.batch_stats import (interpolate_variables, recompute_batch_stats)
-from jaxticket.stability.distances import (l2_distance, normalized_l2_distance, pairwise_l2)
+from jaxticket.stability.paths import (
+    PairwiseBarriers, alphas, error_barrier, error_curve, interpolate, is_stable, pairwise_barriers,
+)
+from jaxticket.stability.batch_stats import interpolate_variables, recompute_batch_stats
+from jaxticket.stability.distances import l2_distance, normalized_l2_distance, pairwise_l2
 
-__all__ = ["PairwiseBarriers", "alphas", "error_barrier", "error_curve", "interpolate", "interpolate_variables", "is_stable", "l2_distance", "normalized_l2_distance", "pairwise_barriers", "pairwise_l2", "recompute_batch_stats"]
+__all__ = [
+    "PairwiseBarriers", "alphas", "error_barrier", "error_curve", "interpolate", "interpolate_variables",
+    "is_stable", "l2_distance", "normalized_l2_distance", "pairwise_barriers", "pairwise_l2",
+    "recompute_batch_stats",
+]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import errors as flax_errors
 
-from jaxticket import masks as masks_lib
+from jaxticket.stability.paths import interpolate, leading_dim
 
 PyTree = Any
-
-from jaxticket.stability.paths import interpolate, leading_dim
 
 __all__ = ["interpolate_variables", "recompute_batch_stats"]
 
@@ -133,6 +130,7 @@ def recompute_batch_stats(
 
     Example:
         >>> import flax.linen as nn
+        >>> import numpy as np
         >>> class Net(nn.Module):
         ...     @nn.compact
         ...     def __call__(self, x, train=False):

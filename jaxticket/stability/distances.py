@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import errors as flax_errors
 
 from jaxticket import masks as masks_lib
+from jaxticket.stability.paths import check_same_tree, is_float, leading_dim
 
 PyTree = Any
-
-from jaxticket.stability.paths import is_float, check_same_tree
-from jaxticket.stability.paths import leading_dim
 
 __all__ = ["l2_distance", "normalized_l2_distance", "pairwise_l2"]
 

@@ -7,29 +7,52 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import errors as flax_errors
 
 from jaxticket import masks as masks_lib
 
 PyTree = Any
 
 
-__all__ = ["leading_dim", "PairwiseBarriers", "alphas", "error_barrier", "error_curve", "interpolate", "is_stable", "pairwise_barriers", "is_float", "is_concrete", "check_same_tree", "check_non_float_equal", "lerp"]
+__all__ = [
+    "PairwiseBarriers", "alphas", "error_barrier", "error_curve", "interpolate", "is_stable", "pairwise_barriers",
+    # shared with the sibling modules (batch_stats, distances); not re-exported by the package
+    "check_same_tree", "is_float", "leading_dim",
+]
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def is_float(x) -> bool:
+    """Whether ``x`` (an array, scalar or dtype-carrying leaf) has a float or complex dtype.
+
+    The leaves that :func:`interpolate` and the distances act on; the others (ints,
+    bools) are passed through or skipped.
+
+    Example:
+        >>> is_float(jnp.zeros(2)), is_float(jnp.zeros(2, jnp.int32)), is_float(True)
+        (True, False, False)
+    """
     return bool(jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 
 
-def is_concrete(x) -> bool:
+def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
 def check_same_tree(a: PyTree, b: PyTree, fn: str, *, batch_dims: int = 0) -> None:
-    """Raises ``ValueError`` naming the first path where ``a`` and ``b`` differ."""
+    """Raises ``ValueError`` naming the first path where ``a`` and ``b`` differ.
+
+    Same tree structure, and leafwise the same shape and dtype; ``fn`` names the caller in
+    the message.
+
+    Example:
+        >>> check_same_tree({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, "demo")   # fine
+        >>> check_same_tree({"w": jnp.zeros(2)}, {"w": jnp.ones(3)}, "demo")
+        Traceback (most recent call last):
+        ...
+        ValueError: demo: leaf 'w' is float32[2] in the first tree but float32[3] in the second.
+    """
     a_leaves, a_def = jax.tree_util.tree_flatten_with_path(a)
     b_leaves, b_def = jax.tree_util.tree_flatten_with_path(b)
     if a_def != b_def:
@@ -50,7 +73,7 @@ def check_same_tree(a: PyTree, b: PyTree, fn: str, *, batch_dims: int = 0) -> No
             )
 
 
-def check_non_float_equal(a: PyTree, b: PyTree, fn: str) -> None:
+def _check_non_float_equal(a: PyTree, b: PyTree, fn: str) -> None:
     """Non-float leaves (ints, bool masks) must be equal in ``a`` and ``b``.
 
     Checked only for concrete values (outside ``jit``); under tracing the check is skipped
@@ -58,7 +81,7 @@ def check_non_float_equal(a: PyTree, b: PyTree, fn: str) -> None:
     """
     a_leaves = jax.tree_util.tree_flatten_with_path(a)[0]
     for (path, x), y in zip(a_leaves, jax.tree.leaves(b)):
-        if is_float(x) or not (is_concrete(x) and is_concrete(y)):
+        if is_float(x) or not (_is_concrete(x) and _is_concrete(y)):
             continue
         if not np.array_equal(np.asarray(x), np.asarray(y)):
             raise ValueError(
@@ -68,7 +91,7 @@ def check_non_float_equal(a: PyTree, b: PyTree, fn: str) -> None:
             )
 
 
-def lerp(x, y, alpha):
+def _lerp(x, y, alpha):
     dtype = jnp.result_type(x)
     compute = jnp.promote_types(dtype, jnp.float32)
     al = jnp.asarray(alpha, dtype=compute)
@@ -76,6 +99,27 @@ def lerp(x, y, alpha):
     mid = ((1 - al) * x.astype(compute) + al * y.astype(compute)).astype(dtype)
     # Endpoints exactly (bitwise, also for -0.0, inf and NaN entries).
     return jnp.where(al == 0, x, jnp.where(al == 1, y, mid))
+
+
+def leading_dim(tree: PyTree, fn: str) -> int:
+    """The size ``C`` of the leading copies axis shared by every leaf of ``tree`` ``[C, ...]``.
+
+    ``ValueError`` (naming ``fn``) for an empty tree, a scalar leaf, or leaves whose
+    leading sizes differ.
+
+    Example:
+        >>> leading_dim({"w": jnp.zeros((4, 3)), "b": jnp.zeros(4)}, "demo")
+        4
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError(f"{fn}: empty pytree.")
+    dims = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if len(dims) != 1 or None in dims:
+        raise ValueError(
+            f"{fn}: every leaf needs the same leading copies axis [C, ...]; leading sizes: {sorted(map(str, dims))}."
+        )
+    return int(dims.pop())
 
 
 # ----------------------------------------------------------------------------- interpolation
@@ -104,13 +148,13 @@ def interpolate(params_a: PyTree, params_b: PyTree, alpha) -> PyTree:
         [0.25, 0.25, 0.25]
     """
     check_same_tree(params_a, params_b, "interpolate")
-    check_non_float_equal(params_a, params_b, "interpolate")
+    _check_non_float_equal(params_a, params_b, "interpolate")
     if np.ndim(alpha) != 0:
         raise ValueError(
             f"interpolate: alpha must be a scalar, got shape {np.shape(alpha)}; use "
             "jax.vmap over alpha (or error_curve) for many alphas."
         )
-    return jax.tree.map(lambda x, y: lerp(x, y, alpha) if is_float(x) else x, params_a, params_b)
+    return jax.tree.map(lambda x, y: _lerp(x, y, alpha) if is_float(x) else x, params_a, params_b)
 
 
 def alphas(num: int = 30) -> jax.Array:
@@ -186,7 +230,7 @@ def error_curve(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"error_curve: batch_size must be a positive int or None, got {batch_size}.")
     check_same_tree(params_a, params_b, "error_curve")
-    check_non_float_equal(params_a, params_b, "error_curve")
+    _check_non_float_equal(params_a, params_b, "error_curve")
     return _curve_jit(eval_fn, interpolate_fn, batch_size, params_a, params_b, alpha_values, tuple(eval_args))
 
 
@@ -277,18 +321,6 @@ def _pairwise_curves(eval_fn, interpolate_fn, batch_size, params_stack, pairs, a
 _pairwise_curves_jit = jax.jit(_pairwise_curves, static_argnums=(0, 1, 2))
 
 
-def leading_dim(tree: PyTree, fn: str) -> int:
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        raise ValueError(f"{fn}: empty pytree.")
-    dims = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-    if len(dims) != 1 or None in dims:
-        raise ValueError(
-            f"{fn}: every leaf needs the same leading copies axis [C, ...]; leading sizes: {sorted(map(str, dims))}."
-        )
-    return int(dims.pop())
-
-
 def pairwise_barriers(
     eval_fn: Callable[..., Any],
     params_stack: PyTree,
@@ -328,7 +360,7 @@ def pairwise_barriers(
     if c < 2:
         raise ValueError(f"pairwise_barriers: need at least 2 copies on the leading axis, got {c}.")
     for path, x in jax.tree_util.tree_flatten_with_path(params_stack)[0]:
-        if not is_float(x) and is_concrete(x) and not np.all(np.asarray(x) == np.asarray(x)[:1]):
+        if not is_float(x) and _is_concrete(x) and not np.all(np.asarray(x) == np.asarray(x)[:1]):
             raise ValueError(
                 f"pairwise_barriers: non-float leaf '{masks_lib.path_string(path)}' differs between "
                 "copies; integer and bool leaves (masks, counters) must be equal in every copy."
