@@ -125,7 +125,7 @@ def test_seeds_trained_together_give_the_one_seed_sweeps(full_digits, tmp_path, 
                                           workdir=tmp_path / "both", seeds=2, **kw)
     key = lambda r: (r["k"], r["level"], r["seed"])  # noqa: E731
     assert sorted(again, key=key) == sorted(both, key=key)  # read back
-    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
         instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0], workdir=tmp_path / "x", seeds=0, **kw)
     with pytest.raises(ckpt.ConfigMismatchError):  # one seed's points are never read as several
         instability.instability_sweep(TASK, full_digits, PRUNER, ks=[0, 10], levels=levels,

@@ -80,7 +80,7 @@ def test_a_run_saved_before_a_settings_field_existed_resumes(imp_run, digits, tm
     copy = tmp_path / "run"
     shutil.copytree(workdir, copy)
     saved = json.loads((copy / "config.json").read_text())
-    del saved["config"]["config"]["prune_from"]
+    del saved["config"]["config"]["imp"]["prune_from"]
     (copy / "config.json").write_text(json.dumps(saved))
     messages = []
     assert lottery.run_imp(config, copy, datasets=digits, progress=False, log=messages.append) == rows
@@ -114,11 +114,13 @@ def test_a_different_config_or_other_data_is_refused(imp_run, digits):
     config, workdir, _ = imp_run
     with pytest.raises(checkpoints.ConfigMismatchError, match="rewind_step"):
         lottery.run_imp(config.replace(rewind_step=20), workdir, datasets=digits, progress=False)
+    with pytest.raises(checkpoints.ConfigMismatchError, match="validation_size"):  # before any data is loaded
+        lottery.run_imp(config.replace(validation_size=50), workdir, datasets=digits, progress=False)
     other = data_lib.splits("digits", validation_size=50)
     with pytest.raises(checkpoints.DataMismatchError,
                        match=r"trained on dataset digits None \(validation 100\), not on dataset digits None "
                              r"\(validation 50\)"):
-        lottery.run_imp(config.replace(validation_size=50), workdir, datasets=other, progress=False)
+        lottery.run_imp(config, workdir, datasets=other, progress=False)
 
 
 def test_reset_modes_and_branch_states(imp_run, digits):
@@ -178,14 +180,14 @@ def test_branches_reuse_the_imp_masks(imp_run, digits):
     assert {r["kind"] for r in random_rows} == {"random_mask"} and len(reinit_rows) == 4
     kinds = {r["kind"] for r in lottery.load_results(workdir)}
     assert kinds == {"imp", "random_mask", "reinit"}
-    with pytest.raises(ValueError, match=r"not finished IMP levels >= 1; finished: \[0, 1, 2\]"):
+    with pytest.raises(ValueError, match=r"not finished IMP levels >= 1 \(a branch starts at level 1\); finished: \[0, 1, 2\]"):
         lottery.run_branch(workdir, "reinit", [5], **quiet)
-    with pytest.raises(ValueError, match=r"unknown branch 'shuffled'; valid: \("):
+    with pytest.raises(ValueError, match=r"unknown branch kind 'shuffled' \(did you mean 'shuffle'\?\); valid branch kinds: "):
         lottery.run_branch(workdir, "shuffled", [1], **quiet)
 
 
 def test_config_validation_messages():
-    with pytest.raises(ValueError, match=r"reset must be one of \('rewind', 'finetune'\)"):
+    with pytest.raises(ValueError, match=r"reset must be one of 'rewind', 'finetune', got 'lottery'"):
         tiny_config(reset="lottery")
     with pytest.raises(ValueError, match=r"rewind_step must be in \[0, steps=40\]"):
         tiny_config(rewind_step=100)
@@ -307,5 +309,5 @@ def test_a_config_without_input_shape_takes_the_datas(digits):
     assert task.input_shape == (8, 8, 1)
     rows = lottery.run_imp(config, None, datasets=digits, progress=False, log=lambda *_: None)
     assert len(rows) == 1 and 0.0 <= rows[0]["final_test_accuracy"] <= 1.0
-    explicit = config.replace(train=dataclasses.replace(tc, input_shape=(32, 32, 3)))
+    explicit = config.replace(input_shape=(32, 32, 3))
     assert lottery.objects_from_config(explicit, data=digits)[0].input_shape == (32, 32, 3)

@@ -168,7 +168,7 @@ def objects_from_config(config: LotteryConfig, *, data=None, data_dir=None, manu
 
 
 def _config_run(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None, **kw) -> ImpRun:
-    if not kw.get("overwrite"):  # another run in the folder is refused before its dataset is prepared
+    if workdir is not None and not kw.get("overwrite"):  # another run there: refused before its data is prepared
         rundir_lib.preflight(workdir, {"config": config.to_dict()})
     task, data, pruner, settings = objects_from_config(config, data=datasets, data_dir=data_dir, manual_dir=manual_dir)
     identity = {"config": config.to_dict(), "data": data.fingerprint()}
