@@ -84,6 +84,39 @@ def test_resolved_config_applies_preset_then_set_then_flags():
     assert config.train.dataset == configs.get("demo").train.dataset
 
 
+def _resolved(*flags):
+    return cli.resolve_config(cli.build_parser().parse_args(["imp", "--config", "demo", *flags]))
+
+
+def test_a_setting_given_by_a_flag_and_by_set_is_a_conflict_and_writes_nothing(capsys, tmp_path):
+    workdir = tmp_path / "X"
+    code = cli.main(["imp", "--config", "demo", "--levels", "1", "--set", "levels=-1", "--workdir", str(workdir)])
+    line = _one_line_error(capsys, code, 2, "--levels 1", "--set levels=-1", "give it once")
+    assert "must be an integer" not in line  # refused as a conflict, before either value is judged
+    assert not workdir.exists()
+
+
+def test_a_bad_value_by_set_is_one_line_naming_the_item(capsys, tmp_path):
+    workdir = tmp_path / "X"
+    code = cli.main(["imp", "--config", "demo", "--set", "levels=-1", "--workdir", str(workdir)])
+    _one_line_error(capsys, code, 2, "--set levels=-1", "levels must be an integer >= 0")
+    assert not workdir.exists()
+
+
+def test_the_old_set_spelling_resolves_as_the_flag():
+    old = _resolved("--set", "train.steps=50")
+    assert old == _resolved("--steps", "50") == _resolved("--set", "imp.fit.steps=50") == _resolved("--set", "steps=50")
+    assert old.to_dict() == _resolved("--steps", "50").to_dict()
+    assert old.imp.fit.steps == 50 and old != _resolved()  # the preset's steps are not 50
+
+
+def test_an_unknown_set_key_names_the_closest_setting(capsys, tmp_path):
+    workdir = tmp_path / "X"
+    code = cli.main(["imp", "--config", "demo", "--set", "stepz=5", "--workdir", str(workdir)])
+    _one_line_error(capsys, code, 2, "--set stepz=5", "no such setting", "did you mean 'steps'")
+    assert not workdir.exists()
+
+
 # ============================================================================ errors
 
 
@@ -129,8 +162,10 @@ def test_set_bare_pruner_name_and_regex_values(monkeypatch):
     from jaxticket.pruning import core
 
     monkeypatch.setitem(core._REGISTRY, "cli_test_all_defaults", lambda fraction=0.3: pruning.magnitude(fraction))
-    assert cli.parse_overrides(["pruner=cli_test_all_defaults"])[0] == {"pruner": {"method": "cli_test_all_defaults"}}
-    assert cli.parse_overrides(["prunable=[a-z]+/kernel$"])[0] == {"prunable": "[a-z]+/kernel$"}
+    assert cli.parse_overrides(["pruner=cli_test_all_defaults"]) == \
+        {"pruner": ("--set pruner=cli_test_all_defaults", {"method": "cli_test_all_defaults"})}
+    assert cli.parse_overrides(["prunable=[a-z]+/kernel$"]) == \
+        {"prunable": ("--set prunable=[a-z]+/kernel$", "[a-z]+/kernel$")}
 
 
 @pytest.mark.parametrize("flags,needles", [
@@ -138,7 +173,7 @@ def test_set_bare_pruner_name_and_regex_values(monkeypatch):
     (["--train-examples", "0"], ["--train-examples must be >= 1"]),
     (["--alphas", "0"], ["--alphas must be >= 2"]),
     (["--alphas", "-3"], ["--alphas must be >= 2"]),
-    (["--levels", "99"], ["--levels 99", "by level 15", "--levels 14 or fewer"]),
+    (["--levels", "99"], ["--levels 99", "by level 15", "choose levels=14 or fewer"]),
     (["--levels", "5", "--set", 'pruner={"method": "to_density", "target": 0.1, "levels": 3}'],
      ["--levels 5", "past the schedule's 3 levels"]),
 ])
@@ -321,10 +356,12 @@ def test_imp_again_resumes_and_a_different_config_is_refused(tiny_run, capsys):
 
 
 @pytest.mark.parametrize("argv,needles", [
-    (["branch", "{run}", "--kind", "reinit", "--levels", "0"], ["--levels 0", "choose among 1, 2"]),
-    (["branch", "{run}", "--kind", "reinit", "--levels", "7"], ["--levels 7", "finished IMP levels: [0, 1, 2]"]),
-    (["branch", "{run}", "--kind", "reinit", "--levels", "-1"], ["--levels -1"]),
-    (["branch", "{run}", "--kind", "reinit", "--redo-level", "9"], ["--redo-level 9"]),
+    (["branch", "{run}", "--kind", "reinit", "--levels", "0"],
+     ["--levels / --redo-level", "branch levels [0]", "IMP levels >= 1", "finished: [0, 1, 2]"]),
+    (["branch", "{run}", "--kind", "reinit", "--levels", "7"],
+     ["--levels / --redo-level", "branch levels [7]", "finished: [0, 1, 2]"]),
+    (["branch", "{run}", "--kind", "reinit", "--levels", "-1"], ["--levels / --redo-level", "branch levels [-1]"]),
+    (["branch", "{run}", "--kind", "reinit", "--redo-level", "9"], ["--levels / --redo-level", "branch levels [9]"]),
     (["compare", "{run}", "--out", "{out}"], ["at least two run directories, got 1"]),
     (["compare", "{run}", "{run}", "--out", "{out}"], ["both named 'run'", "--names"]),
     (["compare", "{run}", "{run}", "--names", "a", "b", "--out", "{out}", "--seed", "5"],

@@ -192,11 +192,11 @@ def test_disk_full_names_the_file_loses_nothing_and_resumes(tmp_path, straight, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(rundir.os, "fsync", full_after_a_while)
+    monkeypatch.setattr(rundir.files.os, "fsync", full_after_a_while)
     code = cli.main(["imp", *TINY, "--workdir", str(workdir)])
     line = _one_line(capsys, code, 1, "disk full", str(workdir))
     assert "cannot write" in line
-    monkeypatch.setattr(rundir.os, "fsync", real_fsync)
+    monkeypatch.setattr(rundir.files.os, "fsync", real_fsync)
     assert not list(workdir.rglob(".*.tmp"))  # no half-written file left behind
     assert cli.main(["verify", str(workdir)]) == 0  # what was written is intact
     assert cli.main(["imp", *TINY, "--workdir", str(workdir)]) == 0
@@ -259,6 +259,36 @@ def test_a_run_without_its_config_file_is_refused_not_reused(copy, capsys):
     _one_line(capsys, cli.main(["imp", *TINY, "--set", "lr=0.01", "--workdir", str(copy)]), 1,
               "no config.json", "overwrite")
     assert sorted(p.name for p in (copy / "levels").iterdir()) == before
+
+
+def test_a_run_of_another_preset_is_refused_before_its_dataset_is_prepared(tmp_path, capsys, monkeypatch):
+    """A demo run's folder given to another preset: the config mismatch, before the new
+    preset's dataset (MNIST: absent here, and loading it raises) is looked for or loaded."""
+    from jaxticket import data
+    from jaxticket.data import dataset as data_dataset
+    from jaxticket.lottery import config as lottery_config
+
+    workdir = tmp_path / "run"
+    assert cli.main(["imp", "--config", "demo", "--steps", "20", "--levels", "0", "--no-progress",
+                     "--workdir", str(workdir)]) == 0
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and p.name != rundir.LOCK_FILE}
+
+    def prepared(*args, **kwargs):
+        raise RuntimeError("test: the new preset's dataset was prepared")
+
+    monkeypatch.setenv("JAXTICKET_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("JAXTICKET_MANUAL_DIR", raising=False)
+    monkeypatch.delenv("JAXTICKET_DOWNLOAD", raising=False)
+    for module, name in ((data, "splits"), (data, "load"), (data, "make_stream"), (data, "prepare"),
+                         (data_dataset, "_base_arrays"), (lottery_config, "load_data")):
+        monkeypatch.setattr(module, name, prepared)
+    capsys.readouterr()
+    code = cli.main(["imp", "--config", "lenet_300_100_mnist", "--no-progress", "--workdir", str(workdir)])
+    line = _one_line(capsys, code, 1, "holds a run with a different config", "train.dataset", "another --workdir",
+                     "--overwrite")
+    assert "dataset was prepared" not in line and "'mnist' (new)" in line  # the differing keys name it
+    after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and p.name != rundir.LOCK_FILE}
+    assert after == before  # the demo run is as it was
 
 
 def test_a_level_trained_by_another_run_is_refused(copy, capsys):
@@ -376,7 +406,7 @@ def test_a_finished_run_is_extended_by_more_levels(copy, straight, tmp_path):
     assert cli.main(["imp", *TINY, "--levels", "3", "--workdir", str(longer)]) == 0
     _same_results(copy, longer)
     stored = json.loads((copy / "config.json").read_text())
-    assert stored["config"]["config"]["levels"] == 3
+    assert stored["config"]["config"]["imp"]["levels"] == 3
     assert stored["config_hash"] == json.loads((straight / "config.json").read_text())["config_hash"]
     assert cli.main(["imp", *TINY, "--workdir", str(copy)]) == 0  # fewer levels: read back, nothing lost
     assert rundir.RunDir(copy).finished() == [0, 1, 2, 3]

@@ -26,8 +26,7 @@ COUNT = textwrap.dedent("""
         print(json.dumps({"code": code, "compiles": len(compiles) - len(hits), "hits": len(hits)}))
     else:
         per_level = []
-        config = configs.get("demo").replace(levels=3, seeds=2)
-        config = config.replace(train=config.train.replace(steps=50, eval_every=25))
+        config = configs.get("demo").replace(levels=3, seeds=2, steps=50, eval_every=25)
         lottery.run_imp(config, sys.argv[2], log=lambda line: per_level.append(len(compiles)))
         print(json.dumps({"per_level": per_level}))
 """)
