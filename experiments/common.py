@@ -186,6 +186,7 @@ def plot_ci(series: dict, path, *, xlabel: str, ylabel: str, title: str, note: s
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(xlabel or "percent of weights remaining")
     else:
         if xscale == "symlog":
