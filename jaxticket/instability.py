@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import io
 import json
+import math
 import pathlib
 from typing import Callable, Optional, Sequence
 
@@ -47,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxticket import data as data_lib
-from jaxticket import lottery, masks as masks_lib, pruning, rundir as rundir_lib, stability, train as train_lib
+from jaxticket import lottery, masks as masks_lib, parallel, pruning, rundir as rundir_lib, stability
+from jaxticket import train as train_lib
 
 __all__ = ["check_error", "copies_from", "distances_to_full", "error_of", "instability", "instability_sweep",
            "sweep_from_config", "sweep_settings", "train_copies"]
@@ -285,16 +287,20 @@ def distances_to_full(copy, dense_params) -> dict:
             "l2_to_full_all": float(d()), "l2_to_full_all_normalized": float(d(normalize=True))}
 
 
-def _dense_states_at(task, data, ks: Sequence[int], ones, settings: "lottery.ImpSettings") -> dict:
+def _dense_states_at(task, data, ks: Sequence[int], ones, settings: "lottery.ImpSettings", mesh=None) -> dict:
     """The dense network's state at every k (one trajectory, no IMP): a single-run state
-    for one seed, else with a leading ``[seeds]`` axis (replicas trained together)."""
+    for one seed, else with a leading ``[seeds]`` axis (replicas trained together); on
+    ``mesh`` when given (``data`` placed on it)."""
     streams, seeds = settings.fit.seed_streams, settings.seeds
     state = train_lib.init_state(task, mask=ones, **streams) if seeds == 1 else \
         train_lib.init_state(task, mask=ones, seeds=seeds, vary=settings.vary, **streams)
+    if mesh is not None:
+        state = parallel.shard_state(state, mesh)
     out = {}
     for k in sorted(set(ks)):
         if k > train_lib.host_step(state):
-            state = train_lib.fit(task, state, data.train, _copy_training(settings.fit), steps=k, progress=False).state
+            state = train_lib.fit(task, state, data.train, _copy_training(settings.fit), steps=k, progress=False,
+                                  mesh=mesh).state
         out[k] = state
     return out
 
@@ -325,7 +331,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                       workdir, settings: Optional["lottery.ImpSettings"] = None, copies: int = 2,
                       num_alphas: int = 30, batch_stats: str = "interpolate", train_examples: Optional[int] = None,
                       align: bool = False, error: str = "accuracy", identity: Optional[dict] = None,
-                      progress=None, log: Optional[Callable] = print, **named) -> list[dict]:
+                      progress=None, log: Optional[Callable] = print, mesh=None, **named) -> list[dict]:
     """Instability vs rewind step ``k`` for the dense network (level 0) and IMP levels.
 
     ``settings`` (a :class:`~jaxticket.lottery.ImpSettings`, or the settings by name:
@@ -340,7 +346,10 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     seeds (``init_seed + s``, ... for the streams in ``vary``) and one row per seed. ``align``: also the barriers
     after weight matching the copies (:func:`align_copies`), as ``aligned_*`` columns.
     ``error``: the quantity on the path, as for :func:`instability` (checked before any
-    training; ``final_test_error`` is that quantity too).
+    training; ``final_test_error`` is that quantity too). ``mesh``: as for
+    :func:`jaxticket.imp`, checked against the ``seeds x copies`` copies, which train
+    sharded over its replica axis (the lineage over ``gcd(R, seeds)`` of them); the
+    interpolation of a point's copies is evaluated on one device.
 
     Writes ``workdir/results.json`` / ``results.csv`` (one row per (k, level, seed)),
     the plots ``instability_vs_k.png`` (mean over seeds) and ``error_curves.png`` (seed
@@ -367,6 +376,11 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
     if bad:
         raise ValueError(f"rewind steps {bad} are outside [0, steps={steps}]")
     check_error(task, error, "instability_sweep")
+    copies_mesh = parallel.resolve_mesh(mesh, seeds=seeds * copies, batch_size=settings.fit.batch_size)
+    lineage_mesh = None if copies_mesh is None else parallel.make_mesh(
+        math.gcd(copies_mesh.shape[parallel.REPLICA], seeds), copies_mesh.shape[parallel.DATA])
+    placed = lottery.place_data(data, copies_mesh)
+    lineage_data = lottery.place_data(data, lineage_mesh)
     workdir = pathlib.Path(workdir)
     sweep = {"ks": ks, "levels": levels, "copies": copies, "num_alphas": num_alphas,
              "batch_stats": batch_stats, "train_examples": train_examples, "align": align}
@@ -386,13 +400,14 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
         states, dense_final = {}, None
         if todo and max(levels) == 0:
             ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
-            dense_states = dense_states or _dense_states_at(task, data, ks, ones, settings)
+            dense_states = dense_states or _dense_states_at(task, lineage_data, ks, ones, settings, lineage_mesh)
             states = {0: dense_states[k]}
         elif todo:
             run = lottery.imp(task, data, pruner, settings=dataclasses.replace(settings, rewind_step=k, reset="rewind"),
-                              workdir=workdir / rundir_lib.sweep_imp_dir(k), progress=progress, log=log)
+                              workdir=workdir / rundir_lib.sweep_imp_dir(k), progress=progress, log=log,
+                              mesh=lineage_mesh)
             states = {level: run.branch_state("rewind", level) for level in levels}  # [seeds] leading
-            dense_final = run.levels[0].params
+            dense_final = run.levels[0].params if copies_mesh is None else parallel.to_host(run.levels[0].params)
         for level in levels:
             names = [_point_name(k, level, s, seeds) for s in range(seeds)]
             if all((points / f"{name}.json").exists() for name in names):
@@ -402,8 +417,16 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                     curves[(k, level, s)] = {"train": stored["train"], "test": stored["test"]}
                 continue
             # every seed's copies in one program (a point cut short is trained again whole)
-            finals_all = train_lib.fit(task, _seed_copies(states[level], seeds, copies, noise_seeds), data.train,
-                                       _copy_training(settings.fit), progress=progress).state
+            start = states[level]
+            if copies_mesh is None:
+                start = _seed_copies(start, seeds, copies, noise_seeds)
+            else:
+                start = parallel.shard_state(_seed_copies(parallel.to_host(start), seeds, copies, noise_seeds),
+                                             copies_mesh)
+            finals_all = train_lib.fit(task, start, placed.train, _copy_training(settings.fit), progress=progress,
+                                       mesh=copies_mesh).state
+            if copies_mesh is not None:  # a point's interpolation is evaluated on one device
+                finals_all = parallel.to_host(finals_all)
             for s, name in enumerate(names):
                 finals = jax.tree.map(lambda x, s=s: x[s * copies:(s + 1) * copies], finals_all)
                 res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,

@@ -30,7 +30,8 @@ Example (8 devices: 4 replicas x batch split in 2)::
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,12 @@ DATA = "data"
 
 __all__ = [
     "DATA",
+    "MeshError",
     "REPLICA",
+    "agree",
+    "is_primary",
+    "resolve_mesh",
+    "sync",
     "batch_sharding",
     "constrain_batch",
     "constrain_state",
@@ -91,6 +97,94 @@ def make_mesh(replicas: int = 1, data: int | None = None, *, devices=None) -> Me
     auto = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((replicas, data), (REPLICA, DATA), axis_types=auto,
                          devices=devices[: replicas * data])
+
+
+class MeshError(ValueError):
+    """A mesh that does not fit the run: seeds or batch not divisible, too many devices."""
+
+
+def _auto_shape(devices: int, seeds: int, batch_size: Optional[int]) -> tuple[int, int]:
+    replicas = math.gcd(devices, seeds)
+    data = devices // replicas
+    if batch_size is not None:
+        data = math.gcd(data, batch_size)
+    return replicas, data
+
+
+def resolve_mesh(mesh, *, seeds: int, batch_size: Optional[int] = None) -> Optional[Mesh]:
+    """The mesh a run trains on, checked against its ``seeds`` and ``batch_size``.
+
+    ``mesh``: ``None`` (one device, no mesh), a :class:`~jax.sharding.Mesh` from
+    :func:`make_mesh`, an ``(R, D)`` pair or ``"R,D"`` (``R`` replicas x ``D`` data), or
+    ``"auto"``: every device of every process, replicas first while the seeds divide:
+    ``R = gcd(devices, seeds)``, then ``D = gcd(devices // R, batch_size)`` (devices left
+    over by that rule stay idle, and the run says so in its log). A mesh that does not fit
+    is a :class:`MeshError` naming the fix.
+
+    Example:
+        >>> resolve_mesh(None, seeds=4) is None
+        True
+        >>> dict(resolve_mesh((1, 1), seeds=4).shape)
+        {'replica': 1, 'data': 1}
+        >>> resolve_mesh("3,1", seeds=4)
+        Traceback (most recent call last):
+        ...
+        jaxticket.parallel.MeshError: mesh 3,1: 4 seeds cannot be split evenly over 3 replica devices; choose seeds a multiple of 3, or R dividing 4
+    """
+    if mesh is None:
+        return None
+    if isinstance(mesh, Mesh):
+        shape = (int(mesh.shape.get(REPLICA, 0)), int(mesh.shape.get(DATA, 0)))
+        if set(mesh.axis_names) != {REPLICA, DATA}:
+            raise MeshError(f"a mesh needs the axes ('{REPLICA}', '{DATA}'), got {tuple(mesh.axis_names)}; "
+                            "build it with jaxticket.parallel.make_mesh(replicas=R, data=D)")
+    elif isinstance(mesh, str) and mesh.strip().lower() == "auto":
+        shape = _auto_shape(jax.device_count(), seeds, batch_size)
+    else:
+        try:
+            parts = [int(x) for x in (mesh.split(",") if isinstance(mesh, str) else mesh)]
+        except (TypeError, ValueError):
+            parts = []
+        if len(parts) != 2 or min(parts) < 1:
+            raise MeshError(f"mesh {mesh!r}: give R,D (R replicas x D data devices, both >= 1, e.g. 4,2), "
+                            "'auto', or a jaxticket.parallel.make_mesh mesh") from None
+        shape = (parts[0], parts[1])
+    replicas, data = shape
+    name = f"{replicas},{data}"
+    if seeds % replicas:
+        raise MeshError(f"mesh {name}: {seeds} seeds cannot be split evenly over {replicas} replica devices; "
+                        f"choose seeds a multiple of {replicas}, or R dividing {seeds}")
+    if batch_size is not None and batch_size % data:
+        raise MeshError(f"mesh {name}: a batch of {batch_size} cannot be split evenly over {data} data devices; "
+                        f"choose batch_size a multiple of {data}, or D dividing {batch_size}")
+    if replicas * data > jax.device_count():
+        raise MeshError(f"mesh {name} needs {replicas * data} devices, {jax.device_count()} exist "
+                        f"({jax.process_count()} process(es)); choose R x D <= {jax.device_count()}")
+    return mesh if isinstance(mesh, Mesh) else make_mesh(replicas, data)
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files (process 0 of a multi-process run)."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """A barrier of every process (nothing on one process): where one process needs
+    files another has written."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"jaxticket:{name}")
+
+
+def agree(ok: bool) -> bool:
+    """Process 0's ``ok`` on every process (itself on one process): processes act on one
+    decision (e.g. whether process 0 got the run directory's lock)."""
+    if jax.process_count() == 1:
+        return bool(ok)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(ok))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

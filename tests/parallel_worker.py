@@ -7,6 +7,11 @@
         one of 2 processes (2 fake devices each, 4 in all, mesh 2x2, S=2); writes the
         final params gathered on the host.
 
+    python tests/parallel_worker.py imp_mesh OUT.json
+        8 fake devices: jt.imp (2 levels, 8 seeds) on meshes (1, 1), (8, 1) and (4, 2)
+        ("auto"'s rule checked), a reinit branch, and an instability sweep with copies on (4, 2); writes
+        the differences from the one-device run.
+
 Importable: ``setup()`` gives the config and data shared with the in-process reference.
 """
 
@@ -106,9 +111,70 @@ def distributed(process_id, port, out_path):
     jax.distributed.shutdown()
 
 
+def imp_mesh(out_path):
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    import jaxticket as jt
+    from jaxticket import parallel
+
+    assert jax.device_count() == 8, jax.devices()
+    task, fit_kw, ds, images, labels = setup()
+    x = (images.astype(np.float32) / 255.0 - 0.5) / 0.25  # normalised, as the ArrayDataset of setup() is
+    data = jt.data.from_arrays(train=(x, labels), test=(x[:48], labels[:48]), validation_size=32)
+    kw = dict(levels=2, steps=12, batch_size=16, seeds=8, eval_every=6, chunk_size=6, log=None, progress=False)
+    pruner = jt.magnitude(0.3)
+
+    def levels(run, kind=None):
+        out = run.levels if kind is None else [run.branches[kind][l] for l in sorted(run.branches[kind])]
+        return [{"params": parallel.to_host(l.params), "mask": parallel.to_host(l.mask.keep),
+                 "acc": np.asarray(l.test_accuracy, np.float64)} for l in out]
+
+    def diff(a, b):
+        return {"params": max(_maxdiff(x["params"], y["params"]) for x, y in zip(a, b)),
+                "masks_equal": all(all(np.array_equal(p, q) for p, q in zip(jax.tree.leaves(x["mask"]),
+                                                                             jax.tree.leaves(y["mask"])))
+                                   for x, y in zip(a, b)),
+                "acc": max(float(np.max(np.abs(x["acc"] - y["acc"]))) for x, y in zip(a, b))}
+
+    one = jt.imp(task, data, pruner, mesh=(1, 1), workdir=tempfile.mkdtemp(), **kw)
+    one.branch("reinit", levels=[2])
+    ref, ref_branch = levels(one), levels(one, "reinit")
+    result = {}
+    assert dict(parallel.resolve_mesh("auto", seeds=8, batch_size=16).shape) == {"replica": 8, "data": 1}
+    assert dict(parallel.resolve_mesh("auto", seeds=2, batch_size=16).shape) == {"replica": 2, "data": 4}
+    for name, mesh in {"8x1": (8, 1), "4x2": "4,2"}.items():
+        run = jt.imp(task, data, pruner, mesh=mesh, workdir=tempfile.mkdtemp(), **kw)
+        result[name] = diff(ref, levels(run))
+        result[name]["shards"] = len(jax.tree.leaves(run.levels[2].params)[0].sharding.device_set)
+        if name == "4x2":
+            run.branch("reinit", levels=[2])
+            result["branch_4x2"] = diff(ref_branch, levels(run, "reinit"))
+    sweep_kw = dict(ks=[0, 6], levels=[0, 1], steps=12, batch_size=16, seeds=2, copies=2, num_alphas=3,
+                    eval_every=6, log=None, progress=False)
+    rows_one = jt.instability_sweep(task, data, pruner, workdir=tempfile.mkdtemp(), mesh=(1, 1), **sweep_kw)
+    rows_mesh = jt.instability_sweep(task, data, pruner, workdir=tempfile.mkdtemp(), mesh=(4, 2), **sweep_kw)
+    result["sweep"] = {"rows": len(rows_mesh), "barrier": max(abs(a["test_barrier"] - b["test_barrier"])
+                                                            for a, b in zip(rows_one, rows_mesh)),
+                       "copy_l2": max(float(np.max(np.abs(np.subtract(a["copy_l2"], b["copy_l2"]))))
+                                      for a, b in zip(rows_one, rows_mesh))}
+    try:
+        jt.imp(task, data, pruner, mesh=(3, 1), **kw)
+    except parallel.MeshError as e:
+        result["error"] = str(e)
+    with open(out_path, "w") as f:
+        json.dump(result, f)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "sharded":
+    if mode == "imp_mesh":
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + FAST_COMPILE
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        imp_mesh(sys.argv[2])
+    elif mode == "sharded":
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + FAST_COMPILE
         os.environ["JAX_PLATFORMS"] = "cpu"
         sharded(sys.argv[2])

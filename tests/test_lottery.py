@@ -187,7 +187,7 @@ def test_branches_reuse_the_imp_masks(imp_run, digits):
 
 
 def test_config_validation_messages():
-    with pytest.raises(ValueError, match=r"reset must be one of 'rewind', 'finetune', got 'lottery'"):
+    with pytest.raises(ValueError, match=r"reset must be one of 'rewind', 'finetune', 'lr_rewind', got 'lottery'"):
         tiny_config(reset="lottery")
     with pytest.raises(ValueError, match=r"rewind_step must be in \[0, steps=40\]"):
         tiny_config(rewind_step=100)

@@ -186,6 +186,49 @@ def _interrupted(*, exit_now: bool) -> int:
     os._exit(130)
 
 
+def _start_distributed(args) -> None:
+    """``--distributed``: ``jax.distributed.initialize`` (auto-detected on TPU pods and
+    under SLURM, or ``--coordinator``/``--num-processes``/``--process-id``) before any
+    other JAX call; the other processes' standard output is silenced (process 0 speaks
+    for the job). The three flags without ``--distributed`` are a usage error."""
+    explicit = {"--coordinator": getattr(args, "coordinator", None), "--num-processes": getattr(args, "num_processes", None),
+                "--process-id": getattr(args, "process_id", None)}
+    if not getattr(args, "distributed", False):
+        given = [flag for flag, value in explicit.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} need(s) --distributed (one of several processes)")
+        return
+    from jaxticket import parallel
+
+    try:
+        parallel.initialize_distributed(explicit["--coordinator"], explicit["--num-processes"], explicit["--process-id"])
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--distributed: jax.distributed.initialize failed ({one_line(e)[:300]}); on one machine "
+                         "give --coordinator HOST:PORT --num-processes N --process-id I") from None
+    if not parallel.is_primary():
+        sys.stdout = open(os.devnull, "w")
+
+
+def _speaks() -> bool:
+    """Whether this process prints the job's error lines (one process, or process 0)."""
+    import jax
+
+    return "jax" not in sys.modules or not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def _agreed(e: BaseException) -> bool:
+    """Errors every process of a job meets alike (process 0 says them once)."""
+    from jaxticket import rundir
+
+    return isinstance(e, (rundir.RunLockedError, rundir.ConfigMismatchError, rundir.DataMismatchError))
+
+
+def _process_prefix() -> str:
+    import jax
+
+    return "" if _speaks() else f"[process {jax.process_index()}] "
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -199,6 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import_plugins(argv)
         args = build_parser().parse_args(argv)
+        _start_distributed(args)
         from jaxticket import compilation_cache
 
         if getattr(args, "no_compilation_cache", False):
@@ -210,17 +254,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         if debug:
             raise
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+        if _speaks():  # every process of a job checks the same command line: process 0 says it
+            print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return UsageError.exit_code
     except KeyboardInterrupt:
         return _interrupted(exit_now=argv_given is False)
     except Exception as e:  # noqa: BLE001: one line unless --debug
         if debug:
             raise
+        from jaxticket import parallel
+
+        if isinstance(e, parallel.MeshError):  # a mesh found not to fit only once the run was opened
+            if _speaks():
+                print(f"{PROG}: error: --mesh: {one_line(e)}", file=sys.stderr)
+            return UsageError.exit_code
         message = _runtime_message(e)
         if message is None:
             message = f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"
-        print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+        if _speaks() or not _agreed(e):
+            print(f"{PROG}: error: {_process_prefix()}{one_line(message)}", file=sys.stderr)
         return RunError.exit_code
 
 

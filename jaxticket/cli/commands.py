@@ -80,10 +80,12 @@ def _run(args, *, levels: Optional[int], default_suffix: str) -> int:
 
     config = resolve_config(args, levels=levels)
     workdir = pathlib.Path(args.workdir or f"runs/{args.config}{default_suffix}")
+    mesh = _mesh(args, config)
     _check_workdir(workdir)
     _print_config(config, f"jaxticket {args.command}: preset {args.config}, workdir {workdir}\nconfig:")
     lottery.run_imp(config, workdir, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                    overwrite=args.overwrite, redo_levels=args.redo_levels, progress=_progress(args), log=_log)
+                    overwrite=args.overwrite, redo_levels=args.redo_levels, progress=_progress(args), log=_log,
+                    mesh=mesh)
     print(f"results: {workdir / 'results.csv'} (`jaxticket report {workdir}` for the table and plots)")
     return 0
 
@@ -104,7 +106,7 @@ def cmd_branch(args) -> int:
 
     try:
         lottery.run_branch(args.run_dir, args.kind, args.levels, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                           redo_levels=args.redo_levels, progress=_progress(args), log=_log)
+                           redo_levels=args.redo_levels, progress=_progress(args), log=_log, mesh=args.mesh)
     except lottery.BranchLevelError as e:
         raise UsageError(f"--levels / --redo-level: {e}") from None
     print(f"results: {pathlib.Path(args.run_dir) / 'results.csv'}")
@@ -206,6 +208,8 @@ def cmd_instability(args) -> int:
     if args.train_examples is not None and args.train_examples < 1:
         raise UsageError(f"--train-examples must be >= 1 (or left out for all), got {args.train_examples}")
     _check_levels_reachable(config, args.analysis_levels)
+    if args.mesh is not None:
+        _mesh(args, config, copies=args.copies)
     _check_workdir(workdir)
     try:
         doomed = rundir.check_sweep_folder(workdir) if args.overwrite else []
@@ -222,7 +226,7 @@ def cmd_instability(args) -> int:
     rows = instability.sweep_from_config(
         config, args.ks, args.analysis_levels, workdir=workdir, copies=args.copies, data_dir=args.data_dir,
         manual_dir=args.manual_dir, num_alphas=args.alphas, batch_stats=args.batch_stats,
-        train_examples=args.train_examples, align=args.align, progress=_progress(args), log=_log)
+        train_examples=args.train_examples, align=args.align, progress=_progress(args), log=_log, mesh=args.mesh)
     print(report.format_instability_table(rows))
     print(f"results: {workdir / 'results.csv'}, plots: {workdir / 'instability_vs_k.png'}, "
           f"{workdir / 'error_curves.png'}")
@@ -283,6 +287,18 @@ def _check_compare(args) -> None:
         close = difflib.get_close_matches(args.layer, leaves, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"--layer {args.layer}: no such leaf{hint}; leaves: {', '.join(leaves)}")
+
+
+def _mesh(args, config, copies: int = 1):
+    """``--mesh`` checked against the seeds (x copies) and the batch before anything is loaded."""
+    from jaxticket import parallel
+
+    if args.mesh is None:
+        return None
+    try:
+        return parallel.resolve_mesh(args.mesh, seeds=config.imp.seeds * copies, batch_size=config.imp.fit.batch_size)
+    except parallel.MeshError as e:
+        raise UsageError(f"--mesh {args.mesh}: {e}") from None
 
 
 def _log(line: str) -> None:

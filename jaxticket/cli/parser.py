@@ -24,9 +24,25 @@ def _add_run_flags(p: argparse.ArgumentParser, *, levels: bool) -> None:
                    help="any other setting, by name (lr=0.01, eval_every=100) or path (imp.fit.steps); "
                         "VALUE is JSON if it parses, else a string; repeatable")
     _add_data_flags(p)
+    _add_mesh_flag(p)
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --workdir")
     p.add_argument("--redo-level", type=int, nargs="+", default=[], metavar="L", dest="redo_levels",
                    help="discard these finished levels (e.g. a damaged one) and train them again; keeps the others")
+
+
+def _add_mesh_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mesh", metavar="R,D",
+                   help="train on a device mesh: R replica devices (the seeds) x D data devices (each batch), "
+                        "or 'auto' (every device of every process, replicas first); default: one device")
+
+
+def _add_distributed_flags(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--distributed", action="store_true", default=default,
+                   help="one of several processes (every host of a TPU pod slice or SLURM job runs the same "
+                        "command): jax.distributed.initialize, auto-detected, or with the three flags below")
+    p.add_argument("--coordinator", metavar="HOST:PORT", default=default, help="process 0's address (with --distributed)")
+    p.add_argument("--num-processes", type=int, metavar="N", default=default, help="processes in all (with --distributed)")
+    p.add_argument("--process-id", type=int, metavar="I", default=default, help="this process, 0..N-1 (with --distributed)")
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -46,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import a module first (one that registers pruners or branch kinds); repeatable")
     parser.add_argument("--no-compilation-cache", action="store_true",
                         help="do not use JAX's persistent compilation cache (also JAXTICKET_COMPILATION_CACHE=off)")
+    _add_distributed_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
     p = sub.add_parser("configs", help="list the presets, or print one in full")
@@ -64,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo-level", type=int, nargs="+", default=[], metavar="L", dest="redo_levels",
                    help="discard these levels of this branch and train them again")
     _add_data_flags(p)
+    _add_mesh_flag(p)
 
     p = sub.add_parser("report", help="table and plots of density vs accuracy")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -104,4 +122,5 @@ def build_parser() -> argparse.ArgumentParser:
                              dest="imports", help="import a module first (your pruners); repeatable")
         command.add_argument("--no-compilation-cache", action="store_true", default=argparse.SUPPRESS,
                              help="do not use JAX's persistent compilation cache")
+        _add_distributed_flags(command, argparse.SUPPRESS)
     return parser

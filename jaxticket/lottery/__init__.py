@@ -76,13 +76,13 @@ from jaxticket.lottery.settings import PRUNE_FROM, RESETS, REWIND_PARTS, ImpSett
 from jaxticket.lottery.results import RESULT_FIELDS, LevelResult, level_rows
 from jaxticket.lottery.engine import Engine
 from jaxticket.lottery.branches import BRANCHES, REINIT_SEED_STRIDE, BranchContext, branch_kinds, register_branch
-from jaxticket.lottery.run import BranchLevelError, ImpRun, branch_levels, imp, imp_settings
+from jaxticket.lottery.run import BranchLevelError, ImpRun, branch_levels, imp, imp_settings, place_data
 from jaxticket.lottery.config import (LotteryConfig, check_config, load_data, load_results, objects_from_config,
                                       open_run, run_branch, run_imp, upgrade_config)
 
 __all__ = [
     "BRANCHES", "BranchContext", "BranchLevelError", "Engine", "ImpRun", "ImpSettings", "LevelResult",
     "LotteryConfig", "PRUNE_FROM", "REINIT_SEED_STRIDE", "RESETS", "RESULT_FIELDS", "REWIND_PARTS",
-    "branch_kinds", "branch_levels", "check_config", "imp", "imp_settings", "level_rows", "load_data", "load_results",
+    "branch_kinds", "branch_levels", "check_config", "imp", "imp_settings", "place_data", "level_rows", "load_data", "load_results",
     "objects_from_config", "open_run", "register_branch", "run_branch", "run_imp", "upgrade_config",
 ]

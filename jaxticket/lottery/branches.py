@@ -1,16 +1,16 @@
 """Branches: baselines trained from an IMP lineage's masks at chosen levels, and their registry.
 
 A branch kind is a function ``(ctx: BranchContext) -> TrainState`` registered with
-:func:`register_branch`; built in: ``"rewind"`` and ``"finetune"`` (re-runs of an IMP
-level), ``"reinit"`` (the mask on a fresh initialisation, init seed ``init_seed +
+:func:`register_branch`; built in: ``"rewind"``, ``"finetune"`` and ``"lr_rewind"`` (re-runs
+of an IMP level: weight rewinding, fine-tuning, learning-rate rewinding), ``"reinit"`` (the mask on a fresh initialisation, init seed ``init_seed +
 REINIT_SEED_STRIDE * level``), ``"random_mask"`` (a random mask with the same per-layer
 counts, on the rewind point's weights), and the sanity checks of Frankle et al. 2021:
 ``"shuffle"`` (the mask shuffled within each layer), ``"reinit"``, ``"invert"`` (the
 pruner's scores inverted).
 
 Example:
-    >>> sorted(branch_kinds())[:4]
-    ['finetune', 'invert', 'random_mask', 'reinit']
+    >>> sorted(branch_kinds())[:5]
+    ['finetune', 'invert', 'lr_rewind', 'random_mask', 'reinit']
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ class BranchContext:
     def finetuned(self, mask: Mask):
         """The previous level's final weights under ``mask``, from step ``k``."""
         return self.run.engine.finetuned(self.run.rewind_state, self.run.final_state(self.level - 1), mask)
+
+    def lr_rewound(self, mask: Mask):
+        """The previous level's final weights under ``mask``, the learning-rate schedule
+        replayed from step ``k`` (learning-rate rewinding, Renda et al. 2020)."""
+        return self.run.engine.lr_rewound(self.run.rewind_state, self.run.final_state(self.level - 1), mask)
 
     def fresh(self, mask: Mask, init_offset: int = 0):
         """A fresh initialisation (init seed ``+ init_offset``) under ``mask``, at step 0."""
@@ -126,6 +131,14 @@ def _rewind_branch(ctx: BranchContext):
 @register_branch("finetune")
 def _finetune_branch(ctx: BranchContext):
     return ctx.finetuned(ctx.mask)
+
+
+@register_branch("lr_rewind")
+def _lr_rewind_branch(ctx: BranchContext):
+    """Learning-rate rewinding (Renda et al. 2020): the previous level's trained weights
+    pruned by this level's mask, the step counter set back to k, so the learning-rate
+    schedule replays from k over the same T - k steps as weight rewinding."""
+    return ctx.lr_rewound(ctx.mask)
 
 
 @register_branch("reinit")

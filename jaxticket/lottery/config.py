@@ -177,7 +177,7 @@ def _config_run(config: LotteryConfig, workdir, *, datasets=None, data_dir=None,
 
 def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, manual_dir=None,
             overwrite: bool = False, redo_levels: Sequence[int] = (), progress=None,
-            log: Callable = print) -> list[dict]:
+            log: Callable = print, mesh=None) -> list[dict]:
     """Runs (or resumes) the IMP experiment of a LotteryConfig in ``workdir``.
 
     The dataset is loaded (``data_dir``/``manual_dir`` for TFDS; or pass ``datasets``, a
@@ -192,7 +192,7 @@ def run_imp(config: LotteryConfig, workdir, *, datasets=None, data_dir=None, man
         jt.run_branch("runs/lenet", "random_mask", levels=[5, 10])
     """
     run = _config_run(config, workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir,
-                      overwrite=overwrite, redo_levels=redo_levels, progress=progress, log=log)
+                      overwrite=overwrite, redo_levels=redo_levels, progress=progress, log=log, mesh=mesh)
     try:
         return [r for level in run.run().levels for r in level.rows]
     finally:
@@ -217,7 +217,8 @@ def open_run(workdir, *, datasets=None, data_dir=None, manual_dir=None, progress
 
 
 def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, datasets=None, data_dir=None,
-               manual_dir=None, redo_levels: Sequence[int] = (), progress=None, log: Callable = print) -> list[dict]:
+               manual_dir=None, redo_levels: Sequence[int] = (), progress=None, log: Callable = print,
+               mesh=None) -> list[dict]:
     """Runs a baseline from a run directory made by :func:`run_imp` at chosen levels.
 
     ``kind``: a registered branch kind (:func:`branch_kinds`). ``levels``: default all
@@ -233,7 +234,8 @@ def run_branch(workdir, kind: str, levels: Optional[Sequence[int]] = None, *, da
     directory = rundir_lib.RunDir(workdir)
     if directory.identity() is not None:  # the levels checked before the dataset is loaded too
         branch_levels(directory.finished(), levels, redo_levels)
-    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log)
+    run = open_run(workdir, datasets=datasets, data_dir=data_dir, manual_dir=manual_dir, progress=progress, log=log,
+                   mesh=mesh)
     try:
         wanted = run.branch_levels(levels, redo=redo_levels)  # checked before a redone level is deleted
         run.discard_branch_levels(kind, redo_levels)

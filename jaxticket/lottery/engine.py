@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxticket import masks as masks_lib
+from jaxticket import parallel
 from jaxticket import pruning
 from jaxticket import train as train_lib
 from jaxticket.lottery.settings import ImpSettings
@@ -64,16 +65,24 @@ class Engine:
     Attributes: ``task``, ``settings`` (:class:`~jaxticket.lottery.ImpSettings`), ``ones``
     (the all-True mask of the prunable leaves)."""
 
-    def __init__(self, task: train_lib.Task, settings: ImpSettings):
-        self.task, self.settings = task, settings
+    def __init__(self, task: train_lib.Task, settings: ImpSettings, mesh=None):
+        self.task, self.settings, self.mesh = task, settings, mesh
         self.ones = masks_lib.ones_like(task.abstract_params(), settings.prunable)
 
     def initial(self, mask: Optional[Mask] = None, init_offset: int = 0):
-        """Every replica's initial state under ``mask`` (default all-True), init seed ``+ init_offset``."""
+        """Every replica's initial state under ``mask`` (default all-True), init seed ``+ init_offset``;
+        on the mesh (seeds over its replica axis) when there is one."""
         s = self.settings
         streams = {**s.fit.seed_streams, "init_seed": s.fit.init_seed + init_offset}
-        return train_lib.init_state(self.task, mask=self.ones if mask is None else mask, seeds=s.seeds,
-                                    vary=s.vary, **streams)
+        if mask is not None and self.mesh is not None:
+            mask = parallel.to_host(mask)  # built on one device, like the state, then placed
+        state = train_lib.init_state(self.task, mask=self.ones if mask is None else mask, seeds=s.seeds,
+                                     vary=s.vary, **streams)
+        return self.place(state)
+
+    def place(self, state):
+        """``state`` (seeds-batched) on the mesh: seeds over ``"replica"``; itself without a mesh."""
+        return state if self.mesh is None else parallel.shard_state(state, self.mesh)
 
     def rewound(self, rewind_state, mask: Mask):
         """The rewind point under ``mask``: what ``rewind_restores`` names restored, the rest fresh."""
@@ -85,6 +94,14 @@ class Engine:
         """A previous level's final weights under ``mask``, at the rewind step, optimizer fresh."""
         return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
 
+    def lr_rewound(self, rewind_state, previous_final, mask: Mask):
+        """Learning-rate rewinding (Renda et al. 2020): a previous level's final weights (and
+        BatchNorm statistics) under ``mask``, the step counter set back to the rewind step k
+        so the learning-rate schedule (and data order) replays from k, optimizer state fresh
+        with its schedules advanced to k. The same program as :meth:`finetuned`, which in
+        jaxticket also trains steps k..T with the schedule from k."""
+        return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
+
     def prune(self, pruner, level: int, params, mask: Mask) -> Mask:
         """The mask of ``level`` from the previous level's final ``params`` and ``mask``,
         vmapped over seeds; random pruners get ``fold_in(key(pruning_seed), level)``, split
@@ -93,7 +110,7 @@ class Engine:
         step_pruner = pruning.for_level(pruner, level)
         new = _prune(step_pruner, params, mask, np.int32(s.pruning_seed), np.int32(level))
         if not (s.allow_empty_layers or step_pruner.allows_empty):
-            emptied = masks_lib.emptied_leaves(mask, new, batch_dims=1)
+            emptied = masks_lib.emptied_leaves(parallel.to_host(mask), parallel.to_host(new), batch_dims=1)
             if emptied:
                 raise pruning.PruningError(
                     f"level {level}: the pruner would remove the last weight of {emptied}, disconnecting "

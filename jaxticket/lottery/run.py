@@ -13,12 +13,12 @@ import pathlib
 import time
 from typing import Any, Callable, Optional, Sequence
 
-import jax
 import numpy as np
 
 from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import masks as masks_lib
+from jaxticket import parallel
 from jaxticket import pruning
 from jaxticket import rundir as rundir_lib
 from jaxticket import train as train_lib
@@ -28,7 +28,7 @@ from jaxticket.lottery.results import LevelResult, level_rows, per_seed
 from jaxticket.lottery.settings import ImpSettings
 from jaxticket.masks import Mask
 
-__all__ = ["BranchLevelError", "ImpRun", "branch_levels", "imp", "imp_settings"]
+__all__ = ["BranchLevelError", "ImpRun", "branch_levels", "imp", "imp_settings", "place_data"]
 
 
 class BranchLevelError(ValueError):
@@ -58,6 +58,19 @@ def branch_levels(finished: Sequence[int], levels: Optional[Sequence[int]] = Non
     return wanted
 
 
+def place_data(data, mesh):
+    """``data``'s device-resident splits replicated on every device of ``mesh`` (each
+    replica gathers its own batches from them on the device; a host stream is left to
+    put each batch on the mesh itself); ``data`` itself without a mesh."""
+    if mesh is None:
+        return data
+    import dataclasses
+
+    placed = {name: split if split is None or isinstance(split, train_lib.HostStream) else parallel.replicate(split, mesh)
+              for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test))}
+    return dataclasses.replace(data, **placed)
+
+
 class ImpRun:
     """The handle of an IMP run: its levels, branches and rewind point.
 
@@ -77,10 +90,13 @@ class ImpRun:
 
     def __init__(self, task, data, pruner, settings: ImpSettings, workdir=None, identity: Optional[dict] = None,
                  *, overwrite: bool = False, redo_levels: Sequence[int] = (), redo_kind: str = rundir_lib.IMP_KIND,
-                 progress=None, log: Optional[Callable] = print):
-        self.task, self.data, self.pruner, self.settings = task, data, pruner, settings
+                 progress=None, log: Optional[Callable] = print, mesh=None):
+        self.mesh = parallel.resolve_mesh(mesh, seeds=settings.seeds, batch_size=settings.fit.batch_size)
+        self.task, self.data, self.pruner, self.settings = task, place_data(data, self.mesh), pruner, settings
         self.progress, self.log = progress, (log or (lambda *_: None))
-        self.engine = Engine(task, settings)
+        if not parallel.is_primary():  # one process speaks for a multi-process run
+            self.log, self.progress = (lambda *_: None), False
+        self.engine = Engine(task, settings, self.mesh)
         self.levels: list[LevelResult] = []
         self.branches: dict[str, dict[int, LevelResult]] = {}
         self._rewind_state = None
@@ -191,7 +207,8 @@ class ImpRun:
         s, data = self.settings, self.data
         t0 = time.perf_counter()
         start_step = train_lib.host_step(state)
-        fit_kw = dict(val=data.validation, test=data.test, rewind_step=rewind_step, progress=self.progress)
+        fit_kw = dict(val=data.validation, test=data.test, rewind_step=rewind_step, progress=self.progress,
+                      mesh=self.mesh)
         if self._dir is not None:
             self._dir.save_mask(level, kind, state.mask)
             level_dir = self._dir.level_dir(level, kind)
@@ -199,6 +216,7 @@ class ImpRun:
             with ckpt_lib.RunCheckpoints(level_dir, level_identity) as ckpts:
                 result = train_lib.fit(self.task, state, data.train, s.fit, checkpoints=ckpts,
                                        metrics_path=level_dir / rundir_lib.METRICS_FILE, **fit_kw)
+            parallel.sync(f"trained:{kind}:{level}")  # process 0's metrics file complete for every process
             history = self._dir.history(level, kind)
         else:
             result = train_lib.fit(self.task, state, data.train, s.fit, **fit_kw)
@@ -207,8 +225,8 @@ class ImpRun:
         for name, ds in (("test", data.test), ("val", data.validation)):
             if ds is None:
                 continue
-            ev = jax.device_get(train_lib.evaluate(self.task, result.state, ds, batch_size=s.fit.eval_batch_size,
-                                                   logits=name == "test"))
+            ev = parallel.to_host(train_lib.evaluate(self.task, result.state, ds, batch_size=s.fit.eval_batch_size,
+                                                     logits=name == "test", mesh=self.mesh))
             final[f"{name}_accuracy"] = per_seed(ev.get("accuracy"), s.seeds)
             final[f"{name}_loss"] = per_seed(ev["loss"], s.seeds)
             for metric in self.task.metric_names:  # a task's own metrics (regression: mae, ...)
@@ -216,7 +234,7 @@ class ImpRun:
                     final[f"{name}_{metric}"] = per_seed(ev.get(metric), s.seeds)
             if name == "test":
                 logits = np.asarray(ev["logits"], np.float32)
-        density = masks_lib.host_density(result.state.mask, batch_dims=1).tolist()
+        density = masks_lib.host_density(parallel.to_host(result.state.mask), batch_dims=1).tolist()
         rows = level_rows(kind, level, s.seeds, density, final, history, start_step, s.fit.steps)
         elapsed = round(time.perf_counter() - t0, 3)
         if self._dir is not None:
@@ -254,6 +272,8 @@ class ImpRun:
                     mask = self.engine.prune(self.pruner, level, scored, previous_mask)
                     if s.reset == "rewind":
                         state = self.engine.rewound(self.rewind_state, mask)
+                    elif s.reset == "lr_rewind":
+                        state = self.engine.lr_rewound(self.rewind_state, previous, mask)
                     else:
                         state = self.engine.finetuned(self.rewind_state, previous, mask)
                 result, fitted = self._train(state, rundir_lib.IMP_KIND, level,
@@ -357,7 +377,7 @@ class ImpRun:
 
 def imp(task: train_lib.Task, data, pruner, *, settings: Optional[ImpSettings] = None, workdir=None,
         overwrite: bool = False, redo_levels: Sequence[int] = (), progress=None, log: Optional[Callable] = print,
-        identity: Optional[dict] = None, **named) -> ImpRun:
+        identity: Optional[dict] = None, mesh=None, **named) -> ImpRun:
     """Iterative magnitude pruning on objects: trains (or resumes) the lineage, returns its handle.
 
     Args:
@@ -378,6 +398,12 @@ def imp(task: train_lib.Task, data, pruner, *, settings: Optional[ImpSettings] =
         per level (``None``: quiet).
       identity: what the run directory records as the run's identity (default: the
         task's description, the pruner, the settings); the data fingerprint is added.
+      mesh: where it trains (:func:`jaxticket.parallel.resolve_mesh`): ``None`` one
+        device; a :func:`jaxticket.parallel.make_mesh` mesh, ``(R, D)`` or ``"auto"``: the
+        seeds over ``R`` replica devices, each replica's batch over ``D``. The same seeds
+        give the same results on any ``(R, 1)`` mesh (bit for bit on the CPU); ``D > 1``
+        sums each gradient in another order (float tolerance). Not part of the run's
+        identity: a run may resume on another mesh.
 
     Returns:
       :class:`ImpRun`: ``run.levels[i].mask / .density / .test_accuracy / .params``,
@@ -410,7 +436,7 @@ def imp(task: train_lib.Task, data, pruner, *, settings: Optional[ImpSettings] =
             "task": task.describe(), "pruner": pruning.describe(pruner), "settings": s.to_dict()}
         identity = {**base, "data": data.fingerprint()}
     run = ImpRun(task, data, pruner, s, workdir, identity, overwrite=overwrite, redo_levels=redo_levels,
-                 progress=progress, log=log)
+                 progress=progress, log=log, mesh=mesh)
     try:
         return run.run()
     finally:

@@ -25,7 +25,7 @@ from jaxticket.train.state import VARY_STREAMS
 
 __all__ = ["ImpSettings", "PRUNE_FROM", "RESETS", "REWIND_PARTS"]
 
-RESETS = ("rewind", "finetune")
+RESETS = ("rewind", "finetune", "lr_rewind")
 PRUNE_FROM = ("final", "rewind")
 REWIND_PARTS = ("params", "batch_stats", "opt_state")
 
@@ -43,7 +43,10 @@ class ImpSettings:
       seeds: replicas trained together (vmapped), each with its own masks.
       vary: which random streams differ across replicas (``init``, ``data``, ``aug``,
         ``dropout``).
-      reset: the lineage's reset mode, one of :data:`RESETS`.
+      reset: the lineage's reset mode, one of :data:`RESETS`: ``"rewind"`` (the rewind
+        point's weights), ``"finetune"`` (the previous level's final weights, steps k..T),
+        ``"lr_rewind"`` (Renda et al. 2020's learning-rate rewinding: the previous level's
+        final weights, the step counter and so the learning-rate schedule set back to k).
       rewind_restores: what a rewind restores, a subset of :data:`REWIND_PARTS`
         containing ``"params"`` (default open_lth's: weights and BN statistics; the
         optimizer state fresh; the schedule resumes at k in every case).

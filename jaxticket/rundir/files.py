@@ -1,7 +1,10 @@
 """Files of a run directory written atomically, and arrays kept by their leaf paths.
 
 Every file is written through a temporary file beside it, ``fsync`` and ``os.replace``,
-so a reader sees the old file or the complete new one, never a partial one.
+so a reader sees the old file or the complete new one, never a partial one. In a
+multi-process run (``jax.distributed``) only process 0 writes (:func:`write_atomic` is
+a no-op elsewhere); arrays spread over processes are gathered first, on every process
+(:func:`save_tree` is called by all of them), and read back onto the shardings of ``like``.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -26,6 +29,7 @@ import jax
 import numpy as np
 
 from jaxticket import masks as masks_lib
+from jaxticket import parallel
 from jaxticket.masks import Mask
 
 __all__ = ["CorruptRunError", "load_mask", "load_tree", "read_json", "save_mask", "save_tree", "sha256_of",
@@ -38,8 +42,11 @@ class CorruptRunError(ValueError):
 
 def write_atomic(path, data: bytes | str | Callable[[io.BufferedWriter], None]) -> pathlib.Path:
     """Writes ``data`` (bytes, text, or a function writing to a binary file) to ``path``
-    through a temporary file in the same folder, ``fsync`` and ``os.replace``."""
+    through a temporary file in the same folder, ``fsync`` and ``os.replace``. Only
+    process 0 of a multi-process run writes; the others return at once."""
     path = pathlib.Path(path)
+    if not parallel.is_primary():
+        return path
     payload = None if callable(data) else (data.encode("utf-8") if isinstance(data, str) else data)
     tmp = None
     try:
@@ -96,7 +103,8 @@ def read_json(path) -> Any:
 
 def save_tree(path, tree, extra: Optional[dict] = None) -> None:
     """Writes the array leaves of ``tree`` as ``.npz``, one array per leaf path (``a/b/c``)."""
-    arrays = {p: np.asarray(jax.device_get(x)) for p, x in zip(masks_lib.leaf_paths(tree), jax.tree.leaves(tree))}
+    host = parallel.to_host(tree)  # every process takes part in gathering a global array
+    arrays = {p: np.asarray(x) for p, x in zip(masks_lib.leaf_paths(host), jax.tree.leaves(host))}
     arrays.update(extra or {})
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
@@ -134,8 +142,12 @@ def load_tree(path, like=None):
     for p, leaf, want in zip(paths, leaves, jax.tree.leaves(like)):
         if tuple(leaf.shape) != tuple(np.shape(want)):
             raise ValueError(f"{path}: '{p}' has shape {leaf.shape}, expected {tuple(np.shape(want))}")
+    tree = jax.tree.unflatten(jax.tree.structure(like), leaves)
+    shardings = [getattr(w, "sharding", None) for w in jax.tree.leaves(like)]
+    if any(isinstance(sh, jax.sharding.NamedSharding) for sh in shardings):  # a state on a device mesh
+        return parallel.put(tree, jax.tree.unflatten(jax.tree.structure(like), shardings))
     # committed to the device like the states it joins (the compiled programs are keyed on it)
-    return jax.device_put(jax.tree.unflatten(jax.tree.structure(like), leaves), jax.local_devices()[0])
+    return jax.device_put(tree, jax.local_devices()[0])
 
 
 def save_mask(path, mask: Mask) -> None:

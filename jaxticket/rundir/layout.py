@@ -26,6 +26,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from jaxticket import parallel
 from jaxticket.masks import Mask
 from jaxticket.rundir.files import (CorruptRunError, load_mask, load_tree, read_json, save_mask, save_tree,
                                         sha256_of, write_atomic)
@@ -184,6 +185,8 @@ class RunDir:
         save_tree(d / BATCH_STATS_FILE, batch_stats)
         write_atomic(d / LOGITS_FILE, lambda f: np.save(f, np.asarray(test_logits, np.float32)))
         write_atomic(d / SUMMARY_FILE, json.dumps({"format": LEVEL_FORMAT, **summary}, indent=2) + "\n")
+        if not parallel.is_primary():  # process 0 wrote the files; it alone checksums them
+            return
         files = [n for n in (MASK_FILE, PARAMS_FILE, BATCH_STATS_FILE, LOGITS_FILE, METRICS_FILE, SUMMARY_FILE)
                  if (d / n).exists()]
         manifest = {n: {"bytes": (d / n).stat().st_size, "sha256": sha256_of(d / n)} for n in files}
@@ -227,10 +230,13 @@ class RunDir:
         """Removes one level's folder (to train it again), nothing else."""
         import shutil
 
-        shutil.rmtree(self.level_dir(level, kind), ignore_errors=True)
+        if parallel.is_primary():
+            shutil.rmtree(self.level_dir(level, kind), ignore_errors=True)
 
     def clean_temporary(self) -> list[pathlib.Path]:
         """Removes the temporary files of interrupted atomic writes; returns them."""
+        if not parallel.is_primary():
+            return []
         found = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         for p in found:
             p.unlink(missing_ok=True)

@@ -23,10 +23,11 @@ import pathlib
 import shutil
 from typing import Callable, Optional, Sequence
 
+from jaxticket import parallel
 from jaxticket.rundir.identity import (ConfigMismatchError, DataMismatchError, claim, config_diff,
                                            config_to_dict, describe_data, mismatch_message, read_identity)
 from jaxticket.rundir.layout import RunDir
-from jaxticket.rundir.lock import RunLock
+from jaxticket.rundir.lock import RunLock, RunLockedError
 from jaxticket.rundir.names import (BRANCHES_DIR, CONFIG_FILE, IMP_KIND, LEVELS_DIR, PERIODIC_DIR,
                                         RESULTS_CSV, RESULTS_JSON, REWIND_DIR, SWEEP_DIRS, SWEEP_FILES,
                                         SWEEP_IMP_DIR, SWEEP_TMP)
@@ -61,7 +62,7 @@ def open_run_dir(root, identity: dict, *, overwrite: bool = False, redo_levels: 
     (:class:`ConfigMismatchError`)."""
     log = log or (lambda *_: None)
     run_dir = RunDir(root)
-    lock = RunLock(run_dir.root).acquire()  # before anything is read or written
+    lock = _acquire_agreed(RunLock(run_dir.root))  # before anything is read or written
     try:
         if lock.previous:
             log(f"[run] took over the lock of {lock.previous}, which is no longer running")
@@ -82,7 +83,7 @@ def open_run_dir(root, identity: dict, *, overwrite: bool = False, redo_levels: 
                 f"run directory {run_dir.root} was trained on {describe_data(stored['data'])}, not on "
                 f"{describe_data(identity['data'])} given now; use another directory, or overwrite to start over")
         run_hash = claim(run_dir.root, identity, overwrite=overwrite, growable=GROWABLE)
-        if overwrite:  # only now that the run is known to be this one is anything deleted
+        if overwrite and parallel.is_primary():  # only now that the run is known to be this one is anything deleted
             for sub in (LEVELS_DIR, BRANCHES_DIR, PERIODIC_DIR, REWIND_DIR):
                 shutil.rmtree(run_dir.root / sub, ignore_errors=True)
             for name in (RESULTS_JSON, RESULTS_CSV):
@@ -90,10 +91,27 @@ def open_run_dir(root, identity: dict, *, overwrite: bool = False, redo_levels: 
         for level in redo_levels:
             run_dir.discard_level(int(level), redo_kind)
             log(f"[{redo_kind}] level {int(level):2d}  discarded, to be trained again")
+        parallel.sync("run_dir_opened")  # the others read nothing before process 0 has deleted
         return OpenRunDir(run_dir, lock, run_hash)
     except BaseException:
         lock.release()
         raise
+
+
+def _acquire_agreed(lock: RunLock) -> RunLock:
+    """``lock`` taken by process 0; every process raises the same :class:`RunLockedError`
+    when it was refused (so a multi-process job stops on every host, and the command
+    prints the line once, on process 0)."""
+    error = None
+    try:
+        lock.acquire()
+    except RunLockedError as e:
+        error = e
+    if not parallel.agree(error is None):
+        raise error if error is not None else RunLockedError(
+            f"run directory {lock.path.parent} is in use by another job (process 0 of this job could not "
+            "take its lock)")
+    return lock
 
 
 def _stored_identity(run_dir: RunDir, overwrite: bool) -> Optional[dict]:
