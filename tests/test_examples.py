@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 
 
 def test_the_two_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"bring_your_own.ipynb", "instability_vmapped_seeds.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"bring_your_own.ipynb", "instability_vmapped_seeds.ipynb", "nnx_lottery.ipynb"}
 
 
 @pytest.mark.slow

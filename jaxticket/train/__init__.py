@@ -2,7 +2,8 @@
 
 Reads in this order:
 
-1. :mod:`~jaxticket.train.task`: :class:`Task`, the model (any Flax Linen module), the
+1. :mod:`~jaxticket.train.task`: :class:`Task`, the model (any Flax Linen module, or a
+   Flax NNX one through :meth:`Task.from_nnx` and :mod:`~jaxticket.train.nnx`), the
    shape of one input, the loss, the optax transformation and the metrics; hashable,
    the key of every compiled function.
 2. :mod:`~jaxticket.train.config`: :class:`TrainConfig`, the model, data and optimizer
@@ -36,6 +37,7 @@ Example:
 """
 
 from jaxticket.train.task import MODEL_COLLECTIONS, Task, accuracy, optimizer_fingerprint, softmax_cross_entropy
+from jaxticket.train.nnx import NNXModel
 from jaxticket.train.config import (
     MILESTONE_UNITS,
     OPTIMIZERS,
@@ -85,7 +87,7 @@ from jaxticket.train.state import abstract, host_step
 
 __all__ = [
     "Checkpointing", "DIVERGENCE_FACTOR", "FitSettings", "SEED_STREAMS", "as_lists", "cut_unfinished_line", "fit_settings", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
-    "MetricsFile", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
+    "MetricsFile", "NNXModel", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
     "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "check_inputs",
     "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",

@@ -1,7 +1,8 @@
 """The Task: what is trained and how, as one hashable object.
 
-A :class:`Task` holds the model (any Flax Linen module), the shape of one input, the
-loss, the optax transformation and the metrics. Every compiled function of the training
+A :class:`Task` holds the model (any Flax Linen module, or a Flax NNX model through
+:meth:`Task.from_nnx`), the shape of one input, the loss, the optax transformation and
+the metrics. Every compiled function of the training
 engine is keyed on the Task (it is hashable and static under ``jit``), so two runs with
 the same Task share their compiled programs, and a change of any part recompiles.
 
@@ -19,6 +20,13 @@ The model contract:
   its name.
 * Dropout draws from the ``"dropout"`` rng, keyed per step from the state's
   ``dropout_key`` (``fold_in(dropout_key, step)``), in training only.
+
+A Flax NNX model (``nnx.Module``) is given as its factory, ``make_model(rngs) ->
+nnx.Module``, to :meth:`Task.from_nnx`; :class:`~jaxticket.train.nnx.NNXModel` holds it
+behind the same ``init`` / ``apply`` (its params are the ``nnx.Param`` state as a plain
+dict, its ``batch_stats`` the ``nnx.BatchStat`` state; the contract is in
+:mod:`jaxticket.train.nnx`), and :meth:`Task.to_nnx` gives trained weights back as a
+module.
 
 Example:
     >>> import flax.linen as nn, optax, jax.numpy as jnp
@@ -44,6 +52,7 @@ import numpy as np
 import optax
 
 from jaxticket import fingerprints
+from jaxticket.train.nnx import NNXModel, is_nnx_module, module_from
 
 __all__ = ["MODEL_COLLECTIONS", "Task", "accuracy", "softmax_cross_entropy"]
 
@@ -75,6 +84,8 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def _mode_keyword(model) -> Optional[str]:
+    if isinstance(model, NNXModel):
+        return "train"
     try:
         parameters = inspect.signature(type(model).__call__).parameters
     except (TypeError, ValueError):
@@ -100,7 +111,8 @@ class Task:
     compiled training function.
 
     Attributes:
-      model: a ``flax.linen.Module`` (see the module docstring for the contract).
+      model: a ``flax.linen.Module`` (see the module docstring for the contract), or
+        an :class:`~jaxticket.train.nnx.NNXModel` (built by :meth:`from_nnx`).
       input_shape: the shape of one input example, without the batch axis, e.g.
         ``(28, 28, 1)`` or ``(40,)``.
       loss: ``(outputs [B, ...], labels [B, ...]) -> per-example loss [B]``; training
@@ -138,6 +150,9 @@ class Task:
     name: Optional[str] = None
 
     def __post_init__(self):
+        if is_nnx_module(self.model):
+            raise TypeError(f"Task: model is an nnx.Module ({type(self.model).__name__}); use "
+                            f"Task.from_nnx(lambda rngs: {type(self.model).__name__}(..., rngs=rngs), input_shape=...)")
         if not (hasattr(self.model, "init") and hasattr(self.model, "apply")):
             raise TypeError(f"Task: model must be a flax.linen.Module (with init and apply), "
                             f"got {type(self.model).__name__}")
@@ -172,11 +187,77 @@ class Task:
             raise ValueError(f"Task: input_dtype {self.input_dtype!r} is not a dtype") from None
         object.__setattr__(self, "input_dtype", str(jnp.dtype(self.input_dtype)))
         if self.name is None:
-            object.__setattr__(self, "name", type(self.model).__name__)
+            model_type = self.model.module_type if isinstance(self.model, NNXModel) else type(self.model)
+            object.__setattr__(self, "name", model_type.__name__)
         try:
             hash(self)
         except TypeError as e:
             raise TypeError(f"Task: every part must be hashable (it keys the compiled programs): {e}") from None
+
+    @classmethod
+    def from_nnx(cls, make_model: Callable, input_shape, *, loss: Callable = softmax_cross_entropy, tx: Any = None,
+                 metrics: Any = (("accuracy", accuracy),), input_dtype: str = "float32",
+                 name: Optional[str] = None) -> "Task":
+        """A Task of a Flax NNX model, given as its factory ``make_model(rngs: nnx.Rngs) ->
+        nnx.Module``; the other arguments are the Task's own.
+
+        Replica ``s`` of a run is ``make_model(nnx.Rngs(jax.random.key(init_seed)))``
+        (``init_seed=0``: the params of ``make_model(nnx.Rngs(0))``); its params are the
+        ``nnx.Param`` state as a plain dict (``params["conv1"]["kernel"]``), its
+        ``batch_stats`` the ``nnx.BatchStat`` state; training calls the module in
+        ``model.train()`` mode, evaluation in ``model.eval()`` mode, dropout drawing from
+        the step's dropout key. The whole contract: :mod:`jaxticket.train.nnx`. The name
+        defaults to the module's class name.
+
+        Example:
+            >>> from flax import nnx
+            >>> class MLP(nnx.Module):
+            ...     def __init__(self, rngs):
+            ...         self.hidden = nnx.Linear(40, 32, rngs=rngs)
+            ...         self.out = nnx.Linear(32, 10, rngs=rngs)
+            ...     def __call__(self, x):
+            ...         return self.out(nnx.relu(self.hidden(x)))
+            >>> task = Task.from_nnx(lambda rngs: MLP(rngs), input_shape=(40,), tx=optax.adam(1e-3))
+            >>> task.name, task.abstract_params()["hidden"]["kernel"].shape
+            ('MLP', (40, 32))
+            >>> Task.from_nnx(MLP(nnx.Rngs(0)), input_shape=(40,))
+            Traceback (most recent call last):
+            TypeError: Task.from_nnx: got an nnx.Module instance (MLP); pass a function rngs -> module, ...
+        """
+        try:
+            model = NNXModel(make_model)
+        except TypeError as e:
+            raise TypeError(f"Task.from_nnx: {e}") from None
+        return cls(model, input_shape, loss=loss, tx=tx, metrics=metrics, input_dtype=input_dtype, name=name)
+
+    def to_nnx(self, params: PyTree, batch_stats: PyTree = None, *, mask=None, replica: int = 0,
+               train: bool = False):
+        """The trained weights as the NNX module, ready to call (``model(x)``), for a task of
+        :meth:`from_nnx`.
+
+        Args:
+          params: the params (e.g. ``run.levels[k].params``), or a
+            :class:`~jaxticket.train.TrainState` (its params, batch stats and mask).
+          batch_stats: the BatchNorm statistics (``run.levels[k].batch_stats``), if any.
+          mask: applied to the params (pruned weights exactly 0); ``None``: as given
+            (a state's own mask).
+          replica: which replica of a seeds-batched tree (leaves ``[S, ...]``).
+          train: the module in training mode (``model.train()``); default evaluation
+            mode (``model.eval()``: BatchNorm uses the running statistics, no dropout).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> from jaxticket import masks, train
+            >>> task = Task.from_nnx(lambda rngs: nnx.Linear(3, 2, rngs=rngs), input_shape=(3,))
+            >>> state = train.init_state(task)
+            >>> mask = masks.ones_like(state.params).replace(keep={"kernel": jnp.zeros((3, 2), bool),
+            ...                                                      "bias": jnp.ones(2, bool)})
+            >>> model = task.to_nnx(state.params, mask=mask)
+            >>> type(model).__name__, model(jnp.ones((1, 3))).tolist()   # kernel pruned, bias 0
+            ('Linear', [[0.0, 0.0]])
+        """
+        return module_from(self, params, batch_stats, mask=mask, replica=replica, train=train)
 
     # ------------------------------------------------------------------ the model
 
