@@ -378,7 +378,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         run_grid_point(point, data, s, root)
         prov.stage(f"grid/{point['setting']}", time.perf_counter() - t)
-        jax.clear_caches()  # many small models in one process (see the README)
+        if not args.quick:  # --quick's two models: the next stage reuses their compiled programs
+            jax.clear_caches()  # many small models in one process (see the README)
     todo = candidates(grid_rows(s, root), s)
     for setting in todo:  # stage 2
         if args.report:
@@ -386,7 +387,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         run_imp(points[setting], data, s, root)
         prov.stage(f"imp/{setting}", time.perf_counter() - t)
-        jax.clear_caches()
+        if not args.quick:
+            jax.clear_caches()
     imp = [r for r in imp_rows(s, root) if r["setting"] in todo]
     failed = failures(imp, s)
     swept = failed[:1]

@@ -70,8 +70,9 @@ def test_rethinking_structured_quick(tmp_path, monkeypatch):
 
     script = load_script("rethinking_structured")
     # the widths model at the full widths is lenet5 itself, and the counts are LeNet-5's
-    full = script.LeNet5Widths().init(jax.random.key(3), jnp.zeros((1, 28, 28, 1)), train=False)
-    ref = script.base_task().model.init(jax.random.key(3), jnp.zeros((1, 28, 28, 1)), train=False)
+    x = jnp.zeros((1, 28, 28, 1))  # both inits in one program (op by op: dozens of compilations)
+    full, ref = jax.jit(lambda key: (script.LeNet5Widths().init(key, x, train=False),
+                                     script.base_task().model.init(key, x, train=False)))(jax.random.key(3))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), full, ref))
     assert script.weights(script.FULL_WIDTHS) == 59_838 and script.flops(script.FULL_WIDTHS) == 199_968
     assert script.scratch_steps((2, 4, 26, 22), 100) == 200  # capped at twice the iterations
@@ -94,6 +95,10 @@ def test_rethinking_structured_quick(tmp_path, monkeypatch):
 
 
 def test_conv1d_models():
+    # Few compilations (each costs about a second on a loaded 2-core CPU, and the models'
+    # init and apply op by op compile some 200 programs): random inputs and params from
+    # NumPy, the four convolution comparisons in one jitted program, the CNN's two inputs in
+    # another, and the ResNet's shapes and collections traced (jax.eval_shape), not run.
     import jax
     import jax.numpy as jnp
 
@@ -102,24 +107,34 @@ def test_conv1d_models():
     from jaxticket.models.conv1d import Conv1D, Conv1DNet, ResNet1D
 
     # the matrix-product convolution is nn.Conv's (SAME padding, strides 1 and 2, odd and even lengths)
-    for length, stride, k in ((40, 1, 5), (40, 2, 5), (11, 2, 3), (10, 1, 4)):
-        z = jax.random.normal(jax.random.key(length + stride), (2, length, 3))
-        ref = nn.Conv(4, (k,), strides=(stride,), padding="SAME")
-        params = ref.init(jax.random.key(1), z)
-        assert jnp.allclose(Conv1D(4, k, stride).apply(params, z), ref.apply(params, z), atol=1e-5)
-    x = jnp.zeros((3, 40))
+    rng = np.random.default_rng(0)
+    cases = ((40, 1, 5), (40, 2, 5), (11, 2, 3), (10, 1, 4))
+    inputs = [(rng.normal(size=(2, length, 3)).astype(np.float32),
+               {"params": {"kernel": rng.normal(size=(k, 3, 4)).astype(np.float32),
+                           "bias": rng.normal(size=(4,)).astype(np.float32)}}) for length, _, k in cases]
+
+    @jax.jit
+    def both(inputs):
+        return [(Conv1D(4, k, stride).apply(p, z), nn.Conv(4, (k,), strides=(stride,), padding="SAME").apply(p, z))
+                for (_, stride, k), (z, p) in zip(cases, inputs)]
+
+    for (length, stride, _), (ours, ref) in zip(cases, both(inputs)):
+        assert ours.shape == ref.shape == (2, -(-length // stride), 4)
+        assert jnp.allclose(ours, ref, atol=1e-5)
+    x = rng.normal(size=(3, 40)).astype(np.float32)
     cnn = Conv1DNet(depth=4, width=8)
-    v = cnn.init(jax.random.key(0), x, train=False)
-    assert cnn.apply(v, x, train=False).shape == (3, 10)
-    assert v["params"]["output"]["kernel"].shape == (5 * 8, 10)  # 40 -> 20 -> 10 -> 5 points, then flatten
-    assert jnp.array_equal(cnn.apply(v, x[..., None], train=False), cnn.apply(v, x, train=False))
+    shapes = jax.eval_shape(lambda x: cnn.init(jax.random.key(0), x, train=False), x)
+    assert shapes["params"]["output"]["kernel"].shape == (5 * 8, 10)  # 40 -> 20 -> 10 -> 5 points, then flatten
+    v = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
+    flat, channel = jax.jit(lambda v, x: (cnn.apply(v, x, train=False), cnn.apply(v, x[..., None], train=False)))(v, x)
+    assert flat.shape == (3, 10) and jnp.array_equal(channel, flat)
     res = ResNet1D(depth=14, width=4)
-    v = res.init(jax.random.key(0), x, train=False)
-    out, state = res.apply(v, jnp.ones((3, 40)), train=True, mutable=["batch_stats"])
+    v = jax.eval_shape(lambda x: res.init(jax.random.key(0), x, train=False), x)
+    out, state = jax.eval_shape(lambda v, x: res.apply(v, x, train=True, mutable=["batch_stats"]), v, x)
     assert out.shape == (3, 10) and "stage3_block2" in state["batch_stats"]
     assert v["params"]["stage2_block1"]["shortcut"]["kernel"].shape == (1, 4, 8)
     with pytest.raises(ValueError, match="6n \\+ 2"):
-        ResNet1D(depth=10).init(jax.random.key(0), x, train=False)
+        jax.eval_shape(lambda x: ResNet1D(depth=10).init(jax.random.key(0), x, train=False), x)
 
 
 def test_rewinding_mnist1d_quick(tmp_path, monkeypatch):
