@@ -71,6 +71,7 @@ from jaxticket.pruning import (
     per_level,
     random as random_unstructured,
     random_like,
+    n_m,
     random_structured,
     register as register_pruner,
     to_density,
@@ -88,6 +89,8 @@ from jaxticket.train import (
     with_mask,
 )
 from jaxticket.lottery import ImpRun, ImpSettings, LotteryConfig, branch_kinds, imp, register_branch, run_branch, run_imp
+from jaxticket import sparse
+from jaxticket.sparse import SparseResult, train_sparse
 from jaxticket.instability import instability_sweep, train_copies
 from jaxticket.stability import error_barrier, error_curve, interpolate
 from jaxticket.analysis import agreement, ensemble_accuracy, jaccard
@@ -106,4 +109,5 @@ __all__ = [
     "per_level", "pruning", "random_like", "random_structured", "random_unstructured", "register_branch",
     "register_pruner", "report", "run_branch", "run_imp", "rundir", "seed_stats", "settings", "sparsity", "stability",
     "task_from_config", "to_density", "train", "train_copies", "with_mask",
+    "SparseResult", "n_m", "sparse", "train_sparse",
 ]

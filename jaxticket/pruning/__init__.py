@@ -35,9 +35,13 @@ Composites (partitions, chains, schedules) expose their parts through ``children
 ``with_children()`` (:mod:`~jaxticket.pruning.composite`: :func:`map_leaves`), and
 :func:`check_levels_reachable` says before training whether a pruner can reach a level.
 
+Structured: :func:`n_m` (N:M sparsity, e.g. 2:4) and :func:`block` (block magnitude);
+per-layer densities for a target (``"uniform"``, ``"erk"``): :func:`layer_densities`,
+:func:`layer_counts`.
+
 Modules: ``counting`` (exact counts, the radix select), ``core`` (the protocol, the
 registry), ``scored``, ``combinators``, ``schedules``, ``composite``, ``baselines``,
-``at_init``, ``reachability``.
+``at_init``, ``reachability``, ``structured``, ``densities``.
 
 Example (Frankle & Carbin's LeNet-300-100 rates, 20% per round for hidden layers and
 10% for the output layer)::
@@ -86,6 +90,8 @@ from jaxticket.pruning.combinators import Chain, Partition, chain, partition
 from jaxticket.pruning.schedules import PerLevel, Schedule, ToDensity, for_level, per_level, to_density
 from jaxticket.pruning.composite import MappedSchedule, leaves, map_leaves
 from jaxticket.pruning.baselines import random_like
+from jaxticket.pruning.structured import NM, Block, block, n_m
+from jaxticket.pruning.densities import DISTRIBUTIONS, layer_counts, layer_densities
 from jaxticket.pruning.at_init import GraSP, SNIP, SynFlow, bind, grasp, inverted, snip, synflow
 from jaxticket.pruning.reachability import (
     Survivors,
@@ -103,4 +109,5 @@ __all__ = [
     "ln_structured", "magnitude", "map_leaves", "methods", "partition", "per_level", "random", "random_like",
     "random_structured", "register", "removal_count", "select_lowest", "snip", "synflow", "to_config",
     "to_density",
+    "Block", "DISTRIBUTIONS", "NM", "block", "layer_counts", "layer_densities", "n_m",
 ]
