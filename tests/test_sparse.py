@@ -281,3 +281,16 @@ def test_lr_rewind_branch_and_reset_mode():
     assert not np.array_equal(np.asarray(branch.params["fc"]["kernel"]),
                               np.asarray(lineage.levels[1].params["fc"]["kernel"]))  # != weight rewinding
     assert lr.settings.reset == "lr_rewind"
+
+
+def test_sparse_command_runs_and_refuses_bad_flags(tmp_path, capsys):
+    from jaxticket import cli
+
+    workdir = tmp_path / "rigl"
+    assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "0.2", "--steps", "20",
+                     "--seeds", "1", "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: density 0.2" in out and (workdir / "summary.json").exists()
+    assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "1.5"]) == 2
+    assert "--density 1.5" in capsys.readouterr().err
+    assert cli.main(["sparse", "--config", "nope", "--method", "set", "--density", "0.5"]) == 2

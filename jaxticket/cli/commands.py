@@ -301,10 +301,29 @@ def _mesh(args, config, copies: int = 1):
         raise UsageError(f"--mesh {args.mesh}: {e}") from None
 
 
+def cmd_sparse(args) -> int:
+    """``jaxticket sparse --config NAME --method rigl --density 0.1``: one sparse training run."""
+    from jaxticket import configs
+    from jaxticket.cli import sparse_command
+
+    if not 0.0 < args.density <= 1.0:
+        raise UsageError(f"--density {args.density}: the fraction of prunable weights kept, in (0, 1]")
+    for flag in ("seeds", "steps", "every"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {value}")
+    try:
+        configs.lookup(args.config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _check_workdir(pathlib.Path(args.workdir or "."))
+    return sparse_command.run(args)
+
+
 def _log(line: str) -> None:
     print(line, flush=True)
 
 
 COMMANDS = {"configs": cmd_configs, "train": cmd_train, "imp": cmd_imp, "branch": cmd_branch,
             "report": cmd_report, "verify": cmd_verify, "instability": cmd_instability, "compare": cmd_compare,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "sparse": cmd_sparse}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from jaxticket.cli import sparse_command
 from jaxticket.cli.errors import PROG, Parser
 
 __all__ = ["DEMO_WORKDIR", "build_parser"]
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discard these levels of this branch and train them again")
     _add_data_flags(p)
     _add_mesh_flag(p)
+
+    p = sub.add_parser("sparse", help="one sparse training run: gradual magnitude pruning, SET, RigL or static")
+    sparse_command.add_arguments(p)
 
     p = sub.add_parser("report", help="table and plots of density vs accuracy")
     p.add_argument("run_dir", metavar="RUN_DIR")
