@@ -10,15 +10,18 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 2, "the README lost a runnable example"
+    assert len(blocks) == 3, "the README lost a runnable example"
     first: dict = {}
     exec(compile(blocks[0], str(README), "exec"), first)  # your own model, data and pruner
     run = first["run"]
     assert [round(float(d), 3) for d in run.levels[3].density] == [0.125, 0.125]
     assert run.levels[3].test_accuracy.shape == (2,) and np.all(run.levels[3].test_accuracy > 0.3)
     assert np.allclose(first["controls"][-1].density, 0.125)
+    nnx_block = dict(first)
+    exec(compile(blocks[1], str(README), "exec"), nnx_block)  # a Flax NNX model, on the first block's data
+    assert "ticket" in nnx_block and nnx_block["run"] is not run
     second: dict = {}
-    exec(compile(blocks[1], str(README), "exec"), second)  # the mask and pruning API
+    exec(compile(blocks[2], str(README), "exec"), second)  # the mask and pruning API
     assert float(second["jt"].density(second["mask"])) < 0.52
 
 
