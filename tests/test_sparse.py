@@ -15,7 +15,6 @@ import pytest
 
 import jaxticket as jt
 from jaxticket import masks, pruning, sparse, train
-from jaxticket.sparse import updates
 
 
 class MLP(nn.Module):
