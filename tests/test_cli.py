@@ -444,7 +444,9 @@ def test_sigint_during_start_up_exits_130(tmp_path):
     # without the persistent cache the start compiles for seconds, also on a machine whose cache is warm
     proc = subprocess.Popen(_cli("imp", "--config", "demo", "--levels", "3", "--no-progress", "--no-compilation-cache",
                                  "--workdir", str(workdir)), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a pytest-xdist worker ignores SIGINT, and a child inherits that: Ctrl-C's default back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:  # the config is printed in full; then the run starts
             if line.rstrip() == "}":
