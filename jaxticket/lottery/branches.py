@@ -9,8 +9,9 @@ counts, on the rewind point's weights), and the sanity checks of Frankle et al. 
 pruner's scores inverted).
 
 Example:
-    >>> sorted(branch_kinds())[:5]
-    ['finetune', 'invert', 'lr_rewind', 'random_mask', 'reinit']
+    >>> built_in = {"rewind", "finetune", "lr_rewind", "reinit", "random_mask", "shuffle", "invert"}
+    >>> built_in <= set(branch_kinds())  # a user's (or a script's) kinds come on top
+    True
 """
 
 from __future__ import annotations
