@@ -293,3 +293,24 @@ def test_sparse_command_runs_and_refuses_bad_flags(tmp_path, capsys):
     assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "1.5"]) == 2
     assert "--density 1.5" in capsys.readouterr().err
     assert cli.main(["sparse", "--config", "nope", "--method", "set", "--density", "0.5"]) == 2
+
+
+def test_finetune_holds_the_final_learning_rate_and_lr_rewind_replays_the_schedule():
+    task, data = setup()
+    steps, k = 20, 5
+    task = jt.Task(MLP(), input_shape=(8,), tx=optax.adam(optax.piecewise_constant_schedule(0.05, {10: 0.1})))
+    kw = dict(levels=1, steps=steps, batch_size=16, rewind_step=k, seeds=2, log=None)
+    lineage = jt.imp(task, data, jt.magnitude(0.5), **kw)
+
+    def schedule_counts(state):
+        return sorted({int(c) for c in np.ravel([np.asarray(x.count) for x in jax.tree.leaves(
+            state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(x, optax.ScaleByScheduleState)])})
+
+    tuned, rewound_lr = lineage.branch_state("finetune", 1), lineage.branch_state("lr_rewind", 1)
+    assert np.asarray(tuned.step).tolist() == np.asarray(rewound_lr.step).tolist() == [k, k]  # same budget
+    assert schedule_counts(tuned) == [steps - 1] and schedule_counts(rewound_lr) == [k]
+    chex.assert_trees_all_equal(tuned.params, rewound_lr.params)  # the same trained weights, masked
+    (ft,) = lineage.branch("finetune", levels=[1])
+    (lr,) = lineage.branch("lr_rewind", levels=[1])
+    assert not np.array_equal(np.asarray(ft.params["fc"]["kernel"]), np.asarray(lr.params["fc"]["kernel"]))

@@ -27,8 +27,11 @@ Reset modes of the lineage (``reset``):
   restored is ``rewind_restores``, a subset of ``("params", "batch_stats",
   "opt_state")``; ``params`` is always restored.
 * ``"finetune"``: the previous level's *final* weights and BatchNorm statistics, masked;
-  fresh optimizer state; trains steps ``k..T`` like a rewound level, so the two use the
-  same budget and schedule positions.
+  fresh optimizer state; trains steps ``k..T`` (the same budget as a rewound level) at the
+  schedule's *final* learning rate (its counters start at ``T - 1``).
+* ``"lr_rewind"``: learning-rate rewinding (Renda et al. 2020): the previous level's final
+  weights, masked; fresh optimizer state; steps ``k..T`` with the schedule replayed from
+  ``k``. With a constant learning rate it equals ``"finetune"``.
 
 Branches are baselines run from a lineage's masks at chosen levels
 (:meth:`ImpRun.branch`); their kinds live in their own registry

@@ -16,6 +16,7 @@ import functools
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxticket import masks as masks_lib
@@ -53,9 +54,12 @@ def _rewound(task: train_lib.Task, restores: tuple, rewind_state, mask: Mask, fr
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _finetuned(task: train_lib.Task, rewind_state, params, batch_stats, mask: Mask):
+def _restarted(task: train_lib.Task, rewind_state, params, batch_stats, mask: Mask, schedule_step):
+    """A previous level's weights under ``mask`` at the rewind step, optimizer state fresh
+    with its schedules at ``schedule_step`` (an int; broadcast over seeds)."""
     state = train_lib.with_mask(rewind_state.replace(params=params, batch_stats=batch_stats), mask)
-    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), state.step))
+    at = jnp.broadcast_to(jnp.asarray(schedule_step, jnp.int32), jnp.shape(state.step))
+    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), at))
 
 
 class Engine:
@@ -91,16 +95,24 @@ class Engine:
         return _rewound(self.task, tuple(sorted(restores)), rewind_state, mask, fresh)
 
     def finetuned(self, rewind_state, previous_final, mask: Mask):
-        """A previous level's final weights under ``mask``, at the rewind step, optimizer fresh."""
-        return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
+        """Fine-tuning (Han et al. 2015; Renda et al. 2020's baseline): a previous level's final
+        weights (and BatchNorm statistics) under ``mask``, trained for steps k..T (the step
+        counter, and so the data order, at k) at the *final* learning rate: the optimizer
+        state is fresh with its schedules' counters at ``T - 1``, so the first step uses the
+        schedule's last value and later ones what it gives past its end (optax's
+        piecewise-constant, cosine, linear and warm-up schedules hold their end value there;
+        ``exponential_decay`` without ``end_value`` keeps decaying). With a constant learning
+        rate this is the same program as :meth:`lr_rewound`."""
+        return _restarted(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask,
+                          self.settings.fit.steps - 1)
 
     def lr_rewound(self, rewind_state, previous_final, mask: Mask):
         """Learning-rate rewinding (Renda et al. 2020): a previous level's final weights (and
         BatchNorm statistics) under ``mask``, the step counter set back to the rewind step k
         so the learning-rate schedule (and data order) replays from k, optimizer state fresh
-        with its schedules advanced to k. The same program as :meth:`finetuned`, which in
-        jaxticket also trains steps k..T with the schedule from k."""
-        return _finetuned(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask)
+        with its schedules advanced to k."""
+        return _restarted(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask,
+                          rewind_state.step)
 
     def prune(self, pruner, level: int, params, mask: Mask) -> Mask:
         """The mask of ``level`` from the previous level's final ``params`` and ``mask``,

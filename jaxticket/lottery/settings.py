@@ -44,7 +44,8 @@ class ImpSettings:
       vary: which random streams differ across replicas (``init``, ``data``, ``aug``,
         ``dropout``).
       reset: the lineage's reset mode, one of :data:`RESETS`: ``"rewind"`` (the rewind
-        point's weights), ``"finetune"`` (the previous level's final weights, steps k..T),
+        point's weights), ``"finetune"`` (the previous level's final weights, steps k..T at the
+        schedule's final learning rate),
         ``"lr_rewind"`` (Renda et al. 2020's learning-rate rewinding: the previous level's
         final weights, the step counter and so the learning-rate schedule set back to k).
       rewind_restores: what a rewind restores, a subset of :data:`REWIND_PARTS`
