@@ -171,3 +171,35 @@ def test_rewinding_mnist1d_quick(tmp_path, monkeypatch):
             assert float(r["l2_to_full_all"]) > float(r["l2_to_full"])
     assert (out / "barrier_vs_k.png").exists() and (out / "grid_barriers.png").exists()
     assert "Sweep of k for cnn3_w8_lr0.05_wu0" in (out / "summary.md").read_text()
+
+
+def test_sparse_training_quick(tmp_path, monkeypatch):
+    script = load_script("sparse_training")
+    monkeypatch.setattr(script, "load_data", lambda spec, args: tiny_images())
+    monkeypatch.setattr(script, "QUICK", {**script.QUICK, "steps": 12, "levels": 1, "match_levels": (1,)})
+    # one one-run method (each compiles its own program; test_sparse covers the others)
+    monkeypatch.setattr(script, "ONE_RUN", ("rigl",))
+    monkeypatch.setattr(script, "METHODS", (*script.LINEAGES, "rigl", "snip"))
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert script.main(["--quick", "--workdir", str(work), "--out", str(out)]) == 0
+    rows = read_csv(out / "results.csv")
+    assert list(rows[0]) == list(script.FIELDS)
+    got = {(r["method"], r["level"]) for r in rows}
+    assert got == {("dense", "0")} | {(m, "1") for m in script.METHODS}
+    assert all(len([r for r in rows if (r["method"], r["level"]) == k]) == 2 for k in got)  # two seeds each
+    for r in rows:  # every method at a level keeps the level's density (counts rounded per layer)
+        assert float(r["density"]) == pytest.approx(float(r["target_density"]), abs=2e-3)
+        assert float(r["wall_s"]) >= 0
+    steps = {(r["method"], r["level"]): int(r["train_steps"]) for r in rows}
+    assert steps[("imp_rewind", "1")] == 2 * 12 and steps[("rigl", "1")] == steps[("snip", "1")] == 12
+    # lr rewinding and fine-tuning start from the same trained weights (level 0's) but end apart
+    level1 = "levels/level_01/final_params.npz"
+    lr = np.load(work / "lenet300_mnist" / "imp_lr_rewind" / level1)
+    ft = np.load(work / "lenet300_mnist" / "imp_finetune" / level1)
+    assert sorted(lr.files) == sorted(ft.files) and any(not np.array_equal(lr[k], ft[k]) for k in lr.files)
+    text = (out / "summary.md").read_text()
+    assert "Renda et al.: weight rewinding > fine-tuning" in text and "Evci et al.: RigL >= SET" in text
+    assert (out / "accuracy_lenet300_mnist.png").exists()
+    before = (out / "results.csv").read_text()  # a rerun reads everything back
+    assert script.main(["--quick", "--workdir", str(work), "--out", str(out), "--report"]) == 0
+    assert (out / "results.csv").read_text() == before
