@@ -395,6 +395,11 @@ def _empty_trash(directory) -> None:
         shutil.rmtree(pathlib.Path(directory) / _TRASH_DIR, ignore_errors=True)
 
 
+#: leaf names a checkpoint may lack, restored as the target's value: the schedule offset of
+#: :class:`jaxticket.train.StepScheduleState` (checkpoints from before it existed hold none; 0)
+DEFAULTED_LEAVES = ("schedule_offset",)
+
+
 def _restore(manager: ocp.CheckpointManager, what: str, step: int, target: PyTree) -> PyTree:
     manager.reload()
     available = sorted(manager.all_steps())
@@ -404,13 +409,18 @@ def _restore(manager: ocp.CheckpointManager, what: str, step: int, target: PyTre
             f"{available if available else 'none'}."
         )
     paths, leaves, treedef = _leaf_paths(target)
-    abstract = _nest(paths, [_abstract_leaf(x) for x in leaves])
     where = f"{what} at step {step} in {manager.directory}"
     try:
         meta = manager.item_metadata(step)
         meta_tree = getattr(meta, "tree", meta)
     except Exception:  # pragma: no cover - metadata unavailable: let orbax check
         meta_tree = None
+    defaults = {}  # leaves newer than the checkpoint that have a value to take: the target's
+    if isinstance(meta_tree, Mapping):
+        stored = set(_unnest(meta_tree))
+        defaults = {p: x for p, x in zip(paths, leaves) if p not in stored and p[-1] in DEFAULTED_LEAVES}
+    kept = [(p, x) for p, x in zip(paths, leaves) if p not in defaults]
+    abstract = _nest([p for p, _ in kept], [_abstract_leaf(x) for _, x in kept])
     if isinstance(meta_tree, Mapping):
         _check_structure(where, meta_tree, abstract)
     try:
@@ -422,5 +432,5 @@ def _restore(manager: ocp.CheckpointManager, what: str, step: int, target: PyTre
             f"{pathlib.Path(manager.directory) / str(step)} to resume from an earlier checkpoint, or redo the "
             "level (--redo-level)") from e
     flat = _unnest(restored)
-    out = [_from_stored(flat[p], x) for p, x in zip(paths, leaves)]
+    out = [defaults[p] if p in defaults else _from_stored(flat[p], x) for p, x in zip(paths, leaves)]
     return jax.tree.unflatten(treedef, out)

@@ -472,3 +472,23 @@ def test_sharded_roundtrip_on_8_fake_devices(tmp_path):
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_checkpoint_from_before_the_schedule_offset_restores_with_offset_zero(tmp_path):
+    # A preset's optimizer had an EmptyState where it now keeps StepScheduleState(schedule_offset):
+    # run directories written then still resume.
+    from jaxticket import train
+
+    params = {"w": jnp.arange(3.0)}
+    old = {"params": params, "opt_state": (optax.EmptyState(),)}
+    new = {"params": jax.tree.map(jnp.zeros_like, params),
+           "opt_state": (train.StepScheduleState(schedule_offset=jnp.int32(5)),)}
+    with ckpts.RunCheckpoints(tmp_path / "run", Cfg()) as ck:
+        ck.save(3, old)
+        restored = ck.restore(3, new)
+    np.testing.assert_array_equal(restored["params"]["w"], params["w"])
+    assert int(restored["opt_state"][0].schedule_offset) == 5  # the target's value: a fresh state's 0
+    with ckpts.RunCheckpoints(tmp_path / "run2", Cfg()) as ck:  # any other missing leaf is still an error
+        ck.save(3, {"params": params})
+        with pytest.raises(ValueError, match="in the target but not in the checkpoint"):
+            ck.restore(3, {"params": params, "extra": jnp.zeros(2)})

@@ -314,3 +314,24 @@ def test_finetune_holds_the_final_learning_rate_and_lr_rewind_replays_the_schedu
     (ft,) = lineage.branch("finetune", levels=[1])
     (lr,) = lineage.branch("lr_rewind", levels=[1])
     assert not np.array_equal(np.asarray(ft.params["fc"]["kernel"]), np.asarray(lr.params["fc"]["kernel"]))
+
+
+def test_finetune_holds_a_preset_schedule_of_the_global_step_at_its_end():
+    # the presets' optimizers read the training step (scale_by_step_schedule): finetune offsets it by T - 1 - k
+    task, data = setup()
+    steps, k = 20, 5
+    tx = train.make_optimizer(train.TrainConfig(optimizer="adam", lr=0.05, milestones=(10,), gamma=0.1))
+    task = jt.Task(MLP(), input_shape=(8,), tx=tx)
+    lineage = jt.imp(task, data, jt.magnitude(0.5), levels=1, steps=steps, batch_size=16, rewind_step=k, seeds=2,
+                     log=None)
+
+    def offsets(state):
+        return sorted({int(o) for x in jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(
+            x, train.StepScheduleState)) if isinstance(x, train.StepScheduleState)
+            for o in np.ravel(np.asarray(x.schedule_offset))})
+
+    assert offsets(lineage.branch_state("finetune", 1)) == [steps - 1 - k]
+    assert offsets(lineage.branch_state("lr_rewind", 1)) == [0] == offsets(lineage.branch_state("rewind", 1))
+    (ft,) = lineage.branch("finetune", levels=[1])
+    (lr,) = lineage.branch("lr_rewind", levels=[1])
+    assert not np.array_equal(np.asarray(ft.params["fc"]["kernel"]), np.asarray(lr.params["fc"]["kernel"]))

@@ -59,7 +59,8 @@ def _restarted(task: train_lib.Task, rewind_state, params, batch_stats, mask: Ma
     with its schedules at ``schedule_step`` (an int; broadcast over seeds)."""
     state = train_lib.with_mask(rewind_state.replace(params=params, batch_stats=batch_stats), mask)
     at = jnp.broadcast_to(jnp.asarray(schedule_step, jnp.int32), jnp.shape(state.step))
-    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), at))
+    return state.replace(opt_state=train_lib.advance_schedules(jax.vmap(task.tx.init)(state.params), at,
+                                                               train_step=state.step))
 
 
 class Engine:
@@ -99,10 +100,12 @@ class Engine:
         weights (and BatchNorm statistics) under ``mask``, trained for steps k..T (the step
         counter, and so the data order, at k) at the *final* learning rate: the optimizer
         state is fresh with its schedules' counters at ``T - 1``, so the first step uses the
-        schedule's last value and later ones what it gives past its end (optax's
-        piecewise-constant, cosine, linear and warm-up schedules hold their end value there;
-        ``exponential_decay`` without ``end_value`` keeps decaying). With a constant learning
-        rate this is the same program as :meth:`lr_rewound`."""
+        schedule's last value and later ones what it gives past its end (the presets'
+        step-decay and warm-up schedules, and optax's piecewise-constant, cosine, linear and
+        warm-up schedules, hold their end value there; ``exponential_decay`` without
+        ``end_value`` keeps decaying). Schedules of the global step (the presets') are offset
+        by ``T - 1 - k`` (:class:`~jaxticket.train.StepScheduleState`). With a constant
+        learning rate this is the same program as :meth:`lr_rewound`."""
         return _restarted(self.task, rewind_state, previous_final.params, previous_final.batch_stats, mask,
                           self.settings.fit.steps - 1)
 

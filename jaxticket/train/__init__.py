@@ -52,6 +52,7 @@ from jaxticket.train.config import (
 )
 from jaxticket.train.state import (
     SCHEDULE_STATES,
+    StepScheduleState,
     VARY_STREAMS,
     advance_schedules,
     TrainState,
@@ -87,7 +88,7 @@ from jaxticket.train.state import abstract, host_step
 
 __all__ = [
     "Checkpointing", "DIVERGENCE_FACTOR", "FitSettings", "SEED_STREAMS", "as_lists", "cut_unfinished_line", "fit_settings", "DivergenceWarning", "FitResult", "Hook", "HostStream", "LOOPS", "MILESTONE_UNITS", "MODEL_COLLECTIONS",
-    "MetricsFile", "NNXModel", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "Task",
+    "MetricsFile", "NNXModel", "NonFiniteLossError", "OPTIMIZERS", "ProgressBar", "RewindPoint", "SCHEDULE_STATES", "StepScheduleState", "Task",
     "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "check_inputs",
     "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",

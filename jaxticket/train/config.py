@@ -23,6 +23,7 @@ import optax
 
 from jaxticket import models as models_lib
 from jaxticket import settings as settings_lib
+from jaxticket.train.state import StepScheduleState
 from jaxticket.train.task import Task
 
 __all__ = [
@@ -238,14 +239,14 @@ def scale_by_step_schedule(schedule: Callable) -> optax.GradientTransformationEx
 
     def init(params):
         del params
-        return optax.EmptyState()
+        return StepScheduleState(schedule_offset=jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None, *, step=None, **extra):
         del params, extra
         if step is None:
             raise ValueError("this optimizer's learning rate follows the global training step: call "
                              "tx.update(updates, state, params, step=step)")
-        step_size = -1 * schedule(step)
+        step_size = -1 * schedule(jnp.asarray(step, jnp.int32) + state.schedule_offset)
         return jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates), state
 
     return optax.GradientTransformationExtraArgs(init, update)

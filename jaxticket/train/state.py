@@ -15,7 +15,7 @@ single run with seed ``+ i`` in the streams of ``vary``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import flax
 import jax
@@ -30,6 +30,7 @@ from jaxticket.train.task import Task
 
 __all__ = [
     "SCHEDULE_STATES",
+    "StepScheduleState",
     "abstract",
     "host_step",
     "TrainState",
@@ -248,7 +249,18 @@ SCHEDULE_STATES = tuple(t for t in (optax.ScaleByScheduleState, getattr(optax, "
                                     getattr(optax, "InjectStatefulHyperparamsState", None)) if t is not None)
 
 
-def advance_schedules(opt_state: PyTree, step) -> PyTree:
+class StepScheduleState(NamedTuple):
+    """The state of :func:`jaxticket.train.scale_by_step_schedule` (a schedule of the
+    *global* training step): ``schedule_offset``, an ``int32`` added to the step the
+    schedule reads (0, except for a fine-tuned level, whose schedule is held at its end).
+
+    A checkpoint written before this state existed (when the transformation had none)
+    restores with the offset 0 (:mod:`jaxticket.checkpoints`)."""
+
+    schedule_offset: jax.Array
+
+
+def advance_schedules(opt_state: PyTree, step, train_step=None) -> PyTree:
     """``opt_state`` with the step counter of every optax schedule in it set to ``step``.
 
     A fresh optimizer state (``tx.init``) counts from 0; training resumed at step k (a
@@ -257,6 +269,11 @@ def advance_schedules(opt_state: PyTree, step) -> PyTree:
     the training step. Other counters (Adam's bias correction of its fresh moments) are
     left at 0. ``step``: an int or an ``int[S]`` for a state with a seeds axis.
 
+    Schedules of the global training step (:class:`StepScheduleState`, the presets'
+    optimizers) already read the training step; with ``train_step`` (the state's step
+    counter) they are offset by ``step - train_step`` so they too read ``step`` now (a
+    fine-tuned level: training at step k, its schedule at T - 1); without it, untouched.
+
     Example:
         >>> tx = optax.sgd(optax.linear_schedule(0.0, 1.0, 10))
         >>> state = advance_schedules(tx.init({"w": jnp.zeros(2)}), 5)
@@ -264,11 +281,17 @@ def advance_schedules(opt_state: PyTree, step) -> PyTree:
         5
     """
     def advance(x):
+        if isinstance(x, StepScheduleState):
+            if train_step is None:
+                return x
+            offset = jnp.asarray(step) - jnp.asarray(train_step)
+            return x._replace(schedule_offset=jnp.broadcast_to(offset.astype(x.schedule_offset.dtype),
+                                                               jnp.shape(x.schedule_offset)))
         if isinstance(x, SCHEDULE_STATES):
             return x._replace(count=jnp.broadcast_to(jnp.asarray(step).astype(x.count.dtype), jnp.shape(x.count)))
         return x
 
-    return jax.tree.map(advance, opt_state, is_leaf=lambda x: isinstance(x, SCHEDULE_STATES))
+    return jax.tree.map(advance, opt_state, is_leaf=lambda x: isinstance(x, (*SCHEDULE_STATES, StepScheduleState)))
 
 
 def is_batched(state: TrainState) -> bool:
