@@ -118,7 +118,7 @@ fractions = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 0.3333])
 # ----------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]))
 def test_magnitude_matches_numpy_reference(tree, fraction, scope):
     params, mask = tree
@@ -128,7 +128,7 @@ def test_magnitude_matches_numpy_reference(tree, fraction, scope):
         np.testing.assert_array_equal(got, want)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(trees(), fractions, st.sampled_from([1, 2, math.inf, -math.inf]))
 def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, n):
     params, mask = tree
@@ -144,7 +144,7 @@ def test_ln_structured_matches_numpy_and_removes_whole_channels(tree, fraction, 
             np.testing.assert_array_equal(lost[:, touched], survivors[:, touched])
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(0, 2**31 - 1))
 def test_random_unstructured_exact_counts(tree, fraction, scope, seed):
     params, mask = tree
@@ -410,14 +410,16 @@ def test_every_registered_method_keeps_the_contract(method, settings):
     keys = jax.random.split(jax.random.key(7), SEEDS)
     for step in steps:
         batched = jax.vmap(step)(params, mask, keys)
+        jitted = jax.jit(step)
         for s in range(SEEDS):
             p_s, m_s = jax.tree.map(lambda x: x[s], params), jax.tree.map(lambda x: x[s], mask)
-            eager = step(p_s, m_s, keys[s])
-            chex.assert_trees_all_equal(eager.keep, step(p_s, m_s, keys[s]).keep)  # deterministic
-            chex.assert_trees_all_equal(eager.keep, jax.jit(step)(p_s, m_s, keys[s]).keep)
-            chex.assert_trees_all_equal(eager.keep, jax.tree.map(lambda x: x[s], batched.keep))
-            assert_subset_and_fixed(m_s, eager)
-            assert_counts(step, m_s, eager)
+            single = jitted(p_s, m_s, keys[s])
+            chex.assert_trees_all_equal(single.keep, jitted(p_s, m_s, keys[s]).keep)  # deterministic
+            if s == 0:  # op by op (each new shape compiles every op: once is enough)
+                chex.assert_trees_all_equal(single.keep, step(p_s, m_s, keys[s]).keep)
+            chex.assert_trees_all_equal(single.keep, jax.tree.map(lambda x: x[s], batched.keep))
+            assert_subset_and_fixed(m_s, single)
+            assert_counts(step, m_s, single)
         assert batched.prunable == prior.prunable
         mask = batched
 
@@ -629,7 +631,7 @@ def test_to_density_takes_a_pruner_and_sets_its_fraction():
             pruning.to_density(0.1, 3, bad)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(trees(), fractions, st.sampled_from(["layer", "global"]), st.integers(1, 4))
 def test_many_ties_are_broken_by_position_like_a_stable_sort(tree, fraction, scope, levels):
     params, mask = tree
