@@ -293,6 +293,8 @@ def test_sparse_command_runs_and_refuses_bad_flags(tmp_path, capsys):
     assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "1.5"]) == 2
     assert "--density 1.5" in capsys.readouterr().err
     assert cli.main(["sparse", "--config", "nope", "--method", "set", "--density", "0.5"]) == 2
+    assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "0.5", "--straight-through"]) == 2
+    assert "--straight-through is a setting of --method gmp" in capsys.readouterr().err
 
 
 def test_finetune_holds_the_final_learning_rate_and_lr_rewind_replays_the_schedule():
@@ -335,3 +337,47 @@ def test_finetune_holds_a_preset_schedule_of_the_global_step_at_its_end():
     (ft,) = lineage.branch("finetune", levels=[1])
     (lr,) = lineage.branch("lr_rewind", levels=[1])
     assert not np.array_equal(np.asarray(ft.params["fc"]["kernel"]), np.asarray(lr.params["fc"]["kernel"]))
+
+
+# ----------------------------------------------------------------------------- straight-through
+
+
+def test_straight_through_step_masks_the_forward_pass_and_updates_every_weight():
+    task, data = setup()
+    state = train.init_state(task)
+    keep = jax.tree.map(lambda k: k.at[::2].set(False) if k.ndim == 2 else k, state.mask.keep)
+    mask = state.mask.replace(keep=keep)
+    dense = state.replace(mask=mask)  # params left dense
+    masked = train.with_mask(state, mask)
+    batch = (data.train.inputs[:16], data.train.labels[:16])
+    ste, m_ste = jax.jit(train.straight_through_step, static_argnums=0)(task, dense, batch)
+    plain, m_plain = jax.jit(train.train_step, static_argnums=0)(task, masked, batch)
+    np.testing.assert_allclose(m_ste["loss"], m_plain["loss"], rtol=1e-6)  # the same (masked) network forward
+    w0, w1 = np.asarray(dense.params["fc"]["kernel"]), np.asarray(ste.params["fc"]["kernel"])
+    pruned = ~np.asarray(keep["fc"]["kernel"])
+    # a pruned weight moves exactly where the masked network's (dense) gradient is non-zero (Adam's first
+    # step), so where RigL would see it grow; none is set to 0
+    grad = np.asarray(sparse.dense_grads(task, masked, batch)["fc"]["kernel"])
+    np.testing.assert_array_equal((w1 != w0)[pruned], (grad != 0)[pruned])
+    assert (w1 != w0)[pruned].any() and (w1[pruned] != 0).all()
+    np.testing.assert_array_equal(np.asarray(plain.params["fc"]["kernel"])[pruned], 0)
+
+
+def test_straight_through_gmp_and_n_m_end_exactly_sparse():
+    task, data = setup()
+    kw = dict(steps=30, batch_size=16, log=None, loop="device", chunk_size=10)
+    ste = jt.train_sparse(task, data, "gmp", density=0.3, every=5, end=20, straight_through=True, seeds=2, **kw)
+    plain = jt.train_sparse(task, data, "gmp", density=0.3, every=5, end=20, seeds=2, **kw)
+    assert ste.method["straight_through"] is True and ste.density.tolist() == plain.density.tolist()
+    for w, k in zip(jax.tree.leaves(ste.params), jax.tree.leaves(ste.mask.keep)):
+        if w.ndim == 3:  # seeds x kernel: the result holds the masked weights
+            assert (np.asarray(w)[~np.asarray(k)] == 0).all()
+    # other masks: the dense weights went on learning
+    assert not np.array_equal(np.asarray(ste.mask.keep["fc"]["kernel"]), np.asarray(plain.mask.keep["fc"]["kernel"]))
+    # n:m re-chosen from the dense weights every 10 steps: a pattern that changed, 2 of every 4 kept at the end
+    nm = sparse.every(pruning.n_m(2, 4, axis=0), 10, 0, 20, straight_through=True)
+    out = jt.train_sparse(task, data, nm, prunable="^fc/kernel$", **kw)
+    keep = np.asarray(out.mask.keep["fc"]["kernel"])[0]
+    assert (keep.reshape(2, 4, -1).sum(1) == 2).all()
+    with pytest.raises(TypeError, match="straight_through"):
+        sparse.rigl(0.2, straight_through=True)

@@ -308,6 +308,8 @@ def cmd_sparse(args) -> int:
 
     if not 0.0 < args.density <= 1.0:
         raise UsageError(f"--density {args.density}: the fraction of prunable weights kept, in (0, 1]")
+    if getattr(args, "straight_through", False) and args.method != "gmp":
+        raise UsageError(f"--straight-through is a setting of --method gmp, not {args.method}")
     for flag in ("seeds", "steps", "every"):
         value = getattr(args, flag)
         if value is not None and value < 1:

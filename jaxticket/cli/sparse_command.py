@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--fraction", type=float, default=None, help="set/rigl: drop fraction alpha (default 0.3)")
     parser.add_argument("--distribution", choices=("uniform", "erk"), default=None,
                         help="layer densities (default: erk for set/rigl/static, uniform for gmp)")
+    parser.add_argument("--straight-through", action="store_true",
+                        help="gmp: keep dense weights, update them through the mask (pruned ones may return)")
     parser.add_argument("--sparse-seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--manual-dir", default=None)
@@ -50,6 +52,8 @@ def run(args) -> int:
     steps = args.steps if args.steps is not None else fit.steps
     method_settings = {k: getattr(args, k) for k in ("every", "end", "start", "fraction", "distribution")
                        if getattr(args, k) is not None}
+    if args.method == "gmp" and args.straight_through:
+        method_settings["straight_through"] = True
     if args.method != "gmp":
         method_settings.pop("start", None)
     if args.method == "static":

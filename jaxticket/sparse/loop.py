@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxticket.train.state import is_batched
-from jaxticket.train.step import resolve_seed_strategy, split_replicas, stack_replicas, train_step
+from jaxticket.train.step import (resolve_seed_strategy, split_replicas, stack_replicas, straight_through_step,
+                                  train_step)
 
 __all__ = ["run_sparse_steps"]
 
@@ -33,8 +34,10 @@ __all__ = ["run_sparse_steps"]
 def _run(task, feed, method, length: Optional[int], state, keys, data, first, num_steps):
     batched = is_batched(state)
 
+    step_fn = straight_through_step if method.straight_through else train_step
+
     def one_step(s, i):
-        return train_step(task, s, feed.batch(data, s, i))
+        return step_fn(task, s, feed.batch(data, s, i))
 
     def one_update(s, key, t, i):
         batch = feed.batch(data, s, i) if method.needs_batch else None

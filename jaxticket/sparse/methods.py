@@ -129,6 +129,7 @@ class SparseMethod:
     """The method protocol (module docstring); these defaults: a method that never updates."""
 
     needs_batch = False
+    straight_through = False  # GMP and Scheduled have it as a setting
 
     @property
     def name(self) -> str:
@@ -161,6 +162,12 @@ class SparseMethod:
             v = getattr(self, f.name)
             out[f.name] = pruning.describe(v) if callable(v) else (list(v) if isinstance(v, tuple) else v)
         return out
+
+
+def _masked(method, state, mask: Mask):
+    """``state`` under a new ``mask``: params and moments masked (:func:`with_mask`), or
+    with straight-through training only the mask replaced (the dense weights go on)."""
+    return state.replace(mask=mask) if method.straight_through else with_mask(state, mask)
 
 
 def _random_initial(ones: Mask, key, density, distribution) -> Mask:
@@ -211,6 +218,7 @@ class GMP(SparseMethod):
     initial_density: float = 1.0
     distribution: str = "uniform"
     scorer: Any = None
+    straight_through: bool = False
 
     def __post_init__(self):
         _check_density(self.density)
@@ -267,18 +275,25 @@ class GMP(SparseMethod):
         targets = table[(t - self.start) // self.every]
         scorer = self._scorer()
         leaves = [jax.tree.leaves(state.params)[i] for i in idx]
+        if self.straight_through:  # every dense weight competes: a pruned one may come back
+            keeps = [jnp.ones_like(k) for k in keeps]
         scores = scorer.scores(leaves, keeps, [mask.paths()[i] for i in idx], key)
         new = updates.prune_to(scores, keeps, [targets[j] for j in range(len(idx))], signed=scorer.signed_scores)
-        return with_mask(state, _with_keeps(mask, idx, new))
+        return _masked(self, state, _with_keeps(mask, idx, new))
 
 
 def gmp(density: float, *, start: Optional[int] = None, end: Optional[int] = None, every: Optional[int] = None,
-        initial_density: float = 1.0, distribution: str = "uniform", scorer=None) -> GMP:
+        initial_density: float = 1.0, distribution: str = "uniform", scorer=None,
+        straight_through: bool = False) -> GMP:
     """Gradual magnitude pruning (Zhu & Gupta 2017) to ``density`` between ``start``
     (default 0) and ``end`` (default ``0.75 * steps``) every ``every`` steps (default
     ``steps // 100``); ``distribution`` the final layer counts; ``scorer`` a weight-unit
-    scored pruner whose scores rank the weights (default magnitude)."""
-    return GMP(density, start, end, every, initial_density, distribution, scorer)
+    scored pruner whose scores rank the weights (default magnitude).
+
+    ``straight_through``: dense weights kept and updated through the mask
+    (:func:`~jaxticket.train.straight_through_step`), each update choosing among *all*
+    of them, so a pruned weight can return; the run's result holds the masked weights."""
+    return GMP(density, start, end, every, initial_density, distribution, scorer, straight_through)
 
 
 # ----------------------------------------------------------------------------- SET / RigL
@@ -386,6 +401,7 @@ class Scheduled(SparseMethod):
 
     pruner: Any
     at: tuple = ()
+    straight_through: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "at", tuple(sorted(_check_int("step", s, 0, False) for s in self.at)))
@@ -409,20 +425,30 @@ class Scheduled(SparseMethod):
         return jnp.any(t == jnp.asarray(self.at, jnp.int32))
 
     def update(self, task, state, batch, t, key):
-        return with_mask(state, pruning.as_pruner(self.pruner).compute(state.params, state.mask, key))
+        mask = state.mask
+        if self.straight_through:  # the pruner applied afresh to the dense weights
+            idx, keeps = _prunable(mask)
+            mask = _with_keeps(mask, idx, [jnp.ones_like(k) for k in keeps])
+        return _masked(self, state, pruning.as_pruner(self.pruner).compute(state.params, mask, key))
 
 
-def one_shot(pruner, step: int) -> Scheduled:
+def one_shot(pruner, step: int, *, straight_through: bool = False) -> Scheduled:
     """``pruner`` (any pruner, e.g. ``pruning.magnitude(0.8)`` or ``pruning.n_m(2, 4)``)
-    applied once, before step ``step``; trained sparse from there."""
-    return Scheduled(pruner, (step,))
+    applied once, before step ``step``; trained sparse from there (``straight_through``:
+    see :func:`every`)."""
+    return Scheduled(pruner, (step,), straight_through)
 
 
-def every(pruner, n: int, start: int, end: int) -> Scheduled:
+def every(pruner, n: int, start: int, end: int, *, straight_through: bool = False) -> Scheduled:
     """``pruner`` applied before steps ``start, start + n, ... <= end`` (each application
-    removes its fraction of the survivors)."""
+    removes its fraction of the survivors).
+
+    ``straight_through``: dense weights kept and updated through the mask
+    (:func:`~jaxticket.train.straight_through_step`); each application prunes the *dense*
+    weights afresh (``pruning.n_m(2, 4)`` every 100 steps: the 2:4 pattern of the current
+    weights, pruned ones free to return); the result holds the masked weights."""
     _check_int("n", n, 1, False)
-    return Scheduled(pruner, tuple(range(start, end + 1, n)))
+    return Scheduled(pruner, tuple(range(start, end + 1, n)), straight_through)
 
 
 for _name, _factory in (("gmp", gmp), ("set", set_), ("rigl", rigl), ("static", static)):

@@ -38,7 +38,7 @@ from jaxticket.sparse import methods as methods_lib
 from jaxticket.sparse.loop import run_sparse_steps
 from jaxticket.train.sources import DeviceFeed
 
-__all__ = ["SparseResult", "SPARSE_STREAM", "sparse_keys", "train_sparse"]
+__all__ = ["SparseResult", "SPARSE_STREAM", "network", "sparse_keys", "train_sparse"]
 
 #: stream id folded into the sparse seed (the method's random masks and regrowth)
 SPARSE_STREAM = 5
@@ -248,7 +248,7 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
             rec[f"train_{k}"] = train_lib.as_lists(sums[k] / count) if count else None
         for name, ds in (("val", data.validation), ("test", data.test)):
             if ds is not None:
-                out = jax.device_get(train_lib.evaluate(task, state, ds, batch_size=s.eval_batch_size,
+                out = jax.device_get(train_lib.evaluate(task, network(m, state), ds, batch_size=s.eval_batch_size,
                                                         seed_strategy=seed_strategy))
                 rec.update({f"{name}_{k}": train_lib.as_lists(v) for k, v in out.items()})
         rec["density"] = masks_lib.host_density(state.mask, batch_dims=1).tolist()
@@ -279,7 +279,14 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
     return _finish(task, data, m, description, fit, state, history, root, log, t0)
 
 
+def network(method, state):
+    """The network a state computes: itself, or with straight-through training (dense
+    weights kept in the state) its params and moments masked."""
+    return train_lib.with_mask(state, state.mask) if method.straight_through else state
+
+
 def _finish(task, data, m, description, fit, state, history, root, log, t0) -> SparseResult:
+    state = network(m, state)
     seeds = train_lib.num_replicas(state)
     final = {}
     for name, ds in (("test", data.test), ("val", data.validation)):

@@ -64,7 +64,7 @@ from jaxticket.train.state import (
     with_mask,
 )
 from jaxticket.train.settings import SEED_STREAMS, FitSettings
-from jaxticket.train.step import run_steps, train_step
+from jaxticket.train.step import run_steps, straight_through_step, train_step
 from jaxticket.train.sources import HostStream, steps_per_epoch
 from jaxticket.train.loop import (
     DIVERGENCE_FACTOR,
@@ -93,6 +93,6 @@ __all__ = [
     "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",
     "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "run_steps", "scale_by_step_schedule",
-    "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "train_step", "validate_config",
+    "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "straight_through_step", "train_step", "validate_config",
     "with_mask",
 ]

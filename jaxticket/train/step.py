@@ -28,7 +28,7 @@ from jaxticket.train.state import TrainState, is_batched
 from jaxticket.train.task import Task
 
 __all__ = ["SEED_STRATEGIES", "eval_sums", "resolve_seed_strategy", "run_steps", "split_replicas",
-           "stack_replicas", "train_step"]
+           "stack_replicas", "straight_through_step", "train_step"]
 
 PyTree = Any
 
@@ -92,6 +92,47 @@ def train_step(task: Task, state: TrainState, batch, *, mesh=None):
     grads = _mask(grads, state.mask)
     updates, opt_state = _tx_update(task.tx, grads, state.opt_state, state.params, state.step)
     params = _mask(optax.apply_updates(state.params, updates), state.mask)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state)
+    return new_state, {"loss": loss, **metrics}
+
+
+def straight_through_step(task: Task, state: TrainState, batch, *, mesh=None):
+    """One straight-through step: the forward pass on the masked weights, the update on
+    the *dense* ones (the straight-through estimator of Bengio et al. 2013, as in
+    sparse training with dense weights kept, e.g. Zhou et al. 2021's N:M from scratch).
+
+    ``state.params`` holds dense weights: the network computed is ``masks.apply(params,
+    mask)``; the gradient of a masked weight reaches its dense weight unchanged (also at
+    pruned positions), and nothing is masked after the update, so a later mask may bring
+    a pruned weight back with the value it kept learning. Use the masked params
+    (:func:`~jaxticket.train.with_mask`) to evaluate or save the network. Same returns as
+    :func:`train_step`.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from jaxticket import masks, train
+        >>> task = train.task_from_config(train.TrainConfig(model="lenet_16", input_shape=(4, 4, 1), lr=0.1))
+        >>> state = train.init_state(task)
+        >>> half = jax.tree.map(lambda k: k.at[::2].set(False), state.mask.keep)  # every other input
+        >>> state = state.replace(mask=state.mask.replace(keep=half))     # params left dense
+        >>> x, y = np.ones((8, 4, 4, 1), np.float32), np.arange(8, dtype=np.int32)
+        >>> new, _ = jax.jit(straight_through_step, static_argnums=0)(task, state, (x, y))
+        >>> w = new.params["fc1"]["kernel"]
+        >>> bool((w[::2] != state.params["fc1"]["kernel"][::2]).any())   # pruned weights learn
+        True
+    """
+    x, y = batch
+    x, y = parallel.constrain_batch(x, mesh), parallel.constrain_batch(y, mesh)
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
+
+    def loss_fn(params):
+        masked = jax.tree.map(lambda w, m: w + jax.lax.stop_gradient(m - w), params, _mask(params, state.mask))
+        outputs, new_bs = task.forward(masked, state.batch_stats, x, train=True, dropout_key=dropout_key)
+        return task.loss(outputs, y).mean(), (new_bs, _batch_metrics(task, outputs, y))
+
+    (loss, (new_bs, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = _tx_update(task.tx, grads, state.opt_state, state.params, state.step)
+    params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state)
     return new_state, {"loss": loss, **metrics}
 
