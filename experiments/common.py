@@ -26,8 +26,41 @@ from jaxticket import compilation_cache, report, rundir  # noqa: E402
 from jaxticket import machine as machine_lib  # noqa: E402
 
 
+class _Parser(argparse.ArgumentParser):
+    """Parses as argparse does, then places every run of the script on ``--mesh``."""
+
+    def parse_args(self, *args, **kwargs):
+        out = super().parse_args(*args, **kwargs)
+        spec = getattr(out, "mesh", None)
+        if spec is not None:
+            import jax
+
+            from jaxticket import parallel
+
+            if spec.strip().lower() != "auto":
+                try:
+                    replicas, data = (int(x) for x in spec.split(","))
+                except ValueError:
+                    self.error(f"--mesh {spec}: give R,D (R replicas x D data devices, e.g. 4,2) or auto")
+                if replicas * data > jax.device_count():
+                    self.error(f"--mesh {spec}: needs {replicas * data} devices, this process sees "
+                               f"{jax.device_count()}")
+            parallel.set_default_mesh(spec)
+        return out
+
+
+def mesh_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--mesh R,D|auto``: once parsed, every IMP lineage, branch
+    and sweep of the script trains on that mesh (:func:`jaxticket.parallel.set_default_mesh`;
+    ``train_sparse`` runs stay on one device). A malformed mesh is a usage error."""
+    out = _Parser(description=description)
+    out.add_argument("--mesh", default=None, help="R,D or auto: train IMP, branches and sweeps on a device mesh "
+                     "(R replicas x D data devices); default one device")
+    return out
+
+
 def parser(name: str, doc: str, *, manual_help: str, quick_help: str) -> argparse.ArgumentParser:
-    """The options every experiment script takes: ``--manual-dir``, ``--data-dir``,
+    """The options every experiment script takes: ``--mesh``, ``--manual-dir``, ``--data-dir``,
     ``--workdir`` (default ``runs/<name>``), ``--out`` (default
     ``experiments/results/<name>[_quick]``) and ``--quick``.
 
@@ -35,7 +68,7 @@ def parser(name: str, doc: str, *, manual_help: str, quick_help: str) -> argpars
     cache as the ``jaxticket`` command does (:func:`jaxticket.compilation_cache.enable_default`;
     ``JAXTICKET_COMPILATION_CACHE=off`` keeps it off)."""
     compilation_cache.enable_default()
-    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    out = mesh_parser(doc.splitlines()[0])
     out.add_argument("--manual-dir", default=None, help=manual_help)
     out.add_argument("--data-dir", default=None)
     out.add_argument("--workdir", default=str(ROOT / "runs" / name))

@@ -37,7 +37,6 @@ an accelerator.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import pathlib
@@ -449,7 +448,7 @@ def from_csv(out: pathlib.Path, s) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.mesh_parser(__doc__.splitlines()[0])
     parser.add_argument("--manual-dir", default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per level (the paper: 30)")

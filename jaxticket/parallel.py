@@ -30,6 +30,7 @@ Example (8 devices: 4 replicas x batch split in 2)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Optional
 
@@ -48,6 +49,9 @@ __all__ = [
     "MeshError",
     "REPLICA",
     "agree",
+    "default_mesh",
+    "get_default_mesh",
+    "set_default_mesh",
     "is_primary",
     "resolve_mesh",
     "sync",
@@ -111,12 +115,49 @@ def _auto_shape(devices: int, seeds: int, batch_size: Optional[int]) -> tuple[in
     return replicas, data
 
 
+_DEFAULT_MESH = None
+
+
+def set_default_mesh(mesh) -> None:
+    """The placement every run takes when given ``mesh=None`` (``jt.imp``, its branches,
+    ``jt.run_imp``, ``jt.instability_sweep``): any ``mesh`` :func:`resolve_mesh` takes
+    (``"auto"`` is resolved per run, for its own seeds), or ``None`` for one device again.
+    The experiment scripts' ``--mesh`` sets it for the whole script."""
+    global _DEFAULT_MESH
+    _DEFAULT_MESH = mesh
+
+
+def get_default_mesh():
+    """What :func:`set_default_mesh` set (``None``: one device)."""
+    return _DEFAULT_MESH
+
+
+@contextlib.contextmanager
+def default_mesh(mesh):
+    """:func:`set_default_mesh` for a ``with`` block, restored after it.
+
+    Example:
+        >>> with default_mesh("auto"):
+        ...     dict(resolve_mesh(None, seeds=1).shape)
+        {'replica': 1, 'data': 1}
+        >>> resolve_mesh(None, seeds=1) is None
+        True
+    """
+    before = _DEFAULT_MESH
+    set_default_mesh(mesh)
+    try:
+        yield
+    finally:
+        set_default_mesh(before)
+
+
 def resolve_mesh(mesh, *, seeds: int, batch_size: Optional[int] = None) -> Optional[Mesh]:
     """The mesh a run trains on, checked against its ``seeds`` and ``batch_size``.
 
     ``mesh``: ``None`` (one device, no mesh), a :class:`~jax.sharding.Mesh` from
     :func:`make_mesh`, an ``(R, D)`` pair or ``"R,D"`` (``R`` replicas x ``D`` data), or
-    ``"auto"``: every device of every process, replicas first while the seeds divide:
+    ``"auto"`` (``None`` takes :func:`set_default_mesh`'s, by default none):
+    every device of every process, replicas first while the seeds divide:
     ``R = gcd(devices, seeds)``, then ``D = gcd(devices // R, batch_size)`` (devices left
     over by that rule stay idle, and the run says so in its log). A mesh that does not fit
     is a :class:`MeshError` naming the fix.
@@ -131,6 +172,8 @@ def resolve_mesh(mesh, *, seeds: int, batch_size: Optional[int] = None) -> Optio
         ...
         jaxticket.parallel.MeshError: mesh 3,1: 4 seeds cannot be split evenly over 3 replica devices; choose seeds a multiple of 3, or R dividing 4
     """
+    if mesh is None:
+        mesh = _DEFAULT_MESH
     if mesh is None:
         return None
     if isinstance(mesh, Mesh):

@@ -203,3 +203,25 @@ def test_sparse_training_quick(tmp_path, monkeypatch):
     before = (out / "results.csv").read_text()  # a rerun reads everything back
     assert script.main(["--quick", "--workdir", str(work), "--out", str(out), "--report"]) == 0
     assert (out / "results.csv").read_text() == before
+
+
+def test_experiment_scripts_take_a_mesh_for_every_run(monkeypatch):
+    import jax
+
+    from jaxticket import lottery, parallel
+
+    common = load_script("common")
+    monkeypatch.setattr(parallel, "_DEFAULT_MESH", None)
+    p = common.parser("x", "doc", manual_help="", quick_help="")
+    assert p.parse_args([]).mesh is None and parallel.get_default_mesh() is None
+    assert p.parse_args(["--mesh", "1,1"]).mesh == "1,1" and parallel.get_default_mesh() == "1,1"
+    import jaxticket as jt
+
+    data = tiny_images(n_train=32, n_test=16, shape=(4, 4, 1))
+    task = jt.train.task_from_config(jt.train.TrainConfig(model="lenet_16", input_shape=(4, 4, 1), lr=0.1))
+    run = lottery.imp(task, data, jt.magnitude(0.5), levels=0, steps=2, batch_size=8, log=None)
+    assert run.mesh is not None and dict(run.mesh.shape) == {"replica": 1, "data": 1}  # mesh=None took the default
+    with pytest.raises(SystemExit):
+        p.parse_args(["--mesh", "four"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--mesh", f"{jax.device_count() + 1},1"])
