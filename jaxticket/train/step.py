@@ -77,21 +77,32 @@ def train_step(task: Task, state: TrainState, batch, *, mesh=None):
         >>> bool(metrics2["loss"] < metrics["loss"])
         True
     """
+    return _step(task, state, batch, mesh, straight_through=False)
+
+
+def _step(task: Task, state: TrainState, batch, mesh, *, straight_through: bool):
+    """:func:`train_step` (masked gradients in, masked params out) or, with
+    ``straight_through``, :func:`straight_through_step` (masked forward on dense weights)."""
     x, y = batch
     x, y = parallel.constrain_batch(x, mesh), parallel.constrain_batch(y, mesh)
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
 
     def loss_fn(params):
+        if straight_through:  # the masked weights' value, the gradient straight to the dense ones
+            params = jax.tree.map(lambda w, m: w + jax.lax.stop_gradient(m - w), params, _mask(params, state.mask))
         outputs, new_bs = task.forward(params, state.batch_stats, x, train=True, dropout_key=dropout_key)
         return task.loss(outputs, y).mean(), (new_bs, _batch_metrics(task, outputs, y))
 
     (loss, (new_bs, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     # masked gradients in: momentum / Adam moments of pruned entries stay 0 (their
     # weight decay term wd * 0 is 0 too); masked params out: pruned weights stay exactly
-    # 0. Both selects fuse into the optimizer's elementwise update.
-    grads = _mask(grads, state.mask)
+    # 0. Both selects fuse into the optimizer's elementwise update. Straight-through: neither.
+    if not straight_through:
+        grads = _mask(grads, state.mask)
     updates, opt_state = _tx_update(task.tx, grads, state.opt_state, state.params, state.step)
-    params = _mask(optax.apply_updates(state.params, updates), state.mask)
+    params = optax.apply_updates(state.params, updates)
+    if not straight_through:
+        params = _mask(params, state.mask)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state)
     return new_state, {"loss": loss, **metrics}
 
@@ -121,20 +132,7 @@ def straight_through_step(task: Task, state: TrainState, batch, *, mesh=None):
         >>> bool((w[::2] != state.params["fc1"]["kernel"][::2]).any())   # pruned weights learn
         True
     """
-    x, y = batch
-    x, y = parallel.constrain_batch(x, mesh), parallel.constrain_batch(y, mesh)
-    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
-
-    def loss_fn(params):
-        masked = jax.tree.map(lambda w, m: w + jax.lax.stop_gradient(m - w), params, _mask(params, state.mask))
-        outputs, new_bs = task.forward(masked, state.batch_stats, x, train=True, dropout_key=dropout_key)
-        return task.loss(outputs, y).mean(), (new_bs, _batch_metrics(task, outputs, y))
-
-    (loss, (new_bs, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = _tx_update(task.tx, grads, state.opt_state, state.params, state.step)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs, opt_state=opt_state)
-    return new_state, {"loss": loss, **metrics}
+    return _step(task, state, batch, mesh, straight_through=True)
 
 
 def _spmd(mesh):
