@@ -1,11 +1,23 @@
 """Test-session settings that must exist before ``jaxticket`` is imported.
 
-The tests run without JAX's persistent compilation cache (set
-``JAXTICKET_COMPILATION_CACHE`` to a folder to test with one): they neither read programs
-that other processes on this machine wrote nor leave theirs in the user's cache, and the
-tests of the cache itself give their subprocesses a folder of their own.
+The tests share one persistent compilation cache per test session: a fresh temporary
+folder, made by the first pytest process (the xdist controller, or the only process with
+``-n 0``), handed to the xdist workers and to every subprocess the tests start through
+the environment (``JAXTICKET_COMPILATION_CACHE``), and removed when that process exits.
+A program compiled by one test module, worker or subprocess is read back by the next
+instead of compiled again (the suite clears JAX's in-memory caches after each module).
+The tests neither read programs that other sessions or the user's runs wrote nor leave
+theirs in the user's cache; the tests of the cache itself give their subprocesses a
+folder of their own. ``JAXTICKET_COMPILATION_CACHE=off`` runs the tests without a cache,
+``JAXTICKET_COMPILATION_CACHE=/some/folder`` with that one (kept).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
-os.environ.setdefault("JAXTICKET_COMPILATION_CACHE", "off")
+if "JAXTICKET_COMPILATION_CACHE" not in os.environ:
+    _session_cache = tempfile.mkdtemp(prefix="jaxticket-tests-xla-")
+    os.environ["JAXTICKET_COMPILATION_CACHE"] = _session_cache
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)

@@ -8,7 +8,7 @@ this file.
 
 JAX's persistent compilation cache is switched on here as the ``jaxticket`` command
 switches it on (:func:`jaxticket.compilation_cache.enable_default`); the root
-``conftest.py`` leaves it off unless ``JAXTICKET_COMPILATION_CACHE`` names a folder.
+``conftest.py`` points it at a fresh folder shared by the whole test session.
 """
 
 import gc
