@@ -8,9 +8,9 @@
         final params gathered on the host.
 
     python tests/parallel_worker.py imp_mesh OUT.json
-        8 fake devices: jt.imp (2 levels, 8 seeds) on meshes (1, 1), (8, 1) and (4, 2)
-        ("auto"'s rule checked), a reinit branch, and an instability sweep with copies on (4, 2); writes
-        the differences from the one-device run.
+        8 fake devices: jt.imp (2 levels, 8 seeds) on meshes (8, 1) and (4, 2) ("auto"'s rule
+        checked) and a reinit branch on (8, 1), against the same seeds on one device with no
+        mesh; an instability sweep with copies on (4, 2) against (1, 1); writes the differences.
 
 Importable: ``setup()`` gives the config and data shared with the in-process reference.
 """
@@ -139,7 +139,9 @@ def imp_mesh(out_path):
                                    for x, y in zip(a, b)),
                 "acc": max(float(np.max(np.abs(x["acc"] - y["acc"]))) for x, y in zip(a, b))}
 
-    one = jt.imp(task, data, pruner, mesh=(1, 1), workdir=tempfile.mkdtemp(), **kw)
+    # the reference: the same seeds on one device, as a run given no mesh trains them
+    # (each replica's own program in turn: seed_strategy "auto" on CPU)
+    one = jt.imp(task, data, pruner, workdir=tempfile.mkdtemp(), **kw)
     one.branch("reinit", levels=[2])
     ref, ref_branch = levels(one), levels(one, "reinit")
     result = {}
@@ -149,9 +151,9 @@ def imp_mesh(out_path):
         run = jt.imp(task, data, pruner, mesh=mesh, workdir=tempfile.mkdtemp(), **kw)
         result[name] = diff(ref, levels(run))
         result[name]["shards"] = len(jax.tree.leaves(run.levels[2].params)[0].sharding.device_set)
-        if name == "4x2":
+        if name == "8x1":
             run.branch("reinit", levels=[2])
-            result["branch_4x2"] = diff(ref_branch, levels(run, "reinit"))
+            result["branch_8x1"] = diff(ref_branch, levels(run, "reinit"))
     sweep_kw = dict(ks=[0, 6], levels=[0, 1], steps=12, batch_size=16, seeds=2, copies=2, num_alphas=3,
                     eval_every=6, log=None, progress=False)
     rows_one = jt.instability_sweep(task, data, pruner, workdir=tempfile.mkdtemp(), mesh=(1, 1), **sweep_kw)

@@ -145,8 +145,11 @@ def _spmd(mesh):
 #: measurement (``benchmarks/train.py``): ``"sequential"`` on CPU, where batching the
 #: replicas made every model slower per seed-step (XLA:CPU runs vmapped convolutions as
 #: slow grouped ones, and batched small matmuls use the cores less well than one after
-#: the other), ``"vmap"`` on accelerators and on a mesh. Either way each replica's result
-#: is bitwise its single run's.
+#: the other), ``"vmap"`` on accelerators and on a mesh. ``"sequential"`` gives each
+#: replica bitwise its single run's result; ``"vmap"`` on one CPU device is within about
+#: 1 ulp per step of it (a batched matrix product sums in another order). Replicas spread
+#: over a mesh's replica axis, one per device, are bitwise the one-device sequential run
+#: (``tests/test_parallel.py``).
 SEED_STRATEGIES = ("auto", "vmap", "sequential")
 
 
