@@ -142,8 +142,11 @@ def _cli_processes(workdir, port, extra=()):
 def test_distributed_command_killed_and_restarted_equals_one_process(tmp_path):
     """`jaxticket imp --distributed` as 2 processes x 2 fake devices (mesh 2,2) on one
     directory, both SIGKILLed once level 0 is written and started again, ends with the
-    results of the same command in one process on one device; process 0 alone prints."""
+    results of the same command in one process on one device; process 0 alone prints.
+    A second 2-process job started on the directory while the first holds it is refused
+    on both processes, with one line said once (by its process 0), and writes nothing."""
     import csv
+    import signal
     import time
 
     from jaxticket import cli
@@ -158,6 +161,15 @@ def test_distributed_command_killed_and_restarted_equals_one_process(tmp_path):
         while not (run / "levels" / "level_00" / "manifest.json").exists() and time.time() < deadline:
             assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
             time.sleep(0.2)
+        for p in procs:  # the first job, stopped where it stands, keeps its lock
+            p.send_signal(signal.SIGSTOP)
+        before = sorted(str(f.relative_to(run)) for f in run.rglob("*"))
+        second = _cli_processes(run, _free_port())
+        refused = [p.communicate(timeout=240) for p in second]
+        assert [p.returncode for p in second] == [cli.RunError.exit_code] * 2, [e[-2000:] for _, e in refused]
+        said = [err.count("is in use by pid") for _, err in refused]
+        assert said == [1, 0], [err[-2000:] for _, err in refused]
+        assert sorted(str(f.relative_to(run)) for f in run.rglob("*")) == before
     finally:
         for p in procs:
             p.kill()
