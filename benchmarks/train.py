@@ -15,10 +15,15 @@ one run, on random uint8 data held on the device (N = 10,000 examples):
    1,000 steps. Target <= 1.10.
 3. The machine's dense matmul peak (float32 GFLOP/s), measured in the same run.
 4. Seeds: S replicas trained by ``fit`` with each seed strategy (``vmap``: one batched
-   program; ``sequential``: each replica's single-run program in turn) against one
-   replica alone, per seed-step, with the achieved FLOP/s (XLA's cost analysis of the
-   step) as a fraction of the peak: LeNet-300-100 (S = 1, 2, 4, 8) and LeNet-5 (S = 5).
-5. ResNet-20 (batch 128, 32x32x3) training steps per second.
+   program; ``sequential``: each replica's single-run program in turn; ``separate``: S
+   ``fit`` calls of one replica each) against one replica alone, per seed-step, with the
+   achieved FLOP/s (XLA's cost analysis of the step) as a fraction of the peak:
+   LeNet-300-100 (S = 1, 2, 4, 8, 16, 32) and LeNet-5 (S = 1, 2, 4, 8); the fastest
+   strategy per S beside what ``seed_strategy="auto"`` picks on this backend.
+5. Throughput on random data of CIFAR-10's shape: LeNet-300-100 (batch 60) and ResNet-20
+   (batch 128), steps per second and achieved FLOP/s against the peak.
+6. One full LeNet-300-100 level (50,000 iterations of batch 60, validation every 5,000):
+   cold (compilation included) and warm wall time, and ``fit``'s fixed cost.
 
 The same script runs unchanged on a GPU (results/train_gpu.json).
 
@@ -176,12 +181,20 @@ def step_flops(task, state, ds, bs) -> float:
     return float(cost.get("flops", float("nan")))
 
 
+SEED_COUNTS = (1, 2, 4, 8, 16, 32)
+
+
 def seeds_axis(quick, peak_gflops):
     """S replicas trained by fit with each seed strategy vs one replica alone: cost per
-    seed-step relative to the single run (the target was <= 0.6 for 8 seeds of LeNet)."""
+    seed-step relative to the single run (the target was <= 0.6 for 8 seeds of LeNet).
+
+    Strategies: ``vmap`` (one batched program), ``sequential`` (each replica's
+    single-run program in turn, inside one ``fit``) and ``separate`` (S ``fit`` calls of
+    one replica each, one after the other: what S separate runs cost without their
+    processes' start-up). ``single`` is one replica alone (S = 1)."""
     out = {}
-    cases = [("lenet_300_100", (28, 28, 1), 60, (1, 2, 4, 8), 50 if quick else 200),
-             ("lenet5", (28, 28, 1), 60, (1, 5), 10 if quick else 40)]
+    cases = [("lenet_300_100", (28, 28, 1), 60, SEED_COUNTS[:4] if quick else SEED_COUNTS, 50 if quick else 200),
+             ("lenet5", (28, 28, 1), 60, (1, 5) if quick else (1, 2, 4, 8), 10 if quick else 40)]
     for model, shape, bs, seed_counts, k in cases:
         ds = dataset(shape)
         task = train.task_from_config(train.TrainConfig(model=model, input_shape=shape, optimizer="adam", lr=1e-3))
@@ -189,10 +202,17 @@ def seeds_axis(quick, peak_gflops):
         per = {}
         for S in seed_counts:
             state = train.init_state(task, seeds=S) if S > 1 else train.init_state(task)
-            strategies = ("vmap", "sequential") if S > 1 else ("single",)
-            runs = {st: (lambda st=st: jax.block_until_ready(train.fit(
-                task, state, ds, steps=k, batch_size=bs, chunk_size=k, progress=False,
-                seed_strategy="auto" if st == "single" else st).state)) for st in strategies}
+
+            def fit(st, strategy="auto", k=k):
+                return jax.block_until_ready(train.fit(task, st, ds, steps=k, batch_size=bs, chunk_size=k,
+                                                       progress=False, seed_strategy=strategy).state)
+
+            if S > 1:
+                replicas = [train.replica(state, r) for r in range(S)]
+                runs = {"vmap": lambda: fit(state, "vmap"), "sequential": lambda: fit(state, "sequential"),
+                        "separate": lambda: [fit(r) for r in replicas]}
+            else:
+                runs = {"single": lambda: fit(state)}
             for run in runs.values():
                 run()  # compile
             times = {st: [] for st in runs}
@@ -209,23 +229,65 @@ def seeds_axis(quick, peak_gflops):
             print(f"[seeds] {model:14s} S={S}: " + ", ".join(
                 f"{st} {v:.3f} ms/seed-step ({flops / (v / 1e3) / 1e9:.0f} GFLOP/s, "
                 f"{100 * flops / (v / 1e3) / 1e9 / peak_gflops:.0f}% of peak)" for st, v in row.items()), flush=True)
+        fastest = {S: min((st for st in row if st != "single"), key=row.get) for S, row in per.items() if S != "1"}
         out[model] = {"batch_size": bs, "steps_per_fit": k, "step_gflop": flops / 1e9,
-                      "loop": train.resolve_loop("auto", train.init_state(task)), "by_S": rows}
+                      "loop": train.resolve_loop("auto", train.init_state(task)), "by_S": rows,
+                      "fastest_strategy_by_S": fastest,
+                      "auto_strategy": train.resolve_seed_strategy("auto")}
     return out
 
 
-def resnet20_steps_per_second(quick) -> dict:
+def throughput(quick, peak_gflops) -> dict:
+    """Training steps per second and achieved FLOP/s (XLA's cost analysis of one step)
+    against the measured peak, on random data of CIFAR-10's shape (32x32x3):
+    LeNet-300-100 (batch 60) and ResNet-20 (batch 128), one replica, as ``fit`` runs them."""
     ds = dataset((32, 32, 3))
-    task = train.task_from_config(train.TrainConfig(model="resnet20", input_shape=(32, 32, 3), lr=0.1, momentum=0.9,
-                                                    weight_decay=1e-4))
+    out = {}
+    for model, bs, k, extra in (("lenet_300_100", 60, 100 if quick else 1000, dict(optimizer="adam", lr=1e-3)),
+                                ("resnet20", 128, 5 if quick else 20, dict(lr=0.1, momentum=0.9, weight_decay=1e-4))):
+        task = train.task_from_config(train.TrainConfig(model=model, input_shape=(32, 32, 3), **extra))
+        state = train.init_state(task)
+        flops = step_flops(task, state, ds, bs)
+        run = lambda: jax.block_until_ready(train.fit(task, state, ds, steps=k, batch_size=bs, chunk_size=k,  # noqa: E731
+                                                      progress=False).state)
+        run()
+        t = timed(run, 3)
+        gflops = flops * k / t / 1e9
+        print(f"[throughput] {model} batch {bs}, 32x32x3: {k / t:.2f} steps/s, {gflops:.1f} GFLOP/s "
+              f"({100 * gflops / peak_gflops:.1f}% of peak)", flush=True)
+        out[model] = {"batch_size": bs, "input_shape": [32, 32, 3], "steps": k, "steps_per_s": k / t,
+                      "step_gflop": flops / 1e9, "gflops": gflops, "fraction_of_peak": gflops / peak_gflops,
+                      "loop": train.resolve_loop("auto", state)}
+    return out
+
+
+def full_level(quick) -> dict:
+    """One IMP level's training as the LeNet-300-100 preset runs it: 50,000 iterations of
+    batch 60 (Adam 1.2e-3) on random data of MNIST's shape with a validation evaluation
+    every 5,000, in one ``fit``; wall time of a first call (compilation included) against
+    the same call again (warm), and the fixed cost of ``fit`` (its first step, cold)."""
+    ds = dataset((28, 28, 1))
+    val = dataset((28, 28, 1))
+    steps = 2_000 if quick else 50_000
+    task = train.task_from_config(train.TrainConfig(model="lenet_300_100", input_shape=(28, 28, 1),
+                                                    optimizer="adam", lr=1.2e-3))
     state = train.init_state(task)
-    k = 5 if quick else 20
-    run = lambda: jax.block_until_ready(train.fit(task, state, ds, steps=k, batch_size=128, chunk_size=k,  # noqa: E731
-                                                  progress=False).state)
-    run()
-    t = timed(run, 3)
-    print(f"[resnet20] batch 128: {k / t:.2f} steps/s", flush=True)
-    return {"batch_size": 128, "steps_per_s": k / t, "loop": train.resolve_loop("auto", state)}
+
+    def run(n):
+        return jax.block_until_ready(train.fit(task, state, ds, steps=n, batch_size=60, val=val,
+                                               eval_every=max(1, n // 10), progress=False).state)
+
+    t = time.perf_counter()
+    run(steps)
+    cold = time.perf_counter() - t
+    warm = timed(lambda: run(steps), 1)
+    t = time.perf_counter()
+    run(1)
+    first_step = time.perf_counter() - t
+    print(f"[level] LeNet-300-100, {steps} iterations: {cold:.1f} s cold, {warm:.1f} s warm "
+          f"({steps / warm:.0f} it/s); fit's first step with a new length {first_step:.2f} s", flush=True)
+    return {"steps": steps, "batch_size": 60, "cold_s": cold, "warm_s": warm, "iterations_per_s": steps / warm,
+            "first_step_s": first_step}
 
 
 def main():
@@ -242,7 +304,8 @@ def main():
               "fit_vs_bare_scan": fit_vs_scan(args.quick),
               "matmul_peak": (peak := matmul_peak(args.quick)),
               "seeds": seeds_axis(args.quick, peak["gflops"]),
-              "resnet20": resnet20_steps_per_second(args.quick)}
+              "throughput": throughput(args.quick, peak["gflops"]),
+              "full_level": full_level(args.quick)}
     result["total_s"] = time.perf_counter() - t0
     result["loadavg_at_end"] = os.getloadavg()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",

@@ -64,7 +64,7 @@ from jaxticket.train.state import (
     with_mask,
 )
 from jaxticket.train.settings import SEED_STREAMS, FitSettings
-from jaxticket.train.step import run_steps, straight_through_step, train_step
+from jaxticket.train.step import SEED_STRATEGIES, resolve_seed_strategy, run_steps, straight_through_step, train_step
 from jaxticket.train.sources import HostStream, steps_per_epoch
 from jaxticket.train.loop import (
     DIVERGENCE_FACTOR,
@@ -92,7 +92,8 @@ __all__ = [
     "TrainConfig", "TrainState", "VARY_STREAMS", "abstract", "accuracy", "advance_schedules", "check_inputs",
     "evaluate", "fit", "host_step", "init_state",
     "is_batched", "make_model", "make_optimizer", "make_schedule", "milestone_steps", "num_replicas",
-    "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "run_steps", "scale_by_step_schedule",
+    "optimizer_fingerprint", "replica", "replica_seeds", "resolve_loop", "resolve_seed_strategy", "run_steps",
+    "SEED_STRATEGIES", "scale_by_step_schedule",
     "softmax_cross_entropy", "steps_per_epoch", "task_from_config", "straight_through_step", "train_step", "validate_config",
     "with_mask",
 ]
