@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 
 import jaxticket as jt
-from jaxticket import machine, masks, train
+from jaxticket import machine, train
 
 
 class NNXCNN(nnx.Module):

@@ -57,7 +57,7 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxticket import instability, lottery, pruning, report, rundir, stability, train  # noqa: E402
+from jaxticket import instability, lottery, report, rundir, stability, train  # noqa: E402
 from jaxticket.models.conv1d import Conv1DNet, ResNet1D  # noqa: E402
 
 NAME = "rewinding_mnist1d"

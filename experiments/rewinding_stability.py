@@ -318,7 +318,7 @@ def search(names, workdir: pathlib.Path, out: pathlib.Path, args) -> int:
     """Run (or read back) the search settings ``names`` and write ``search.csv`` with
     every setting the search folder holds."""
     out.mkdir(parents=True, exist_ok=True)
-    data, notes = None, {}
+    data = None
     for name in names:
         s = search_setting(name)
         if not args.report:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Optional
 
 from jaxticket.registry import Registry
 

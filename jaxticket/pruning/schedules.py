@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-from typing import Any, Callable
+from typing import Any
 
 from jaxticket.pruning.core import Configured, Pruner, as_pruner, from_config, register, to_config
 
