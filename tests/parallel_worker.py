@@ -162,6 +162,18 @@ def imp_mesh(out_path):
                                                             for a, b in zip(rows_one, rows_mesh)),
                        "copy_l2": max(float(np.max(np.abs(np.subtract(a["copy_l2"], b["copy_l2"]))))
                                       for a, b in zip(rows_one, rows_mesh))}
+    # sparse training (RigL: mask updates inside the compiled loop) on the same meshes
+    sparse_kw = dict(density=0.3, steps=12, batch_size=16, seeds=8, every=4, end=10, eval_every=6,
+                     chunk_size=6, log=None)
+    sparse_one = jt.train_sparse(task, data, "rigl", workdir=tempfile.mkdtemp(), **sparse_kw)
+    for name, mesh in {"sparse_8x1": (8, 1), "sparse_4x2": (4, 2)}.items():
+        got = jt.train_sparse(task, data, "rigl", mesh=mesh, workdir=tempfile.mkdtemp(), **sparse_kw)
+        result[name] = {"params": _maxdiff(parallel.to_host(sparse_one.params), parallel.to_host(got.params)),
+                        "masks_equal": all(np.array_equal(p, q) for p, q in zip(
+                            jax.tree.leaves(parallel.to_host(sparse_one.mask.keep)),
+                            jax.tree.leaves(parallel.to_host(got.mask.keep)))),
+                        "acc": float(np.max(np.abs(sparse_one.test_accuracy - got.test_accuracy))),
+                        "shards": len(jax.tree.leaves(got.params)[0].sharding.device_set)}
     try:
         jt.imp(task, data, pruner, mesh=(3, 1), **kw)
     except parallel.MeshError as e:

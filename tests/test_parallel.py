@@ -61,18 +61,20 @@ def test_imp_branch_and_sweep_on_meshes_match_one_device(tmp_path):
     a reinit branch on (8, 1) too. Data parallelism (4, 2) is within 1e-6: each device sums
     the gradient of its half of the batch and the halves are added across devices, a
     different order of the same float32 additions (masks and accuracies still equal). An
-    instability sweep with copies on (4, 2) matches (1, 1) likewise."""
+    instability sweep with copies on (4, 2) matches (1, 1) likewise, and sparse training (RigL,
+    its mask updates inside the compiled loop) on (8, 1) bit for bit and on (4, 2) within 1e-6."""
     out = tmp_path / "imp_mesh.json"
     proc = subprocess.run([sys.executable, WORKER, "imp_mesh", str(out)], env=_env(),
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    for name in ("8x1", "branch_8x1"):
+    for name in ("8x1", "branch_8x1", "sparse_8x1"):
         r = res[name]
         assert r["params"] == 0.0 and r["masks_equal"] and r["acc"] == 0.0, (name, r)
     assert res["4x2"]["masks_equal"] and res["4x2"]["acc"] == 0.0, res["4x2"]
     assert res["4x2"]["params"] < 1e-6, res["4x2"]
-    assert res["8x1"]["shards"] == 8 and res["4x2"]["shards"] == 8
+    assert res["sparse_4x2"]["masks_equal"] and res["sparse_4x2"]["params"] < 1e-6, res["sparse_4x2"]
+    assert all(res[n]["shards"] == 8 for n in ("8x1", "4x2", "sparse_8x1", "sparse_4x2")), res
     assert res["sweep"]["rows"] == 8 and res["sweep"]["barrier"] < 1e-4 and res["sweep"]["copy_l2"] < 1e-4, res
     assert "8 seeds cannot be split evenly over 3 replica devices" in res["error"]
 

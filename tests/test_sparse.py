@@ -212,7 +212,7 @@ def test_the_update_is_a_real_cond_on_an_unbatched_counter():
     m = sparse.rigl(0.25, every=5).resolve(30)
     state = train.init_state(task, seeds=2)
     from jaxticket.sparse.loop import _run
-    jaxpr = jax.make_jaxpr(lambda s, k: _run(task, train.sources.DeviceFeed(16), m, 10, s, k, data.train,
+    jaxpr = jax.make_jaxpr(lambda s, k: _run(task, train.sources.DeviceFeed(16), m, 10, None, s, k, data.train,
                                              np.int32(0), np.int32(10)))(state, jnp.zeros((2, 2), jnp.uint32))
     assert "cond[" in str(jaxpr)  # a vmapped cond would have become a select of both branches
 
@@ -287,7 +287,7 @@ def test_sparse_command_runs_and_refuses_bad_flags(tmp_path, capsys):
 
     workdir = tmp_path / "rigl"
     assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "0.2", "--steps", "20",
-                     "--seeds", "1", "--workdir", str(workdir)]) == 0
+                     "--seeds", "1", "--workdir", str(workdir), "--mesh", "1,1"]) == 0
     out = capsys.readouterr().out
     assert "seed 0: density 0.2" in out and (workdir / "summary.json").exists()
     assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "1.5"]) == 2
@@ -295,6 +295,9 @@ def test_sparse_command_runs_and_refuses_bad_flags(tmp_path, capsys):
     assert cli.main(["sparse", "--config", "nope", "--method", "set", "--density", "0.5"]) == 2
     assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "0.5", "--straight-through"]) == 2
     assert "--straight-through is a setting of --method gmp" in capsys.readouterr().err
+    assert cli.main(["sparse", "--config", "demo", "--method", "rigl", "--density", "0.5", "--mesh", "3,1"]) == 2
+    err = capsys.readouterr().err
+    assert "--mesh 3,1" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_finetune_holds_the_final_learning_rate_and_lr_rewind_replays_the_schedule():

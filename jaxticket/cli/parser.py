@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sparse", help="one sparse training run: gradual magnitude pruning, SET, RigL or static")
     sparse_command.add_arguments(p)
+    _add_mesh_flag(p)
 
     p = sub.add_parser("report", help="table and plots of density vs accuracy")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -1,7 +1,7 @@
 """``jaxticket sparse``: one sparse training run of a preset (GMP, SET, RigL, static).
 
-Self-contained, not yet wired into the parser: ``add_arguments(parser)`` adds the
-arguments to a subcommand's parser, ``run(args) -> int`` runs it. The preset gives the
+``add_arguments(parser)`` adds the command's own arguments to its subcommand's parser
+(the parser adds ``--mesh``, as on ``imp``), ``run(args) -> int`` runs it. The preset gives the
 model, data, optimizer and training length (``--steps`` overrides); the run lives in
 ``--workdir`` (default ``runs/<config>_sparse_<method>_<density>``) and resumes there.
 
@@ -46,7 +46,17 @@ def run(args) -> int:
     from jaxticket import configs, lottery
     from jaxticket.sparse import train_sparse
 
+    from jaxticket import parallel
+    from jaxticket.cli.errors import UsageError
+
     config = configs.get(args.config)
+    seeds = args.seeds or config.imp.seeds
+    mesh = getattr(args, "mesh", None)
+    if mesh is not None:  # checked before anything is loaded
+        try:
+            mesh = parallel.resolve_mesh(mesh, seeds=seeds, batch_size=config.imp.fit.batch_size)
+        except parallel.MeshError as e:
+            raise UsageError(f"--mesh {args.mesh}: {e}") from None
     task, data, _, settings = lottery.objects_from_config(config, data_dir=args.data_dir, manual_dir=args.manual_dir)
     fit = settings.fit
     steps = args.steps if args.steps is not None else fit.steps
@@ -60,7 +70,7 @@ def run(args) -> int:
         method_settings = {k: v for k, v in method_settings.items() if k == "distribution"}
     workdir = pathlib.Path(args.workdir or f"runs/{args.config}_sparse_{args.method}_{args.density:g}")
     result = train_sparse(task, data, args.method, density=args.density, steps=steps, batch_size=fit.batch_size,
-                          seeds=args.seeds or settings.seeds, workdir=workdir, overwrite=args.overwrite,
+                          seeds=seeds, workdir=workdir, overwrite=args.overwrite, mesh=mesh,
                           eval_every=fit.eval_every, eval_batch_size=fit.eval_batch_size,
                           chunk_size=fit.chunk_size, checkpoint_every=fit.checkpoint_every, augment=fit.augment,
                           vary=settings.vary, prunable=settings.prunable, sparse_seed=args.sparse_seed,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxticket import parallel
 from jaxticket.train.state import is_batched
 from jaxticket.train.step import (resolve_seed_strategy, split_replicas, stack_replicas, straight_through_step,
                                   train_step)
@@ -30,45 +31,51 @@ from jaxticket.train.step import (resolve_seed_strategy, split_replicas, stack_r
 __all__ = ["run_sparse_steps"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _run(task, feed, method, length: Optional[int], state, keys, data, first, num_steps):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _run(task, feed, method, length: Optional[int], mesh, state, keys, data, first, num_steps):
     batched = is_batched(state)
+    spmd = parallel.REPLICA if mesh is not None else None
 
     step_fn = straight_through_step if method.straight_through else train_step
 
     def one_step(s, i):
-        return step_fn(task, s, feed.batch(data, s, i))
+        return step_fn(task, s, feed.batch(data, s, i), mesh=mesh)
 
     def one_update(s, key, t, i):
         batch = feed.batch(data, s, i) if method.needs_batch else None
         return method.update(task, s, batch, t, jax.random.fold_in(jax.random.wrap_key_data(key), t))
 
     if batched:
-        one_step = jax.vmap(one_step, in_axes=(0, None))
-        one_update = jax.vmap(one_update, in_axes=(0, 0, None, None))
+        one_step = jax.vmap(one_step, in_axes=(0, None), spmd_axis_name=spmd)
+        one_update = jax.vmap(one_update, in_axes=(0, 0, None, None), spmd_axis_name=spmd)
 
     def body(i, s):
         t = (first + i).astype(jnp.int32)
         if method.updates:
             s = jax.lax.cond(method.due(t), lambda s: one_update(s, keys, t, i), lambda s: s, s)
-        return one_step(s, i)
+        s, m = one_step(s, i)
+        return parallel.constrain_state(s, mesh, batched=batched), m
 
     if length is None:
-        state, m = body(jnp.int32(0), state)
-        return state, jax.tree.map(lambda x: x[None], m)
-    names = ("loss", *task.metric_names)
-    buf = {k: jnp.zeros((length,) + tuple(np.shape(state.step)), jnp.float32) for k in names}
+        state, metrics = body(jnp.int32(0), state)
+        metrics = jax.tree.map(lambda x: x[None], metrics)
+    else:
+        names = ("loss", *task.metric_names)
+        buf = {k: jnp.zeros((length,) + tuple(np.shape(state.step)), jnp.float32) for k in names}
 
-    def loop_body(i, carry):
-        s, b = carry
-        s, m = body(i, s)
-        return s, {k: b[k].at[i].set(m[k]) for k in b}
+        def loop_body(i, carry):
+            s, b = carry
+            s, m = body(i, s)
+            return s, {k: b[k].at[i].set(m[k]) for k in b}
 
-    return jax.lax.fori_loop(0, num_steps, loop_body, (state, buf))
+        state, metrics = jax.lax.fori_loop(0, num_steps, loop_body, (state, buf))
+    if mesh is not None:
+        metrics = jax.lax.with_sharding_constraint(metrics, parallel.replicated(mesh))
+    return state, metrics
 
 
 def run_sparse_steps(task, feed, method, state, keys, data, first: int, num_steps: int, *,
-                     length: Optional[int] = None, seed_strategy: str = "vmap"):
+                     length: Optional[int] = None, mesh=None, seed_strategy: str = "vmap"):
     """``num_steps`` sparse-training steps from step ``first`` in one compiled call.
 
     Args:
@@ -77,6 +84,8 @@ def run_sparse_steps(task, feed, method, state, keys, data, first: int, num_step
       state: the train state at step ``first`` (single run or replicas).
       keys: the method's raw keys, ``uint32[2]`` (``[S, 2]`` with replicas).
       length: ``None`` (exactly one step, no loop) or the loop's metric buffer size.
+      mesh: the ``parallel.make_mesh`` mesh the state, keys and data were put on (replicas
+        over ``"replica"``, each batch over ``"data"``), or ``None``.
       seed_strategy: ``"vmap"`` or ``"sequential"`` (each replica's single-run program in
         turn, :data:`jaxticket.train.step.SEED_STRATEGIES`).
 
@@ -86,9 +95,9 @@ def run_sparse_steps(task, feed, method, state, keys, data, first: int, num_step
     if length is None and num_steps != 1:
         raise ValueError("run_sparse_steps without a length takes exactly one step")
     args = (np.int32(first), np.int32(num_steps))
-    if is_batched(state) and resolve_seed_strategy(seed_strategy) == "sequential":
-        outs = [_run(task, feed, method, length, s, k, data, *args)
+    if is_batched(state) and resolve_seed_strategy(seed_strategy, mesh) == "sequential":
+        outs = [_run(task, feed, method, length, None, s, k, data, *args)
                 for s, k in zip(split_replicas(state), keys)]
         return stack_replicas([s for s, _ in outs]), jax.tree.map(lambda *ms: jnp.stack(ms, axis=1),
                                                                   *[m for _, m in outs])
-    return _run(task, feed, method, length, state, keys, data, *args)
+    return _run(task, feed, method, length, mesh, state, keys, data, *args)

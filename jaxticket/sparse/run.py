@@ -30,9 +30,11 @@ import numpy as np
 from jaxticket import checkpoints as ckpt_lib
 from jaxticket import data as data_lib
 from jaxticket import masks as masks_lib
+from jaxticket import parallel
 from jaxticket import rundir as rundir_lib
 from jaxticket import train as train_lib
 from jaxticket.lottery.results import level_rows, per_seed
+from jaxticket.lottery.run import place_data
 from jaxticket.masks import Mask
 from jaxticket.sparse import methods as methods_lib
 from jaxticket.sparse.loop import run_sparse_steps
@@ -125,7 +127,7 @@ def train_sparse(task: train_lib.Task, data, method, *, density: Optional[float]
                  checkpoint_every: int = 0, augment=False, vary: Sequence[str] = ("init", "data", "aug"),
                  init_seed: int = 0, data_seed: int = 0, aug_seed: int = 0, dropout_seed: int = 0,
                  sparse_seed: int = 0, prunable=None, loop: str = "auto", seed_strategy: str = "auto",
-                 log: Optional[Callable] = print, **method_settings) -> SparseResult:
+                 mesh=None, log: Optional[Callable] = print, **method_settings) -> SparseResult:
     """Sparse training in one run: a mask that changes inside the compiled loop (GMP, SET,
     RigL), a fixed sparse mask (static), or any pruner at chosen steps.
 
@@ -146,6 +148,11 @@ def train_sparse(task: train_lib.Task, data, method, *, density: Optional[float]
       prunable: which leaves are sparse (:func:`jaxticket.masks.ones_like`).
       workdir: a run directory (module docstring) or ``None`` (in memory); ``overwrite``.
       loop, seed_strategy: as :func:`~jaxticket.train.fit`.
+      mesh: where it trains (:func:`jaxticket.parallel.resolve_mesh`: ``None`` takes the
+        default mesh, by default one device; a mesh, ``(R, D)`` or ``"auto"``): the seeds
+        (state, masks, the method's keys) over ``R`` replica devices, each batch over ``D``
+        data devices, the data replicated. Not part of the run's identity: a run may
+        resume on another mesh.
 
     Returns:
       :class:`SparseResult`: ``.density`` and ``.test_accuracy`` per seed, ``.mask``,
@@ -168,16 +175,23 @@ def train_sparse(task: train_lib.Task, data, method, *, density: Optional[float]
                                 checkpoint_every=checkpoint_every, augment=augment, init_seed=init_seed,
                                 data_seed=data_seed, aug_seed=aug_seed, dropout_seed=dropout_seed)
     train_lib.check_inputs(task, data.train)
+    mesh = parallel.resolve_mesh(mesh, seeds=seeds, batch_size=batch_size)
     m = methods_lib.get(method, density, **method_settings).resolve(fit.steps)
     ones = masks_lib.ones_like(task.abstract_params(), prunable)
     base = train_lib.init_state(task, mask=ones, seeds=seeds, vary=vary, **fit.seed_streams)
     raw = sparse_keys(seeds, sparse_seed)
     masks0 = _initial_masks(m, ones, raw)
     state = train_lib.with_mask(base, masks0)
-    keys = jax.device_put(_update_keys(raw), jax.local_devices()[0])
+    keys = _update_keys(raw)
+    if mesh is None:
+        keys = jax.device_put(keys, jax.local_devices()[0])
+    else:
+        state = parallel.shard_state(parallel.to_host(state), mesh)
+        keys = parallel.put(keys, parallel.state_sharding(keys, mesh, batched=True))
+        data = place_data(data, mesh)
     description = m.describe()
     if workdir is None:
-        return _train(task, data, m, description, fit, state, keys, None, loop, seed_strategy, log, t0)
+        return _train(task, data, m, description, fit, state, keys, None, loop, seed_strategy, mesh, log, t0)
     identity = {"kind": "sparse", "task": task.describe(), "method": description,
                 "sparse_settings": {**dataclasses.asdict(fit), "augment": bool(fit.augment) if not callable(fit.augment)
                              else "callable", "seeds": seeds, "vary": list(vary), "sparse_seed": sparse_seed,
@@ -191,7 +205,8 @@ def train_sparse(task: train_lib.Task, data, method, *, density: Optional[float]
         with ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite) as ckpts:
             if (root / _SUMMARY).exists():
                 return _read_back(root, state, description, log)
-            return _train(task, data, m, description, fit, state, keys, (root, ckpts), loop, seed_strategy, log, t0)
+            return _train(task, data, m, description, fit, state, keys, (root, ckpts), loop, seed_strategy, mesh,
+                          log, t0)
 
 
 def _read_back(root, like, description, log) -> SparseResult:
@@ -224,7 +239,7 @@ def _history_file(root, start):
     return records
 
 
-def _train(task, data, m, description, fit, state, keys, directory, loop, seed_strategy, log, t0):
+def _train(task, data, m, description, fit, state, keys, directory, loop, seed_strategy, mesh, log, t0):
     s = fit
     root, ckpts = directory if directory is not None else (None, None)
     start = 0
@@ -248,10 +263,10 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
             rec[f"train_{k}"] = train_lib.as_lists(sums[k] / count) if count else None
         for name, ds in (("val", data.validation), ("test", data.test)):
             if ds is not None:
-                out = jax.device_get(train_lib.evaluate(task, network(m, state), ds, batch_size=s.eval_batch_size,
-                                                        seed_strategy=seed_strategy))
+                out = parallel.to_host(train_lib.evaluate(task, network(m, state), ds, batch_size=s.eval_batch_size,
+                                                          mesh=mesh, seed_strategy=seed_strategy))
                 rec.update({f"{name}_{k}": train_lib.as_lists(v) for k, v in out.items()})
-        rec["density"] = masks_lib.host_density(state.mask, batch_dims=1).tolist()
+        rec["density"] = masks_lib.host_density(parallel.to_host(state.mask), batch_dims=1).tolist()
         rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
         sums, count = {}, 0
         history.append(rec)
@@ -263,8 +278,8 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
         record(0, state)
     for first, n in plan:
         state, metrics = run_sparse_steps(task, feed, m, state, keys, data.train, first, n, length=length,
-                                          seed_strategy=seed_strategy)
-        host = {k: np.asarray(jax.device_get(v))[:n] for k, v in metrics.items()}
+                                          mesh=mesh, seed_strategy=seed_strategy)
+        host = {k: np.asarray(v)[:n] for k, v in parallel.to_host(metrics).items()}
         finite = np.isfinite(host["loss"])
         if not finite.all():
             bad = int(np.argwhere(~finite)[0, 0])
@@ -276,7 +291,7 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
             record(first + n, state)
         if ckpts is not None and (first + n in saves or first + n == s.steps):
             ckpts.save(first + n, state)
-    return _finish(task, data, m, description, fit, state, history, root, log, t0)
+    return _finish(task, data, m, description, fit, state, history, root, mesh, log, t0)
 
 
 def network(method, state):
@@ -285,26 +300,27 @@ def network(method, state):
     return train_lib.with_mask(state, state.mask) if method.straight_through else state
 
 
-def _finish(task, data, m, description, fit, state, history, root, log, t0) -> SparseResult:
+def _finish(task, data, m, description, fit, state, history, root, mesh, log, t0) -> SparseResult:
     state = network(m, state)
     seeds = train_lib.num_replicas(state)
     final = {}
     for name, ds in (("test", data.test), ("val", data.validation)):
         if ds is None:
             continue
-        ev = jax.device_get(train_lib.evaluate(task, state, ds, batch_size=fit.eval_batch_size))
+        ev = parallel.to_host(train_lib.evaluate(task, state, ds, batch_size=fit.eval_batch_size, mesh=mesh))
         final[f"{name}_accuracy"] = per_seed(ev.get("accuracy"), seeds)
         final[f"{name}_loss"] = per_seed(ev["loss"], seeds)
-    density = masks_lib.host_density(state.mask, batch_dims=1).tolist()
+    host_mask = parallel.to_host(state.mask)
+    density = masks_lib.host_density(host_mask, batch_dims=1).tolist()
     elapsed = round(time.perf_counter() - t0, 3)
     rows = level_rows(description["method"], 0, seeds, density, final, history, 0, fit.steps)
     for r in rows:
         r.update({"method": description["method"], "target_density": m.final_density(), "steps": fit.steps,
                   "elapsed_s": elapsed})
     if root is not None and jax.process_index() == 0:
-        rundir_lib.save_mask(root / "mask.npz", state.mask)
-        rundir_lib.save_tree(root / "final_params.npz", state.params)
-        rundir_lib.save_tree(root / "final_batch_stats.npz", state.batch_stats)
+        rundir_lib.save_mask(root / "mask.npz", host_mask)
+        rundir_lib.save_tree(root / "final_params.npz", parallel.to_host(state.params))
+        rundir_lib.save_tree(root / "final_batch_stats.npz", parallel.to_host(state.batch_stats))
         rundir_lib.write_atomic(root / _SUMMARY, json.dumps({"rows": rows, "history": history,
                                                              "elapsed_s": elapsed}, indent=1))
     if log is not None:
