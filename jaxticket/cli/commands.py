@@ -12,7 +12,7 @@ import time
 from typing import Optional, Sequence
 
 from jaxticket.cli.errors import RunError, UsageError
-from jaxticket.cli.overrides import resolve_config
+from jaxticket.cli.overrides import resolve_config, resolve_mesh_flag
 
 __all__ = ["COMMANDS"]
 
@@ -291,14 +291,8 @@ def _check_compare(args) -> None:
 
 def _mesh(args, config, copies: int = 1):
     """``--mesh`` checked against the seeds (x copies) and the batch before anything is loaded."""
-    from jaxticket import parallel
-
-    if args.mesh is None:
-        return None
-    try:
-        return parallel.resolve_mesh(args.mesh, seeds=config.imp.seeds * copies, batch_size=config.imp.fit.batch_size)
-    except parallel.MeshError as e:
-        raise UsageError(f"--mesh {args.mesh}: {e}") from None
+    return resolve_mesh_flag(args.mesh, seeds=config.imp.seeds * copies,
+                             batch_size=config.imp.fit.batch_size)
 
 
 def cmd_sparse(args) -> int:

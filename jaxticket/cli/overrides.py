@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from jaxticket import settings as settings_lib
 from jaxticket.cli.errors import UsageError
 
-__all__ = ["FLAG_SETTINGS", "parse_overrides", "parse_value", "pruner_value", "resolve_config"]
+__all__ = ["FLAG_SETTINGS", "parse_overrides", "parse_value", "pruner_value", "resolve_config", "resolve_mesh_flag"]
 
 #: The named flags of ``train`` / ``imp`` / ``instability`` and the settings they set.
 FLAG_SETTINGS = {"levels": "--levels", "rewind_step": "--rewind-step", "seeds": "--seeds", "steps": "--steps",
@@ -147,3 +147,25 @@ def resolve_config(args, *, levels: Optional[int] = None):
     except ValueError as e:
         raise UsageError(f"bad config value: {e}") from None
     return config
+
+
+def resolve_mesh_flag(flag: Optional[str], *, seeds: int, batch_size: int):
+    """``--mesh R,D|auto`` as a mesh (``None`` without the flag), checked against the replicas
+    and the batch before anything is loaded; a mesh that cannot hold them is a :class:`UsageError`
+    naming the flag.
+
+    Example:
+        >>> resolve_mesh_flag(None, seeds=2, batch_size=60) is None
+        True
+        >>> resolve_mesh_flag("3,1", seeds=2, batch_size=60)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        jaxticket.cli.errors.UsageError: --mesh 3,1: ...
+    """
+    if flag is None:
+        return None
+    from jaxticket import parallel
+
+    try:
+        return parallel.resolve_mesh(flag, seeds=seeds, batch_size=batch_size)
+    except parallel.MeshError as e:
+        raise UsageError(f"--mesh {flag}: {e}") from None

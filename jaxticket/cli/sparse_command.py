@@ -46,17 +46,11 @@ def run(args) -> int:
     from jaxticket import configs, lottery
     from jaxticket.sparse import train_sparse
 
-    from jaxticket import parallel
-    from jaxticket.cli.errors import UsageError
+    from jaxticket.cli.overrides import resolve_mesh_flag
 
     config = configs.get(args.config)
     seeds = args.seeds or config.imp.seeds
-    mesh = getattr(args, "mesh", None)
-    if mesh is not None:  # checked before anything is loaded
-        try:
-            mesh = parallel.resolve_mesh(mesh, seeds=seeds, batch_size=config.imp.fit.batch_size)
-        except parallel.MeshError as e:
-            raise UsageError(f"--mesh {args.mesh}: {e}") from None
+    mesh = resolve_mesh_flag(getattr(args, "mesh", None), seeds=seeds, batch_size=config.imp.fit.batch_size)
     task, data, _, settings = lottery.objects_from_config(config, data_dir=args.data_dir, manual_dir=args.manual_dir)
     fit = settings.fit
     steps = args.steps if args.steps is not None else fit.steps

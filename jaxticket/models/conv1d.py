@@ -19,8 +19,8 @@ Example::
 
     >>> import jax, jax.numpy as jnp
     >>> net = Conv1DNet(depth=3, width=8)
-    >>> variables = net.init(jax.random.key(0), jnp.zeros((1, 40)), train=False)
-    >>> net.apply(variables, jnp.zeros((4, 40)), train=False).shape
+    >>> variables = jax.jit(lambda x: net.init(jax.random.key(0), x, train=False))(jnp.zeros((1, 40)))
+    >>> jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, jnp.zeros((4, 40))).shape
     (4, 10)
     >>> variables["params"]["conv1"]["kernel"].shape     # (kernel, in, out)
     (5, 1, 8)

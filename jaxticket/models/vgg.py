@@ -49,8 +49,8 @@ class VGG(nn.Module):
       >>> import jax, jax.numpy as jnp
       >>> model = VGG(plan=PLANS[11])
       >>> x = jnp.zeros((2, 32, 32, 3))
-      >>> variables = model.init(jax.random.key(0), x, train=False)
-      >>> logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+      >>> variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)  # one compile
+      >>> logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
       >>> logits.shape
       (2, 10)
     """
