@@ -82,14 +82,19 @@ def copies_from(state, copies: int, noise_seed: int = 0):
     """
     if copies < 2:
         raise ValueError(f"instability needs at least 2 copies, got {copies}")
+    return _copies(state, copies, jnp.uint32(noise_seed))
 
+
+@functools.partial(jax.jit, static_argnums=1)
+def _copies(state, copies: int, noise_seed):
+    """:func:`copies_from` as one compiled program (not one stack per leaf shape)."""
     def noisy(raw, i):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(raw), NOISE_STREAM),
                                  noise_seed * copies + i)
         return jax.random.key_data(key)
 
     stacked = jax.tree.map(lambda x: jnp.stack([x] * copies), state)
-    index = jnp.arange(copies)
+    index = jnp.arange(copies, dtype=jnp.uint32)
     return stacked.replace(data_key=jax.vmap(noisy, (None, 0))(state.data_key, index),
                            aug_key=jax.vmap(noisy, (None, 0))(state.aug_key, index))
 
@@ -318,8 +323,21 @@ def _seed_copies(state, seeds: int, copies: int, noise_seeds: Sequence[int]):
     replica makes."""
     if seeds == 1 and not train_lib.is_batched(state):
         return copies_from(state, copies, noise_seeds[0])
-    per_seed = [copies_from(train_lib.replica(state, s), copies, noise_seeds[s]) for s in range(seeds)]
+    if copies < 2:
+        raise ValueError(f"instability needs at least 2 copies, got {copies}")
+    return _seed_major_copies(state, seeds, copies, jnp.asarray(noise_seeds[:seeds], jnp.uint32))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _seed_major_copies(state, seeds: int, copies: int, noise_seeds):
+    per_seed = [_copies(jax.tree.map(lambda x, s=s: x[s], state), copies, noise_seeds[s]) for s in range(seeds)]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *per_seed)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _copies_of_seed(stacked, seed: int, copies: int):
+    """Seed ``seed``'s ``[copies]`` block of a seed-major stack of copies."""
+    return jax.tree.map(lambda x: x[seed * copies:(seed + 1) * copies], stacked)
 
 
 def _point_name(k: int, level: int, seed: int, seeds: int) -> str:
@@ -428,7 +446,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
             if copies_mesh is not None:  # a point's interpolation is evaluated on one device
                 finals_all = parallel.to_host(finals_all)
             for s, name in enumerate(names):
-                finals = jax.tree.map(lambda x, s=s: x[s * copies:(s + 1) * copies], finals_all)
+                finals = _copies_of_seed(finals_all, s, copies)
                 res = instability(task, finals, data, num_alphas=num_alphas, batch_stats=batch_stats,
                                   train_examples=train_examples, batch_size=settings.fit.batch_size,
                                   eval_batch_size=settings.fit.eval_batch_size, align=align, error=error)

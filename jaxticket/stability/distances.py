@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -56,6 +57,13 @@ def l2_distance(
     check_same_tree(params_a, params_b, "l2_distance")
     sel_a = _selected_leaves(params_a, mask, "l2_distance")
     sel_b = _selected_leaves(params_b, mask, "l2_distance")
+    return _l2_of_selected(sel_a, sel_b, normalize)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _l2_of_selected(sel_a, sel_b, normalize: bool) -> jax.Array:
+    """:func:`l2_distance` of the selected ``(leaf, keep-or-None)`` pairs, one compiled
+    program per structure (not one per leaf operation)."""
     sq = jnp.zeros((), jnp.float32)
     norm_sq = jnp.zeros((), jnp.float32)
     for (xa, keep), (xb, _) in zip(sel_a, sel_b):
@@ -120,8 +128,13 @@ def pairwise_l2(params_stack: PyTree, mask: masks_lib.Mask | None = None) -> jax
     if mask is None:
         sel = [(x, None) for x in leaves if is_float(x)]
     else:
-        first = jax.tree.map(lambda x: x[0], params_stack)
+        first = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], jnp.result_type(x)), params_stack)
         batched = mask.leaves() and np.ndim(mask.leaves()[0]) == np.ndim(jax.tree.leaves(first)[0]) + 1
         masks_lib.validate(first, mask, batch_dims=1 if batched else 0)
         sel = [(x, jnp.asarray(k)) for x, k, flag in zip(leaves, mask.leaves(), mask.prunable) if flag]
+    return _pairwise_l2_of_selected(sel, c)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _pairwise_l2_of_selected(sel, c: int) -> jax.Array:
     return jnp.sqrt(_pairwise_sq(sel, c))

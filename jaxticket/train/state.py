@@ -305,7 +305,17 @@ def num_replicas(state: TrainState) -> int | None:
 
 
 def replica(state: TrainState, i: int) -> TrainState:
-    """Replica ``i`` of a state with a seeds axis, as a single-run state."""
+    """Replica ``i`` of a state with a seeds axis, as a single-run state (one compiled
+    program per state structure, not one slice per leaf shape; ``i < 0`` counts from the
+    end; an index outside ``[-S, S)`` raises ``IndexError``)."""
+    n = num_replicas(state)
+    if n is None or not -n <= i < n:
+        raise IndexError(f"replica {i} of a state with {n} replicas (valid: {-(n or 0)}..{(n or 0) - 1})")
+    return _replica(state, jnp.int32(i % n))
+
+
+@jax.jit
+def _replica(state, i):
     return jax.tree.map(lambda x: x[i], state)
 
 
