@@ -168,15 +168,21 @@ def _counts_below_where(values: jax.Array, where: jax.Array, candidates: jax.Arr
 
 def _largest_below(count, target, bits: int, b: int, dtype):
     """The largest ``v`` in ``[0, 2**bits)`` with ``count(v) < target``, for a monotone
-    ``count(candidates [m]) -> [m]``: ``b`` bits per step, every step one ``count`` of
-    ``2**b - 1`` candidates (one pass over the data)."""
-    value, shift = jnp.zeros((), dtype), bits
-    while shift > 0:
-        step = min(b, shift)
-        shift -= step
-        candidates = value + (jnp.arange(1, 2**step, dtype=dtype) << shift)
-        value = value + (jnp.sum(count(candidates) < target).astype(dtype) << shift)
-    return value
+    ``count(candidates [m]) -> [m]``: ``b`` bits per step from the top (the last step takes
+    what is left), every step one ``count`` of ``2**b - 1`` candidates (one pass over the
+    data). The full-width steps are one loop, so the program holds one counting pass, not
+    one per step (compilation time)."""
+    full, rest = divmod(bits, b)
+
+    def step(value, shift, width):
+        candidates = value + (jnp.arange(1, 2**width, dtype=dtype) << shift)
+        return value + (jnp.sum(count(candidates) < target).astype(dtype) << shift)
+
+    def full_step(i, value):
+        return step(value, (bits - (i + 1) * b).astype(dtype), b)
+
+    value = jax.lax.fori_loop(0, full, full_step, jnp.zeros((), dtype))
+    return step(value, jnp.zeros((), dtype), rest) if rest else value
 
 
 def lowest_k(bits, alive, k, *, signed: bool = False):
