@@ -50,6 +50,7 @@ import numpy as np
 from jaxticket import data as data_lib
 from jaxticket import lottery, masks as masks_lib, parallel, pruning, rundir as rundir_lib, stability
 from jaxticket import train as train_lib
+from jaxticket.train.step import split_replicas, stack_replicas
 
 __all__ = ["check_error", "copies_from", "distances_to_full", "error_of", "instability", "instability_sweep",
            "sweep_from_config", "sweep_settings", "train_copies"]
@@ -194,7 +195,7 @@ def align_copies(task: train_lib.Task, finals):
             spec, alignment.weight_matching(spec, template.params, other.params), other.params,
             other.batch_stats, other.mask if other.mask is not None else masks_lib.ones_like(other.params))
         copies.append(other.replace(params=params, batch_stats=stats, mask=mask if other.mask is not None else None))
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *copies)
+    return stack_replicas(copies)
 
 
 def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, batch_stats: str = "interpolate",
@@ -245,9 +246,7 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
         _error_fn(task, template, eval_batch_size, error), variables, alphas, batch_size=alpha_batch_size,
         interpolate_fn=interpolate_fn, eval_args=(train_ds, data["test"]))
     distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
-    norms = np.asarray([float(stability.l2_distance(jax.tree.map(lambda x: x[i], finals.params),
-                                                    jax.tree.map(jnp.zeros_like, template.params)))
-                        for i in range(distances.shape[0])])
+    norms = np.asarray(_replica_norms(finals.params))
     iu = np.triu_indices(distances.shape[0], k=1)
     out = {
         "train_barrier": float(result.mean["train"]), "train_barrier_std": float(result.std["train"]),
@@ -332,6 +331,15 @@ def _seed_copies(state, seeds: int, copies: int, noise_seeds: Sequence[int]):
 def _seed_major_copies(state, seeds: int, copies: int, noise_seeds):
     per_seed = [_copies(jax.tree.map(lambda x, s=s: x[s], state), copies, noise_seeds[s]) for s in range(seeds)]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *per_seed)
+
+
+@jax.jit
+def _replica_norms(params) -> jax.Array:
+    """``[||params[i]||_2 for i in replicas]`` over every parameter (leading axis: replicas),
+    one program instead of one slice per leaf and replica."""
+    replicas = jax.tree.leaves(params)[0].shape[0]
+    one = [jax.tree.map(lambda x, i=i: x[i], params) for i in range(replicas)]
+    return jnp.stack([stability.l2_distance(p, jax.tree.map(jnp.zeros_like, p)) for p in one])
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -425,7 +433,8 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                               workdir=workdir / rundir_lib.sweep_imp_dir(k), progress=progress, log=log,
                               mesh=lineage_mesh)
             states = {level: run.branch_state("rewind", level) for level in levels}  # [seeds] leading
-            dense_final = run.levels[0].params if copies_mesh is None else parallel.to_host(run.levels[0].params)
+            dense_final = split_replicas(run.levels[0].params if copies_mesh is None
+                                         else parallel.to_host(run.levels[0].params))  # one per seed
         for level in levels:
             names = [_point_name(k, level, s, seeds) for s in range(seeds)]
             if all((points / f"{name}.json").exists() for name in names):
@@ -451,7 +460,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                   train_examples=train_examples, batch_size=settings.fit.batch_size,
                                   eval_batch_size=settings.fit.eval_batch_size, align=align, error=error)
                 row = {"k": k, "level": level, "seed": s, "copies": copies,
-                       "density": float(masks_lib.density(train_lib.replica(finals, 0).mask)),
+                       "density": float(masks_lib.host_density(train_lib.replica(finals, 0).mask)),
                        **{key: res[key] for key in ("train_barrier", "train_barrier_std", "test_barrier",
                                                     "test_barrier_std", "train_barriers", "test_barriers",
                                                     "copy_l2", "copy_l2_normalized", "batch_stats")},
@@ -463,8 +472,7 @@ def instability_sweep(task: train_lib.Task, data, pruner, ks: Sequence[int], lev
                                                     "aligned_train_barrier_std", "aligned_test_barrier_std")
                           if key in res}}
                 if dense_final is not None:
-                    row.update(distances_to_full(train_lib.replica(finals, 0),
-                                                 jax.tree.map(lambda x, s=s: x[s], dense_final)))
+                    row.update(distances_to_full(train_lib.replica(finals, 0), dense_final[s]))
                 path = points / f"{name}.json"
                 rundir_lib.save_tree(path.with_name(path.stem + "_finals.npz"),
                                      {"params": finals.params, "batch_stats": finals.batch_stats})
