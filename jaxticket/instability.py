@@ -150,19 +150,25 @@ def error_of(metrics: dict, error: str = "accuracy"):
     return metrics[error]
 
 
-def _error_fn(task: train_lib.Task, template, eval_batch_size: int, error: str = "accuracy"):
-    """``variables, train_ds, test_ds -> {"train": err, "test": err}`` for one network.
+@dataclasses.dataclass(frozen=True)
+class _Errors:
+    """``variables, template, train_ds, test_ds -> {"train": err, "test": err}`` for one
+    network; equal for equal settings, so the path's program compiles once per structure
+    (the template, a state whose params are replaced, is an argument, not a constant).
 
     The interpolated params are evaluated as they are (both ends are masked, so pruned
     weights stay 0 on the path; aligned copies have other masks than copy 0)."""
-    template = template.replace(mask=None)
+    task: train_lib.Task
+    eval_batch_size: int
+    error: str = "accuracy"
 
-    def errors(variables, train_ds, test_ds):
+    def __call__(self, variables, template, train_ds, test_ds):
         state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
-        return {name: error_of(train_lib.evaluate(task, state, ds, batch_size=eval_batch_size), error)
+        return {name: error_of(train_lib.evaluate(self.task, state, ds, batch_size=self.eval_batch_size), self.error)
                 for name, ds in (("train", train_ds), ("test", test_ds))}
 
-    return errors
+
+_INTERPOLATE_WITH_STATS = functools.partial(stability.interpolate_variables, batch_stats="interpolate")
 
 
 def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, batch_size: int):
@@ -175,7 +181,7 @@ def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, ba
     batches = jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(template.dropout_key), RECOMPUTE_STREAM)
 
-    def recompute(variables):  # the interpolated params are masked already (see _error_fn)
+    def recompute(variables):  # the interpolated params are masked already (see _Errors)
         return stability.recompute_batch_stats(task.apply, variables, batches, dropout_key=dropout_key)
 
     return recompute
@@ -239,12 +245,12 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
             stability.interpolate_variables, batch_stats="recompute",
             recompute_fn=_recompute_fn(task, template, data["train"], recompute_batches, batch_size))
     elif has_bn:
-        interpolate_fn = functools.partial(stability.interpolate_variables, batch_stats="interpolate")
+        interpolate_fn = _INTERPOLATE_WITH_STATS
     train_ds = data["train"] if train_examples is None else data["train"].take(train_examples)
     alphas = stability.alphas(num_alphas)
     result = stability.pairwise_barriers(
-        _error_fn(task, template, eval_batch_size, error), variables, alphas, batch_size=alpha_batch_size,
-        interpolate_fn=interpolate_fn, eval_args=(train_ds, data["test"]))
+        _Errors(task, eval_batch_size, error), variables, alphas, batch_size=alpha_batch_size,
+        interpolate_fn=interpolate_fn, eval_args=(template.replace(mask=None), train_ds, data["test"]))
     distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
     norms = np.asarray(_replica_norms(finals.params))
     iu = np.triu_indices(distances.shape[0], k=1)
