@@ -136,6 +136,8 @@ def fmt(s, scale: float = 100.0, digits: int = 2) -> str:
     """``mean ± std [ci95]`` of a :class:`jaxticket.report.SeedStats`."""
     if s is None:
         return "-"
+    if s.n < 2:  # one seed has no spread and no interval
+        return f"{s.mean * scale:.{digits}f} (one seed: no interval)"
     lo, hi = s.ci95
     return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
 
@@ -154,6 +156,8 @@ def fmt_paired(d, scale: float = 100.0, digits: int = 2) -> str:
     """
     if d is None:
         return "-"
+    if d.n < 2:
+        return f"{d.mean * scale:+.{digits}f} (one seed: no interval)"
     lo, hi = d.ci95
     return f"{d.mean * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
 

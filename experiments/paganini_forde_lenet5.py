@@ -210,22 +210,27 @@ def last_level_analyses(root: pathlib.Path, s, out: pathlib.Path, rows) -> dict:
     common.write_csv(out / "ensembles.csv", ens_rows, ("subset", "seed", "mean_softmax_accuracy"))
     common.write_csv(out / "connectivity.csv", conn_rows, CONNECTIVITY_FIELDS)
     plot_agreement(agree_rows, names, level, out / "agreement.png")
-    # weights of conv2 across iterations (seed 0): structured, unstructured, hybrid
+    # weights of conv2 across iterations (the first seed through the last level): structured, unstructured, hybrid
     for method in [m for m in ("l1_structured", "l1_unstructured", "hybrid") if m in names]:
-        per_level = [load_seed(root, method, l, 0) for l in range(level + 1)]
+        seed = min(last_seeds(rows, [method], level))
+        per_level = [load_seed(root, method, l, seed) for l in range(level + 1)]
         traj = analysis.weight_trajectories([r["params"] for r in per_level], [r["mask"] for r in per_level],
                                             "conv2/kernel")
         plots.plot_trajectories(traj, out / f"conv2_weights_{method}.png",
-                                title=f"{method}: conv2's {traj.shape[1]} surviving weights, seed 0 (one seed)")
-    # conv1 filters (seed 0) at levels where conv1 still has weights, and at the last
-    shown = {}
+                                title=f"{method}: conv2's {traj.shape[1]} surviving weights, seed {seed} (one seed)")
+    # conv1 filters (the first seed) at levels where conv1 still has weights, and at the last
+    shown, shown_seeds = {}, set()
     for m in [m for m in ("l1_structured", "l1_unstructured", "l1_unstructured_finetune") if m in lineages(s)]:
+        if not last_seeds(rows, [m], level):
+            continue
+        seed = min(last_seeds(rows, [m], level))
+        shown_seeds.add(seed)
         for lv in sorted({0, level // 3, 2 * level // 3, level}):
-            run = load_seed(root, m, lv, 0)
+            run = load_seed(root, m, lv, seed)
             kept = int(np.sum(np.asarray(run["mask"].keep["conv1"]["kernel"])))
             shown[f"{m.replace('_', ' ')}\nit. {lv}: {kept} w."] = run
     if shown:
-        plot_filters(shown, out / "conv1_filters.png")
+        plot_filters(shown, out / "conv1_filters.png", seeds=sorted(shown_seeds))
 
 
 def plot_agreement(agree_rows, names, level: int, path) -> None:
@@ -277,9 +282,9 @@ def connectivity_rows(method: str, seed: int, mask, control) -> list[dict]:
     return out
 
 
-def plot_filters(runs: dict, path) -> None:
-    """conv1's six 3x3 filters (rows) of each labelled run (columns), one colour scale for
-    all (the bar), pruned weights grey."""
+def plot_filters(runs: dict, path, seeds=(0,)) -> None:
+    """conv1's six 3x3 filters (rows) of each labelled run (columns, of ``seeds``), one
+    colour scale for all (the bar), pruned weights grey."""
     import matplotlib
 
     ws = {name: np.asarray(r["params"]["conv1"]["kernel"])[:, :, 0, :] for name, r in runs.items()}
@@ -297,7 +302,7 @@ def plot_filters(runs: dict, path) -> None:
                 ax.set_title(name, fontsize=5)
     if im is not None:
         fig.colorbar(im, ax=fig.axes, shrink=0.6, label="weight (grey: pruned)")
-    fig.text(0.01, 0.0, "conv1 filters (rows), seed 0; one colour scale", fontsize=6)
+    fig.text(0.01, 0.0, f"conv1 filters (rows), seed {', '.join(map(str, seeds))}; one colour scale", fontsize=6)
     plots.save_figure(fig, path)
 
 
@@ -308,6 +313,8 @@ def _pm(st, scale: float = 100.0, digits: int = 1) -> str:
 def _diff(st, scale: float = 100.0, digits: int = 1) -> str:
     if st is None:
         return "-"
+    if st.n < 2:
+        return f"{st.mean * scale:+.{digits}f} (one seed: no interval)"
     return (f"{st.mean * scale:+.{digits}f} [{st.ci95[0] * scale:+.{digits}f}, {st.ci95[1] * scale:+.{digits}f}]"
             f" (n = {st.n})")
 
@@ -324,7 +331,7 @@ def accuracy_table(rows, s) -> list[str]:
         cell = lambda l: common.stats([r["test_accuracy"] for r in rows if r["method"] == method and r["level"] == l])  # noqa: E731
         dens = lambda l: np.mean([r["density"] for r in rows if r["method"] == method and r["level"] == l] or [np.nan])  # noqa: E731
         last, paper = cell(level), PAPER_ITERATION_18.get(method)
-        inside = "-" if paper is None or last is None or level != 18 else (
+        inside = "-" if paper is None or last is None or last.n < 2 or level != 18 else (
             "yes" if 100 * last.ci95[0] <= paper <= 100 * last.ci95[1] else "no")
         lines.append(f"| {method} | {s['epochs']} | {100 * dens(0):.0f} / {100 * dens(mid):.1f} / {100 * dens(level):.2f} | "
                      f"{common.fmt(cell(0))} | {common.fmt(cell(mid))} | {common.fmt(last)} (n = {last.n if last else 0}) "
@@ -344,20 +351,23 @@ def matched_table(rows) -> list[str]:
         dens = [float(np.mean([r["density"] for r in ra if r["level"] == l])) for l in levels]
         for level, m in zip(levels, report.matched_density(ra, rb, dens)):
             lines.append(f"| {a} | {b} | {level} | {100 * m.density:.2f} | {_pm(m.a)} | {_pm(m.b)} | {_diff(m.diff)} |")
-    return lines
+    return lines if len(lines) > 2 else []  # no pair of methods trained: no table
 
 
 def ensemble_table(ens_rows) -> list[str]:
     """Each ensemble against each seed's best single member, paired by seed."""
     seeds = sorted({r["seed"] for r in ens_rows})
     singles = {r["subset"] for r in ens_rows} & set(methods())
-    if not singles:
+    if len(singles) < 2:  # one method: its "ensembles" are the method itself
         return []
     best = {sd: max(r["mean_softmax_accuracy"] for r in ens_rows if r["seed"] == sd and r["subset"] in singles)
             for sd in seeds}
     lines = ["| ensemble | accuracy % | paper | paper in our 95% interval | minus each seed's best member, points "
              "[95% CI] |", "|---|---|---|---|---|"]
-    for subset in sorted({r["subset"] for r in ens_rows} - singles):
+    def members(subset):
+        return singles if subset == "all" else set(subset.split("+")) & singles
+
+    for subset in sorted(sub for sub in {r["subset"] for r in ens_rows} - singles if len(members(sub)) > 1):
         acc = {r["seed"]: r["mean_softmax_accuracy"] for r in ens_rows if r["subset"] == subset}
         st, paper = common.stats(acc.values()), PAPER_ENSEMBLES.get(subset)
         inside = "-" if paper is None else ("yes" if 100 * st.ci95[0] <= paper <= 100 * st.ci95[1] else "no")
@@ -411,10 +421,12 @@ def summarize(rows, out: pathlib.Path, s) -> None:
     """summary.md from ``rows`` and the analyses' CSVs in ``out``, and the accuracy plot."""
     parts = [f"# {NAME}\n", f"{s['epochs']} epoch(s) per level. Test accuracy in %, mean ± SD (ddof=1) "
              "[95% t-interval] over the seeds (n); differences paired by seed, mean [95% t-interval].\n",
-             "## Accuracy per method\n", *accuracy_table(rows, s),
-             "\n## At matched density\n", "Iteration i of two methods is not the same density (structured rounding, "
-             "the output layer left out): here B's accuracy is interpolated per seed, linearly in log density, at "
-             "A's densities (`jaxticket.report.matched_density`).\n", *matched_table(rows)]
+             "## Accuracy per method\n", *accuracy_table(rows, s)]
+    matched = matched_table(rows)
+    if matched:
+        parts += ["\n## At matched density\n", "Iteration i of two methods is not the same density (structured "
+                  "rounding, the output layer left out): here B's accuracy is interpolated per seed, linearly in log "
+                  "density, at A's densities (`jaxticket.report.matched_density`).\n", *matched]
     ens = ensemble_table(read_csv(out / "ensembles.csv"))
     if ens:
         parts += [f"\n## Ensembles at iteration {s['levels']} (mean softmax)\n", *ens]

@@ -77,6 +77,8 @@ def test_paganini_forde_lenet5_quick(tmp_path, monkeypatch):
         assert int(r["live_inputs"]) >= 1 and 0 <= float(r["empty_inputs_live"]) <= 1
     summary = (out / "summary.md").read_text()
     assert "## Accuracy per method" in summary and "## Connectivity at iteration 1" in summary
+    # one method: no pair to match in density, and its "ensembles" would be the method itself
+    assert "## At matched density" not in summary and "## Ensembles" not in summary
     for png in ("accuracy_vs_density.png", "conv1_filters.png", "conv2_weights_l1_unstructured.png"):
         assert (out / png).exists(), png
     text = without_summary(out)
@@ -100,6 +102,20 @@ def test_paganini_forde_lenet5_more_seeds_later(tmp_path, monkeypatch):
     before = summary.stat().st_mtime_ns
     assert script.main(argv + ["--first-seed", "1"]) == 0  # the same command again trains nothing
     assert summary.stat().st_mtime_ns == before
+    # the first folder gone (seed 0's rows live on in a results folder): the report reads seeds 1-2
+    # and draws its per-seed figures from seed 1, with one-seed cells marked as such
+    (root / "l1_unstructured").rename(tmp_path / "gone")
+    out2 = tmp_path / "out2"
+    assert script.main(["--quick", "--root", str(root), "--out", str(out2), "--report"]) == 0
+    assert sorted({r["seed"] for r in read_csv(out2 / "results.csv")}) == ["1", "2"]
+    assert (out2 / "conv1_filters.png").exists()
+
+
+def test_one_seed_has_no_interval():
+    common = load_script("common")
+    one, two = common.stats([0.9]), common.stats([0.9, 0.8])
+    assert common.fmt(one) == "90.00 (one seed: no interval)" and "[" in common.fmt(two)
+    assert common.fmt_paired(one) == "+90.00 (one seed: no interval)"
 
 
 def test_frankle_carbin_lenet_quick(tmp_path, monkeypatch):
