@@ -103,7 +103,7 @@ def test_paganini_forde_lenet5_more_seeds_later(tmp_path, monkeypatch):
     assert script.main(argv + ["--first-seed", "1"]) == 0  # the same command again trains nothing
     assert summary.stat().st_mtime_ns == before
     # the first folder gone (seed 0's rows live on in a results folder): the report reads seeds 1-2
-    # and draws its per-seed figures from seed 1, with one-seed cells marked as such
+    # and draws its per-seed figures from seed 1
     (root / "l1_unstructured").rename(tmp_path / "gone")
     out2 = tmp_path / "out2"
     assert script.main(["--quick", "--root", str(root), "--out", str(out2), "--report"]) == 0
