@@ -270,19 +270,26 @@ def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str,
     copy_levels = sorted({r["level"] for r in rows if r["test_barrier"] is not None})
     # the dense network's barrier: every seed's value per k (dense_barriers.csv), not only the seed folders'
     dense_rows = [{"k": d["k"], "level": 0, "seed": d["seed"], "test_barrier": d["test_barrier"]} for d in dense]
-    l2_key = "l2_to_full" if any(r.get("l2_to_full") is not None for r in rows) else "l2_to_full_all"
-    for key, name, label in (("test_barrier", "barrier_vs_k.png", "test barrier"),
-                             (l2_key, "l2_vs_k.png", "L2 to the dense network's final weights")):
+    # l2_vs_k.png: the paper's distance (surviving weights) where measured, else every parameter's;
+    # l2_all_vs_k.png beside it when both were measured
+    surviving = any(r.get("l2_to_full") is not None for r in rows)
+    plotted = [("test_barrier", "barrier_vs_k.png", "test barrier"),
+               ("l2_to_full" if surviving else "l2_to_full_all", "l2_vs_k.png", "L2 to the dense network's final weights")]
+    if surviving and any(r.get("l2_to_full_all") is not None for r in rows):
+        plotted.append(("l2_to_full_all", "l2_all_vs_k.png", "L2 to the dense network's final weights"))
+    for key, name, label in plotted:
         curves, counts = {}, {}
+        # the ks where this quantity was measured (a distance added later may lack the older ks)
+        measured = [k for k in ks if values(dense_rows + rows, key, k=k)]
         for level in copy_levels:
             source = dense_rows if key == "test_barrier" and level == 0 and dense_rows else rows
-            st = [common.stats(values(source, key, k=k, level=level)) for k in ks]
+            st = [common.stats(values(source, key, k=k, level=level)) for k in measured]
             density = np.mean(values(rows, "density", level=level))
             lab = f"{100 * density:.1f}% weights"
             curves[lab] = ([np.nan if x is None else x.mean for x in st], [0.0 if x is None else x.std for x in st])
             counts[lab] = [0 if x is None else x.n for x in st]
         if curves:
-            plots.plot_instability_vs_k(ks, curves, out / name, title=f"{title}: {label}",
+            plots.plot_instability_vs_k(measured, curves, out / name, title=f"{title}: {label}",
                                         percent=key == "test_barrier", n=counts,
                                         threshold=0.02 if key == "test_barrier" else None,
                                         ylabel="test error barrier (%)" if key == "test_barrier" else

@@ -188,11 +188,21 @@ def test_rewinding_stability_quick(tmp_path, monkeypatch):
             assert survived <= every
         else:  # pruned positions (0 in the copy) and biases add to the second
             assert survived < every
-    for png in ("accuracy_vs_density.png", "barrier_vs_k.png", "l2_vs_k.png"):
+    for png in ("accuracy_vs_density.png", "barrier_vs_k.png", "l2_vs_k.png", "l2_all_vs_k.png"):
         assert (out / png).exists(), png
     text = without_summary(out)
     assert script.main(["--quick", "--out", str(out), "--from-csv"]) == 0
     assert (out / "summary.md").read_text() == text
+    # rows merged from an older run (k = 2 without the surviving-weight distance): its table cells are "-"
+    merged = [r | {"l2_to_full": ""} if r["k"] == "2" else r for r in rows]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=script.FIELDS)
+        w.writeheader(), w.writerows(merged)
+    (out / "l2_vs_k.png").unlink()
+    assert script.main(["--quick", "--out", str(out), "--from-csv"]) == 0
+    assert (out / "l2_vs_k.png").exists()
+    cells = [line.split(" | ") for line in (out / "summary.md").read_text().splitlines() if line.startswith("| 2 |")]
+    assert cells and all(c[-2] == "-" and c[-1] != "-" for c in cells)
     # an old results.csv (its l2_to_full held the every-parameter distance) is read as such
     old = [{k: v for k, v in r.items() if k != "l2_to_full_all"} | {"l2_to_full": r["l2_to_full_all"]} for r in rows]
     with open(out / "results.csv", "w", newline="") as f:
