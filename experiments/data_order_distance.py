@@ -180,7 +180,7 @@ def summarize(rows, ratio_rows, lineage_rows) -> str:
             lines.append(f"| {level} | {100 * np.mean(vals(rows, 'density', subnetwork=kind, level=level)):.1f} | "
                          f"{kind} | {l2.n} | {common.fmt(l2, 1.0)} | "
                          f"{common.fmt(common.stats(vals(rows, 'l2_distance_normalized', subnetwork=kind, level=level)), 1.0, 3)} | "
-                         f"{init.mean:.2f} ± {init.std:.2f} | {common.fmt(acc)} |")
+                         f"{init.format()} | {common.fmt(acc)} |")
     lines += ["", "Random / IMP distance per seed, mean ± std [95% t-interval over seeds]; the per-seed "
               "values; the geometric mean with the t-interval of the log ratio:", "",
               "| level | weights % | seeds | ratio (raw L2) | per seed | geometric mean [95%] | ratio of normalised L2 |",

@@ -85,7 +85,7 @@ def summarize(rows: list[dict]) -> tuple[str, list[dict]]:
         es = common.stats(by(rows, "ticket", level, "early_stop_step"))
         cells = [str(level), f"{100 * density:.2f}",
                  common.fmt(common.stats(by(rows, "ticket", level, "test_accuracy_at_early_stop"))),
-                 "-" if es is None else f"{es.mean:.0f} ± {es.std:.0f}",
+                 "-" if es is None else es.format(digits=0),
                  common.fmt(common.stats(by(rows, "reinit", level, "test_accuracy_at_early_stop"))),
                  common.fmt(common.stats(by(rows, "random_mask", level, "test_accuracy_at_early_stop"))),
                  common.fmt(common.stats(by(rows, "ticket", level, "final_test_accuracy")))]

@@ -307,7 +307,7 @@ def plot_filters(runs: dict, path, seeds=(0,)) -> None:
 
 
 def _pm(st, scale: float = 100.0, digits: int = 1) -> str:
-    return "-" if st is None else f"{st.mean * scale:.{digits}f} ± {st.std * scale:.{digits}f}"
+    return "-" if st is None else st.format(scale, digits)
 
 
 def _diff(st, scale: float = 100.0, digits: int = 1) -> str:

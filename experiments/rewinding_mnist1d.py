@@ -304,8 +304,7 @@ def summarize(rows: list[dict], s: dict, swept: list[str]) -> str:
                     f"{'-' if level == 0 else common.fmt_paired(report.paired_stats(acc, dense))} | "
                     f"{'-' if k == ks[0] else common.fmt_paired(report.paired_stats(acc, at0))} | "
                     f"{common.fmt(common.stats(vals(sw, 'test_barrier', k=k, level=level)))} | "
-                    f"{'-' if l2 is None else f'{l2.mean:.2f} ± {l2.std:.2f}'} | "
-                    f"{'-' if l2a is None else f'{l2a.mean:.2f} ± {l2a.std:.2f}'} |")
+                    f"{'-' if l2 is None else l2.format()} | {'-' if l2a is None else l2a.format()} |")
     return "\n".join(lines)
 
 

@@ -224,7 +224,7 @@ def summarize(rows: list[dict]) -> str:
 
     def l2(key, k, level):
         st = common.stats(values(rows, key, k=k, level=level))
-        return "-" if st is None else f"{st.mean:.2f} ± {st.std:.2f}"
+        return "-" if st is None else st.format()
 
     for k in ks:
         for level in levels:

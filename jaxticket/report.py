@@ -53,7 +53,15 @@ class SeedStats(NamedTuple):
     n: int
 
     def format(self, scale: float = 1.0, digits: int = 2) -> str:
-        """``"mean ± std"`` scaled (e.g. ``scale=100`` for percentages)."""
+        """``"mean ± std"`` scaled (e.g. ``scale=100`` for percentages); one seed has no
+        spread: ``"mean (one seed)"``.
+
+        Example:
+            >>> seed_stats([0.5]).format(scale=100)
+            '50.00 (one seed)'
+        """
+        if self.n < 2:
+            return f"{self.mean * scale:.{digits}f} (one seed)"
         return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
 
 
