@@ -152,17 +152,24 @@ def error_of(metrics: dict, error: str = "accuracy"):
 
 @dataclasses.dataclass(frozen=True)
 class _Errors:
-    """``variables, template, train_ds, test_ds -> {"train": err, "test": err}`` for one
-    network; equal for equal settings, so the path's program compiles once per structure
-    (the template, a state whose params are replaced, is an argument, not a constant).
+    """``variables, template, train_ds, test_ds[, batches, dropout_key] -> {"train": err,
+    "test": err}`` for one network; equal for equal settings, so the path's program compiles
+    once per structure (the template, a state whose params are replaced, and the
+    recomputation's batches and key are arguments, not constants).
 
     The interpolated params are evaluated as they are (both ends are masked, so pruned
-    weights stay 0 on the path; aligned copies have other masks than copy 0)."""
+    weights stay 0 on the path; aligned copies have other masks than copy 0).
+    ``recompute``: the BatchNorm statistics are first recomputed on ``batches``
+    (:func:`jaxticket.stability.recompute_batch_stats`, dropout keyed by ``dropout_key``)."""
     task: train_lib.Task
     eval_batch_size: int
     error: str = "accuracy"
+    recompute: bool = False
 
-    def __call__(self, variables, template, train_ds, test_ds):
+    def __call__(self, variables, template, train_ds, test_ds, batches=None, dropout_key=None):
+        if self.recompute:
+            variables = {**variables, "batch_stats": stability.recompute_batch_stats(
+                self.task.apply, variables, batches, dropout_key=dropout_key)}
         state = template.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
         return {name: error_of(train_lib.evaluate(self.task, state, ds, batch_size=self.eval_batch_size), self.error)
                 for name, ds in (("train", train_ds), ("test", test_ds))}
@@ -171,20 +178,23 @@ class _Errors:
 _INTERPOLATE_WITH_STATS = functools.partial(stability.interpolate_variables, batch_stats="interpolate")
 
 
-def _recompute_fn(task: train_lib.Task, template, train_ds, num_batches: int, batch_size: int):
-    """``variables -> batch_stats`` recomputed on ``num_batches`` training batches in
-    training mode, dropout on with one key for every interpolated network (its masks
-    are then the same along the path: no dropout noise in the curve)."""
+def _recompute_inputs(template, train_ds, num_batches: int, batch_size: int):
+    """The ``[num_batches, batch_size, ...]`` training inputs BatchNorm statistics are
+    recomputed on, and the dropout key of that pass (one key for every interpolated network,
+    so its masks are the same along the path: no dropout noise in the curve)."""
+    batches = _training_inputs(train_ds, template.data_key, num_batches, batch_size)
+    return batches, jax.random.fold_in(jax.random.wrap_key_data(template.dropout_key), RECOMPUTE_STREAM)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _training_inputs(train_ds, data_key, num_batches: int, batch_size: int):
+    """The inputs of training batches ``0..num_batches-1`` under ``data_key`` (raw key
+    data): ``[num_batches, batch_size, ...]``, one program (op by op, the shuffle's loop
+    was traced again at every call)."""
     from jaxticket import data as data_lib
 
-    key = jax.random.wrap_key_data(template.data_key)
-    batches = jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
-    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(template.dropout_key), RECOMPUTE_STREAM)
-
-    def recompute(variables):  # the interpolated params are masked already (see _Errors)
-        return stability.recompute_batch_stats(task.apply, variables, batches, dropout_key=dropout_key)
-
-    return recompute
+    key = jax.random.wrap_key_data(data_key)
+    return jnp.stack([data_lib.make_batch(train_ds, key, key, s, batch_size)[0] for s in range(num_batches)])
 
 
 def align_copies(task: train_lib.Task, finals):
@@ -239,18 +249,15 @@ def instability(task: train_lib.Task, finals, data, *, num_alphas: int = 30, bat
     has_bn = bool(jax.tree.leaves(finals.batch_stats))
     if has_bn:
         variables["batch_stats"] = finals.batch_stats
-    interpolate_fn = stability.interpolate
-    if has_bn and batch_stats == "recompute":
-        interpolate_fn = functools.partial(
-            stability.interpolate_variables, batch_stats="recompute",
-            recompute_fn=_recompute_fn(task, template, data["train"], recompute_batches, batch_size))
-    elif has_bn:
-        interpolate_fn = _INTERPOLATE_WITH_STATS
+    recompute = has_bn and batch_stats == "recompute"  # the interpolated statistics are then replaced
     train_ds = data["train"] if train_examples is None else data["train"].take(train_examples)
+    eval_args = (template.replace(mask=None), train_ds, data["test"])
+    if recompute:
+        eval_args += _recompute_inputs(template, data["train"], recompute_batches, batch_size)
     alphas = stability.alphas(num_alphas)
     result = stability.pairwise_barriers(
-        _Errors(task, eval_batch_size, error), variables, alphas, batch_size=alpha_batch_size,
-        interpolate_fn=interpolate_fn, eval_args=(template.replace(mask=None), train_ds, data["test"]))
+        _Errors(task, eval_batch_size, error, recompute), variables, alphas, batch_size=alpha_batch_size,
+        interpolate_fn=_INTERPOLATE_WITH_STATS if has_bn else stability.interpolate, eval_args=eval_args)
     distances = np.asarray(stability.pairwise_l2(finals.params, finals.mask))
     norms = np.asarray(_replica_norms(finals.params))
     iu = np.triu_indices(distances.shape[0], k=1)

@@ -198,6 +198,21 @@ def test_recompute_with_batchnorm_and_dropout_keys_the_dropout():
     assert res["batch_stats"] == "recompute" and res["curves"]["test"].shape == (1, 3)
     np.testing.assert_array_equal(instability.instability(task, finals, small, **kw)["curves"]["test"],
                                   res["curves"]["test"])  # dropout keyed deterministically
+    # the recomputation's batches and key are arguments of the path's program, not constants:
+    # other copies of the same structure compile nothing (each call compiled the path before)
+    others = instability.train_copies(task, train.init_state(task), small, 2, steps=3, batch_size=8, chunk_size=1)
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        again = instability.instability(task, others, small, **kw)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == [] and not np.array_equal(again["curves"]["test"], res["curves"]["test"])
 
 
 def test_error_quantity_for_tasks_without_accuracy(tmp_path):
