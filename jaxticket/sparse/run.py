@@ -199,9 +199,11 @@ def train_sparse(task: train_lib.Task, data, method, *, density: Optional[float]
                 "data": data.fingerprint()}
     root = pathlib.Path(workdir)
     with rundir_lib.RunLock(root):
-        if overwrite and jax.process_index() == 0:
+        if overwrite and parallel.is_primary():
             for name in (_SUMMARY, _METRICS, "mask.npz", "final_params.npz", "final_batch_stats.npz"):
                 (root / name).unlink(missing_ok=True)
+        if overwrite:
+            parallel.sync("sparse_overwrite")  # no process may see the old summary once process 0 removed it
         with ckpt_lib.RunCheckpoints(root, identity, overwrite=overwrite) as ckpts:
             if (root / _SUMMARY).exists():
                 return _read_back(root, state, description, log)
@@ -235,7 +237,8 @@ def _history_file(root, start):
             break
         if rec["step"] <= start:
             records.append(rec)
-    rundir_lib.write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    if parallel.is_primary():  # every process reads it, process 0 writes it
+        rundir_lib.write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
@@ -270,7 +273,7 @@ def _train(task, data, m, description, fit, state, keys, directory, loop, seed_s
         rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
         sums, count = {}, 0
         history.append(rec)
-        if root is not None and jax.process_index() == 0:
+        if root is not None and parallel.is_primary():
             with open(root / _METRICS, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
@@ -320,7 +323,7 @@ def _finish(task, data, m, description, fit, state, history, root, mesh, log, t0
     if root is not None:
         # gathered on every process (a collective under jax.distributed), written by process 0
         host_params, host_stats = parallel.to_host(state.params), parallel.to_host(state.batch_stats)
-    if root is not None and jax.process_index() == 0:
+    if root is not None and parallel.is_primary():
         rundir_lib.save_mask(root / "mask.npz", host_mask)
         rundir_lib.save_tree(root / "final_params.npz", host_params)
         rundir_lib.save_tree(root / "final_batch_stats.npz", host_stats)
