@@ -17,11 +17,46 @@ import numpy as np
 from jaxticket.masks import Mask
 from jaxticket.rundir import RESULT_FIELDS
 
-__all__ = ["LevelResult", "RESULT_FIELDS", "level_rows", "per_seed"]
+__all__ = ["LevelResult", "PerSeedResult", "RESULT_FIELDS", "level_rows", "per_seed"]
+
+
+class PerSeedResult:
+    """What a trained result with one row per seed offers: its columns as ``[S]`` arrays
+    and its weights, loaded when first asked for. A subclass gives ``seed_rows()`` (the
+    rows) and a ``_weights`` loader ``() -> (params, batch_stats)``
+    (:class:`LevelResult`, :class:`jaxticket.sparse.SparseResult`)."""
+
+    _weights: Callable
+
+    def seed_rows(self) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def column(self, name: str) -> np.ndarray:
+        """The rows' ``name`` per seed, float64 ``[S]`` (NaN where a row has none)."""
+        return np.asarray([np.nan if r[name] is None else r[name] for r in self.seed_rows()], np.float64)
+
+    @property
+    def density(self) -> np.ndarray:
+        """Fraction of prunable weights kept (at the end), per seed ``[S]``."""
+        return self.column("density")
+
+    @property
+    def test_accuracy(self) -> np.ndarray:
+        """Final test accuracy per seed ``[S]``."""
+        return self.column("final_test_accuracy")
+
+    @property
+    def params(self):
+        """The final params, leaves ``[S, ...]``."""
+        return self._weights()[0]
+
+    @property
+    def batch_stats(self):
+        return self._weights()[1]
 
 
 @dataclasses.dataclass
-class LevelResult:
+class LevelResult(PerSeedResult):
     """One trained level (of the lineage or of a branch): per-seed values, lazily its weights.
 
     Attributes:
@@ -39,32 +74,13 @@ class LevelResult:
     _weights: Callable = dataclasses.field(repr=False, default=None)
     _logits: Callable = dataclasses.field(repr=False, default=None)
 
-    def _column(self, name) -> np.ndarray:
-        return np.asarray([np.nan if r[name] is None else r[name] for r in self.rows], np.float64)
-
-    @property
-    def density(self) -> np.ndarray:
-        """Fraction of prunable weights kept, per seed ``[S]``."""
-        return self._column("density")
-
-    @property
-    def test_accuracy(self) -> np.ndarray:
-        """Final test accuracy per seed ``[S]``."""
-        return self._column("final_test_accuracy")
+    def seed_rows(self) -> list:
+        return self.rows
 
     @property
     def early_stop_step(self) -> np.ndarray:
         """Iteration of minimum validation loss per seed (NaN without a validation split)."""
-        return self._column("early_stop_step")
-
-    @property
-    def params(self):
-        """The final params, leaves ``[S, ...]``."""
-        return self._weights()[0]
-
-    @property
-    def batch_stats(self):
-        return self._weights()[1]
+        return self.column("early_stop_step")
 
     @property
     def test_logits(self) -> np.ndarray:

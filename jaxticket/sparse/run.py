@@ -33,7 +33,7 @@ from jaxticket import masks as masks_lib
 from jaxticket import parallel
 from jaxticket import rundir as rundir_lib
 from jaxticket import train as train_lib
-from jaxticket.lottery.results import level_rows, per_seed
+from jaxticket.lottery.results import PerSeedResult, level_rows, per_seed
 from jaxticket.lottery.run import place_data
 from jaxticket.masks import Mask
 from jaxticket.sparse import methods as methods_lib
@@ -48,7 +48,7 @@ _SUMMARY, _METRICS = "summary.json", "metrics.jsonl"
 
 
 @dataclasses.dataclass
-class SparseResult:
+class SparseResult(PerSeedResult):
     """A finished sparse run: per-seed values like an IMP level's, lazily its weights.
 
     Attributes:
@@ -69,27 +69,8 @@ class SparseResult:
         ``target_density``, ``steps``, ``elapsed_s``)."""
         return [dict(r) for r in self._rows]
 
-    def _column(self, name) -> np.ndarray:
-        return np.asarray([np.nan if r[name] is None else r[name] for r in self._rows], np.float64)
-
-    @property
-    def density(self) -> np.ndarray:
-        """Fraction of prunable weights kept at the end, per seed ``[S]``."""
-        return self._column("density")
-
-    @property
-    def test_accuracy(self) -> np.ndarray:
-        """Final test accuracy per seed ``[S]``."""
-        return self._column("final_test_accuracy")
-
-    @property
-    def params(self):
-        """The final params, leaves ``[S, ...]``."""
-        return self._weights()[0]
-
-    @property
-    def batch_stats(self):
-        return self._weights()[1]
+    def seed_rows(self) -> list:
+        return self._rows
 
 
 def sparse_keys(seeds: int, sparse_seed: int = 0) -> np.ndarray:
