@@ -226,14 +226,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.from_csv:
         write(read_rows(out / "results.csv"), out)
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     args.workdir += suffix if args.workdir.endswith(NAME) else ""
     prov = common.Provenance(out, {**s, "config": config(s, s["seeds"], s["levels"]).to_dict()})
     run(args, s, out, prov)
     print(json.dumps(prov.data["sessions"][-1]["stages"]))
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,13 @@ def write_csv(path, rows: Sequence[dict], fields: Sequence[str]) -> None:
     rundir.write_atomic(path, out.getvalue())
 
 
+def print_summary(out) -> int:
+    """Prints ``out/summary.md`` (or that there are no results yet); 0, a script's exit code."""
+    summary = pathlib.Path(out) / "summary.md"
+    print(summary.read_text() if summary.exists() else "no results yet")
+    return 0
+
+
 def stats(values: Iterable) -> report.SeedStats:
     return report.seed_stats(list(values))
 

@@ -268,9 +268,7 @@ def main(argv=None) -> int:
                 prov.stage(f"{kind}_level{level}", time.perf_counter() - t)
                 write_outputs(workdir, out, s, plots=False)
     write_outputs(workdir, out, s)
-    summary = out / "summary.md"
-    print(summary.read_text() if summary.exists() else "no results yet")
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

@@ -178,13 +178,11 @@ def main(argv=None) -> int:
     config = preset.replace(seeds=s["seeds"], levels=s["levels"], steps=s["steps"])
     if args.from_csv:
         write_outputs(workdir, out, read_rows(out / "results.csv"))
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     prov = common.Provenance(out, {**s, "preset": "lenet_300_100_mnist", "config": config.to_dict()})
     if args.report:
         write_outputs(workdir, out)
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     data_kw = dict(datasets=load_data(config, args))
     t = time.perf_counter()
     lottery.run_imp(config, workdir, progress=False, **data_kw)
@@ -197,8 +195,7 @@ def main(argv=None) -> int:
             prov.stage(f"{kind}_level{level}", time.perf_counter() - t)
         write_outputs(workdir, out)
     print(json.dumps(prov.data["sessions"][-1]["stages"]))
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

@@ -501,8 +501,7 @@ def main(argv=None) -> int:
         names = [m for m in methods() if any(m in (r["method_a"], r["method_b"]) for r in agree)]
         plot_agreement(agree, names, s["levels"], out / "agreement.png")
         summarize(rows, out, s)
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     default_root = str(common.ROOT / "runs" / NAME)
     suffix = "_quick" if args.quick else ("" if args.seeds == 5 else f"_s{args.seeds}")
     root = pathlib.Path(args.root + (suffix if args.root == default_root else ""))
@@ -525,8 +524,7 @@ def main(argv=None) -> int:
     if [m for m in done["methods"] if m in methods()]:
         last_level_analyses(root, done, out, rows)  # the lineages that reached the last level
     summarize(rows, out, s)
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

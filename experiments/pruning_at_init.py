@@ -279,12 +279,10 @@ def main(argv=None) -> int:
         for setup in plan:
             plot(rows, setup, out / f"accuracy_vs_density_{setup}.png")
         common.rundir.write_atomic(out / "summary.md", summarize(rows, plan))
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     if args.report:
         write_outputs()
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     prov = common.Provenance(out, {"seeds": args.seeds, "setups": plan, "lineages": args.lineages, "configs": {
         lineage_dir(k, lineage): config(s, args.seeds, s["rewind_step"] if lineage == "rewound" else 0).to_dict()
         for k, s in plan.items() for lineage in args.lineages}})
@@ -309,8 +307,7 @@ def main(argv=None) -> int:
             finally:
                 run.close()
     print(json.dumps(prov.data["sessions"][-1]["stages"]))
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

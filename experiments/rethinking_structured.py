@@ -353,9 +353,7 @@ def main(argv=None) -> int:
                 prov.stage(f"level{level}_{budget}", time.perf_counter() - t)
                 write_outputs(workdir, out, s, plots=False)
     write_outputs(workdir, out, s)
-    summary = out / "summary.md"
-    print(summary.read_text() if summary.exists() else "no results yet")
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

@@ -404,8 +404,7 @@ def main(argv=None) -> int:
         prov.session["outcome"] = {"unstable": todo, "failed": failed, "swept": swept}
         prov.write()
     write_outputs(rows, out, s, swept)
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

@@ -389,8 +389,7 @@ def main(argv=None) -> int:
     if args.from_csv:
         dense = read_csv(out / "dense_barriers.csv") if (out / "dense_barriers.csv").exists() else []
         write_outputs(workdir, out, s, title, rows=read_csv(out / "results.csv"), dense=dense)
-        print((out / "summary.md").read_text())
-        return 0
+        return common.print_summary(out)
     settings = {k: v for k, v in s.items() if k != "config"}
     prov = common.Provenance(out, {**settings, "setting": args.setting, "config": s["config"].to_dict()})
     if not args.report:
@@ -408,9 +407,7 @@ def main(argv=None) -> int:
     dense = dense_barriers(workdir, s["seeds"])
     if (workdir / "dense_ks").exists():
         common.write_csv(out / "dense_barriers.csv", dense, DENSE_FIELDS)
-    summary = out / "summary.md"
-    print(summary.read_text() if summary.exists() else "no results yet")
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":

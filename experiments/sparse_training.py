@@ -335,8 +335,7 @@ def main(argv=None) -> int:
                     prov.stage(f"{setup}/snip", time.perf_counter() - t)
                 write_outputs(workdir, out, s, plots=False)
     write_outputs(workdir, out, s)
-    print((out / "summary.md").read_text())
-    return 0
+    return common.print_summary(out)
 
 
 if __name__ == "__main__":
