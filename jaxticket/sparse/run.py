@@ -301,13 +301,10 @@ def _finish(task, data, m, description, fit, state, history, root, mesh, log, t0
     for r in rows:
         r.update({"method": description["method"], "target_density": m.final_density(), "steps": fit.steps,
                   "elapsed_s": elapsed})
-    if root is not None:
-        # gathered on every process (a collective under jax.distributed), written by process 0
-        host_params, host_stats = parallel.to_host(state.params), parallel.to_host(state.batch_stats)
-    if root is not None and parallel.is_primary():
+    if root is not None:  # called on every process: they gather the arrays together, process 0 writes
         rundir_lib.save_mask(root / "mask.npz", host_mask)
-        rundir_lib.save_tree(root / "final_params.npz", host_params)
-        rundir_lib.save_tree(root / "final_batch_stats.npz", host_stats)
+        rundir_lib.save_tree(root / "final_params.npz", state.params)
+        rundir_lib.save_tree(root / "final_batch_stats.npz", state.batch_stats)
         rundir_lib.write_atomic(root / _SUMMARY, json.dumps({"rows": rows, "history": history,
                                                              "elapsed_s": elapsed}, indent=1))
     if log is not None:
