@@ -327,15 +327,28 @@ def write_report(run_dir) -> tuple[str, list[pathlib.Path]]:
 
 def format_instability_table(rows: Sequence[dict]) -> str:
     """Instability rows as a fixed-width table (percentage points; a ``seed`` column when
-    the rows come from several seeds)."""
+    the rows come from several seeds). A barrier is the mean over the pairs of copies,
+    ``± std`` over the pairs when there are several (two copies make one pair: no spread).
+
+    Example:
+        >>> row = {"level": 1, "density": 0.5, "k": 10, "test_barrier": 0.0123, "test_barrier_std": 0.0,
+        ...        "train_barrier": 0.02, "train_barrier_std": 0.0, "stable_test": True, "test_barriers": [0.0123],
+        ...        "train_barriers": [0.02]}
+        >>> print(format_instability_table([row]).splitlines()[-1])
+            1    50.00%       10    1.23            2.00            yes
+    """
     seeded = any(r.get("seed", 0) for r in rows)
     header = (f"{'level':>5}  {'density':>8}  {'k':>7}  " + (f"{'seed':>4}  " if seeded else "")
               + f"{'test barrier':>13}  {'train barrier':>14}  {'stable':>6}")
     lines = [header, "-" * len(header)]
+
+    def cell(r, split, width):
+        spread = len(r.get(f"{split}_barriers") or [None, None]) > 1
+        mean = f"{100 * r[f'{split}_barrier']:>{width - 7}.2f}"
+        return (f"{mean} ± {100 * r[f'{split}_barrier_std']:<4.2f}" if spread else f"{mean:<{width}}")
+
     for r in sorted(rows, key=lambda r: (r["level"], r["k"], r.get("seed", 0))):
         lines.append(f"{r['level']:>5}  {100 * r['density']:>7.2f}%  {r['k']:>7}  "
-                     + (f"{r.get('seed', 0):>4}  " if seeded else "") +
-                     f"{100 * r['test_barrier']:>6.2f} ± {100 * r['test_barrier_std']:<4.2f}  "
-                     f"{100 * r['train_barrier']:>7.2f} ± {100 * r['train_barrier_std']:<4.2f}  "
-                     f"{'yes' if r['stable_test'] else 'no':>6}")
+                     + (f"{r.get('seed', 0):>4}  " if seeded else "")
+                     + f"{cell(r, 'test', 13)}  {cell(r, 'train', 14)}  {'yes' if r['stable_test'] else 'no':>6}")
     return "\n".join(lines)
