@@ -204,6 +204,71 @@ def collect(workdir: pathlib.Path, seeds: int) -> list[dict]:
     return sorted(rows, key=lambda r: (r["k"], r["level"], r["seed"]))
 
 
+COMMON_FIELDS = ("k", "level", "density", "seed", "common_density", "jaccard_to_first_k", "l2_to_full_common",
+                 "l2_to_full")
+
+
+def common_mask_distances(workdir: pathlib.Path, seeds: int) -> list[dict]:
+    """Copy 0's distance to the dense network's trained weights (same seed) over the
+    weights that *every* k's lineage of a seed's folder keeps at that level, per k, copy
+    level (> 0) and seed: the lineages at different k have different masks, so the
+    distance over each copy's own surviving weights (``l2_to_full``) mixes the effect of k
+    with that of the mask; over the common mask only k differs. Beside it: the common
+    mask's density (of the prunable weights) and the Jaccard index of the lineage's mask
+    with the first k's. Needs the seed folders (their masks and the copies' weights); a
+    folder with one k gives no rows.
+
+    The copies' weights are checked to be 0 wherever their lineage's mask prunes (the
+    level's mask is the one the copies trained under)."""
+    from jaxticket import masks as masks_lib
+    from jaxticket import stability
+    from jaxticket.analysis import similarity
+
+    rows = []
+    for seed in range(seeds):
+        folder = workdir / f"seed{seed}"
+        ks = sorted(int(p.name[len("imp_k"):]) for p in folder.glob("imp_k*") if (p / "levels").exists())
+        points = folder / "points"
+        if len(ks) < 2 or not points.exists():
+            continue
+        first = lambda tree: {k: first(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[0]  # noqa: E731
+        dense = first(rundir.load_tree(folder / f"imp_k{ks[0]:06d}" / "levels" / "level_00" / "final_params.npz"))
+        levels = sorted({int(p.stem.split("_level")[1][:2]) for p in points.glob("k*_level*_finals.npz")} - {0})
+        for level in levels:
+            finals = {k: points / f"k{k:06d}_level{level:02d}_finals.npz" for k in ks}
+            if not all(f.exists() for f in finals.values()):
+                continue
+            masks = {}
+            for k in ks:
+                m = rundir.load_mask(folder / f"imp_k{k:06d}" / "levels" / f"level_{level:02d}" / "mask.npz")
+                masks[k] = m.replace(keep=first(m.keep))
+            common = masks[ks[0]].replace(keep={name: {leaf: np.logical_and.reduce([masks[k].keep[name][leaf]
+                                                                                       for k in ks])
+                                                       for leaf in layer}
+                                                 for name, layer in masks[ks[0]].keep.items()})
+            kept, total = 0, 0
+            for keep, prunable in zip(common.leaves(), common.prunable):
+                if prunable:
+                    kept, total = kept + int(np.sum(keep)), total + keep.size
+            for k in ks:
+                copy = first(rundir.load_tree(finals[k])["params"])
+                for w, keep in zip(_leaves(copy), masks[k].leaves()):
+                    if np.any(w[~keep] != 0):
+                        raise ValueError(f"seed {seed}, k = {k}, level {level}: the copy has weights where its "
+                                         "lineage's mask prunes; the mask file is not the copies' mask")
+                rows.append({"k": k, "level": level, "seed": seed, "density": float(masks_lib.host_density(masks[k])),
+                             "common_density": kept / total,
+                             "jaccard_to_first_k": float(similarity.jaccard(masks[k], masks[ks[0]])),
+                             "l2_to_full_common": float(stability.l2_distance(dense, copy, common)),
+                             "l2_to_full": float(stability.l2_distance(dense, copy, masks[k]))})
+    return sorted(rows, key=lambda r: (r["k"], r["level"], r["seed"]))
+
+
+def _leaves(tree) -> list:
+    """A nested dict's leaves in the order of ``jax.tree.leaves`` (sorted keys)."""
+    return [x for key in sorted(tree) for x in (_leaves(tree[key]) if isinstance(tree[key], dict) else [tree[key]])]
+
+
 def values(rows, key, **where):
     return [r[key] for r in rows if all(r[f] == v for f, v in where.items()) and r.get(key) is not None]
 
@@ -245,18 +310,51 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str, rows=None, dense=None) -> list[dict]:
-    """results.csv, summary.md and the plots, from the seed folders (or from ``rows`` and
-    ``dense``, the dense network's barriers per k and seed)."""
+def summarize_common(rows: list[dict]) -> str:
+    """The distance over the weights every k's lineage keeps (:func:`common_mask_distances`):
+    per level and k, mean ± std over seeds, and k minus the first k, paired by seed."""
+    ks, levels = sorted({r["k"] for r in rows}), sorted({r["level"] for r in rows})
+    lines = ["| level | weights % | kept by every k, % | k | seeds | Jaccard with k = " + str(ks[0]) + " | "
+             "L2 to full, common weights | minus k = " + str(ks[0]) + " (paired) | L2 to full, own surviving weights |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for level in levels:
+        first = {r["seed"]: r["l2_to_full_common"] for r in rows if r["level"] == level and r["k"] == ks[0]}
+        for k in ks:
+            here = [r for r in rows if r["level"] == level and r["k"] == k]
+            if not here:
+                continue
+            st = lambda key: common.stats([r[key] for r in here])  # noqa: E731
+            paired = report.paired_stats({r["seed"]: r["l2_to_full_common"] for r in here}, first)
+            lines.append(f"| {level} | {100 * np.mean([r['density'] for r in here]):.1f} | "
+                         f"{st('common_density').format(100, 1)} | {k} | {len(here)} | {st('jaccard_to_first_k').format(1, 3)} | "
+                         f"{common.fmt(st('l2_to_full_common'), 1.0)} | "
+                         f"{'-' if k == ks[0] else common.fmt_paired(paired, 1.0)} | {st('l2_to_full').format()} |")
+    return "\n".join(lines)
+
+
+def write_outputs(workdir: pathlib.Path, out: pathlib.Path, s: dict, title: str, rows=None, dense=None,
+                  common_rows=None) -> list[dict]:
+    """results.csv, common_mask.csv, summary.md and the plots, from the seed folders (or
+    from ``rows``, ``dense``, the dense network's barriers per k and seed, and
+    ``common_rows``, :func:`common_mask_distances`)."""
     rows = collect(workdir, s["seeds"]) if rows is None else rows
     dense = dense_barriers(workdir, s["seeds"]) if dense is None else dense
+    if common_rows is None:
+        common_rows = common_mask_distances(workdir, s["seeds"])
+        if common_rows:
+            common.write_csv(out / "common_mask.csv", common_rows, COMMON_FIELDS)
     common.write_csv(out / "results.csv", rows, FIELDS)
     if not rows:
         return rows
+    shared = ("" if not common_rows else
+              "\n## The distance over the weights every k's lineage keeps\n\nThe lineages at different k have "
+              "different masks; over the weights all of a seed's lineages keep at a level, only k differs "
+              "(`common_mask.csv`; L2 of copy 0 to the dense network's trained weights, mean ± std [95% t-interval]; "
+              "paired differences over the seeds with every k).\n\n" + summarize_common(common_rows) + "\n")
     common.rundir.write_atomic(out / "summary.md", f"# {NAME}: per rewind step k and level, over seeds\n\n"
                                "accuracy and barriers in %, mean ± std (ddof=1) [95% t-interval]; L2 distances "
                                "of copy 0 to the dense network's trained weights (same seed), mean ± std\n\n"
-                               f"{summarize(rows)}\n")
+                               f"{summarize(rows)}\n{shared}")
     ks = sorted({r["k"] for r in rows})
     series, ns = {}, {}
     for k in ks:
@@ -388,7 +486,8 @@ def main(argv=None) -> int:
              "vgg16_cifar10": "VGG-16 on CIFAR-10"}[args.setting]
     if args.from_csv:
         dense = read_csv(out / "dense_barriers.csv") if (out / "dense_barriers.csv").exists() else []
-        write_outputs(workdir, out, s, title, rows=read_csv(out / "results.csv"), dense=dense)
+        shared = read_csv(out / "common_mask.csv") if (out / "common_mask.csv").exists() else []
+        write_outputs(workdir, out, s, title, rows=read_csv(out / "results.csv"), dense=dense, common_rows=shared)
         return common.print_summary(out)
     settings = {k: v for k, v in s.items() if k != "config"}
     prov = common.Provenance(out, {**settings, "setting": args.setting, "config": s["config"].to_dict()})

@@ -190,6 +190,15 @@ def test_rewinding_stability_quick(tmp_path, monkeypatch):
             assert survived < every
     for png in ("accuracy_vs_density.png", "barrier_vs_k.png", "l2_vs_k.png", "l2_all_vs_k.png"):
         assert (out / png).exists(), png
+    shared = read_csv(out / "common_mask.csv")  # level 1, k = 0 and 2: over the weights both lineages keep
+    assert sorted((r["k"], r["level"]) for r in shared) == [("0", "1"), ("2", "1")]
+    by_k = {r["k"]: r for r in shared}
+    assert float(by_k["0"]["jaccard_to_first_k"]) == 1.0 and 0 < float(by_k["2"]["jaccard_to_first_k"]) <= 1
+    own = {r["k"]: float(r["l2_to_full"]) for r in rows if r["level"] == "1"}
+    for k, r in by_k.items():
+        assert float(r["common_density"]) <= float(r["density"])
+        assert float(r["l2_to_full_common"]) <= float(r["l2_to_full"]) == pytest.approx(own[k], rel=1e-6)
+    assert "kept by every k" in (out / "summary.md").read_text()
     text = without_summary(out)
     assert script.main(["--quick", "--out", str(out), "--from-csv"]) == 0
     assert (out / "summary.md").read_text() == text
