@@ -189,7 +189,8 @@ def summarize(rows, ratio_rows, lineage_rows) -> str:
         rr = [r for r in ratio_rows if r["level"] == level]
         st = common.stats([r["ratio_random_over_imp"] for r in rr])
         lg = common.stats([float(np.log(r["ratio_random_over_imp"])) for r in rr])
-        geo = f"{np.exp(lg.mean):.2f} [{np.exp(lg.ci95[0]):.2f}, {np.exp(lg.ci95[1]):.2f}]"
+        geo = (f"{np.exp(lg.mean):.2f} [{np.exp(lg.ci95[0]):.2f}, {np.exp(lg.ci95[1]):.2f}]" if lg.n > 1
+               else f"{np.exp(lg.mean):.2f} (one seed: no interval)")
         per_seed = ", ".join("%.2f" % r["ratio_random_over_imp"] for r in rr)
         lines.append(f"| {level} | {100 * np.mean([r['density'] for r in rr]):.1f} | {st.n} | {common.fmt(st, 1.0)} | "
                      f"{per_seed} | {geo} | "

@@ -370,7 +370,7 @@ def ensemble_table(ens_rows) -> list[str]:
     for subset in sorted(sub for sub in {r["subset"] for r in ens_rows} - singles if len(members(sub)) > 1):
         acc = {r["seed"]: r["mean_softmax_accuracy"] for r in ens_rows if r["subset"] == subset}
         st, paper = common.stats(acc.values()), PAPER_ENSEMBLES.get(subset)
-        inside = "-" if paper is None else ("yes" if 100 * st.ci95[0] <= paper <= 100 * st.ci95[1] else "no")
+        inside = "-" if paper is None or st.n < 2 else ("yes" if 100 * st.ci95[0] <= paper <= 100 * st.ci95[1] else "no")
         lines.append(f"| {subset} | {common.fmt(st)} | {paper if paper is not None else '-'} | {inside} | "
                      f"{_diff(report.paired_stats(acc, best), digits=2)} |")
     return lines

@@ -300,8 +300,7 @@ def summarize(rows: list[dict]) -> str:
             matches = "-" if dense is None else ("yes" if acc.mean >= dense.mean - dense.std else "no")
             paired = report.paired_stats({r["seed"]: r["test_accuracy"] for r in rows
                                           if r["k"] == k and r["level"] == level}, dense_by_seed)
-            diff = "-" if level == 0 or paired is None else (
-                f"{100 * paired.mean:+.2f} [{100 * paired.ci95[0]:+.2f}, {100 * paired.ci95[1]:+.2f}]")
+            diff = "-" if level == 0 else common.fmt_paired(paired)
             cells = [str(k), str(level), f"{100 * density:.1f}", str(acc.n), common.fmt(acc), matches, diff,
                      common.fmt(common.stats(values(rows, "test_barrier", k=k, level=level))),
                      common.fmt(common.stats(values(rows, "train_barrier", k=k, level=level))),
