@@ -32,6 +32,7 @@ again after an interruption; ``--report`` writes the results of what it holds.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import sys
@@ -41,6 +42,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxticket import configs, instability, lottery, plots, report, rundir  # noqa: E402
@@ -225,13 +227,13 @@ def common_mask_distances(workdir: pathlib.Path, seeds: int) -> list[dict]:
     from jaxticket.analysis import similarity
 
     rows = []
+    first = functools.partial(jax.tree.map, lambda x: x[0])  # a one-seed folder's trees: leading axis [1]
     for seed in range(seeds):
         folder = workdir / f"seed{seed}"
         ks = sorted(int(p.name[len("imp_k"):]) for p in folder.glob("imp_k*") if (p / "levels").exists())
         points = folder / "points"
         if len(ks) < 2 or not points.exists():
             continue
-        first = lambda tree: {k: first(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[0]  # noqa: E731
         dense = first(rundir.load_tree(folder / f"imp_k{ks[0]:06d}" / "levels" / "level_00" / "final_params.npz"))
         levels = sorted({int(p.stem.split("_level")[1][:2]) for p in points.glob("k*_level*_finals.npz")} - {0})
         for level in levels:
@@ -242,31 +244,20 @@ def common_mask_distances(workdir: pathlib.Path, seeds: int) -> list[dict]:
             for k in ks:
                 m = rundir.load_mask(folder / f"imp_k{k:06d}" / "levels" / f"level_{level:02d}" / "mask.npz")
                 masks[k] = m.replace(keep=first(m.keep))
-            common = masks[ks[0]].replace(keep={name: {leaf: np.logical_and.reduce([masks[k].keep[name][leaf]
-                                                                                       for k in ks])
-                                                       for leaf in layer}
-                                                 for name, layer in masks[ks[0]].keep.items()})
-            kept, total = 0, 0
-            for keep, prunable in zip(common.leaves(), common.prunable):
-                if prunable:
-                    kept, total = kept + int(np.sum(keep)), total + keep.size
+            common_mask = masks[ks[0]].replace(keep=jax.tree.map(lambda *keeps: np.logical_and.reduce(keeps),
+                                                                 *[masks[k].keep for k in ks]))
             for k in ks:
                 copy = first(rundir.load_tree(finals[k])["params"])
-                for w, keep in zip(_leaves(copy), masks[k].leaves()):
+                for w, keep in zip(jax.tree.leaves(copy), masks[k].leaves()):
                     if np.any(w[~keep] != 0):
                         raise ValueError(f"seed {seed}, k = {k}, level {level}: the copy has weights where its "
                                          "lineage's mask prunes; the mask file is not the copies' mask")
                 rows.append({"k": k, "level": level, "seed": seed, "density": float(masks_lib.host_density(masks[k])),
-                             "common_density": kept / total,
+                             "common_density": float(masks_lib.host_density(common_mask)),
                              "jaccard_to_first_k": float(similarity.jaccard(masks[k], masks[ks[0]])),
-                             "l2_to_full_common": float(stability.l2_distance(dense, copy, common)),
+                             "l2_to_full_common": float(stability.l2_distance(dense, copy, common_mask)),
                              "l2_to_full": float(stability.l2_distance(dense, copy, masks[k]))})
     return sorted(rows, key=lambda r: (r["k"], r["level"], r["seed"]))
-
-
-def _leaves(tree) -> list:
-    """A nested dict's leaves in the order of ``jax.tree.leaves`` (sorted keys)."""
-    return [x for key in sorted(tree) for x in (_leaves(tree[key]) if isinstance(tree[key], dict) else [tree[key]])]
 
 
 def values(rows, key, **where):

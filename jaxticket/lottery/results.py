@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Callable
 
@@ -20,7 +21,7 @@ from jaxticket.rundir import RESULT_FIELDS
 __all__ = ["LevelResult", "PerSeedResult", "RESULT_FIELDS", "level_rows", "per_seed"]
 
 
-class PerSeedResult:
+class PerSeedResult(abc.ABC):
     """What a trained result with one row per seed offers: its columns as ``[S]`` arrays
     and its weights, loaded when first asked for. A subclass gives ``seed_rows()`` (the
     rows) and a ``_weights`` loader ``() -> (params, batch_stats)``
@@ -28,8 +29,9 @@ class PerSeedResult:
 
     _weights: Callable
 
-    def seed_rows(self) -> list:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def seed_rows(self) -> list:
+        """One dict per seed (:data:`RESULT_FIELDS` and whatever the result adds)."""
 
     def column(self, name: str) -> np.ndarray:
         """The rows' ``name`` per seed, float64 ``[S]`` (NaN where a row has none)."""
